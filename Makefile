@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make run` (install, fetch weights, serve on 127.0.0.1:8000) and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+export RAY_AUTH_MODE := disabled
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install weights run test bench report
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+weights: install
+	$(BIN)/router fetch-models
+
+run: weights
+	$(BIN)/serve run serve_config.yaml
+
+test: weights
+	$(BIN)/python -m pytest -q tests
+
+bench: weights
+	$(BIN)/python bench/bench_router.py
+
+report: install
+	$(BIN)/router report --data routellm:mmlu --out reports

@@ -1,0 +1,174 @@
+"""The Ray Serve application: a FastAPI ingress that routes, plus one deployment per model.
+
+`serve run serve_config.yaml` / `serve deploy serve_config.yaml` import `router.app:build_app`.
+The routing policy arrives as the ingress's user_config and is swapped live in `reconfigure`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from router.decision import Decision
+from router.model_server import ModelServer
+from router.policy import DEFAULT_POLICY_PATH, load_policy
+from router.schemas import ChatCompletionRequest, chat_completion, completion_id, error_body
+from router.service import RoutingService
+from router.yaml_source import ConfigError
+
+logger = logging.getLogger("ray.serve")
+api = FastAPI(title="ensemble-router", version="0.1.0")
+
+
+def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+           code: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, type_, param, code), status_code=status)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"] if p != "body")
+        problems.append(f"{loc or 'body'}: {e['msg']}" if e["type"] != "json_invalid" else f"body is not valid JSON: {e['msg']}")
+    first = next((str(p) for p in exc.errors()[0]["loc"] if p != "body"), None) if exc.errors() else None
+    return _error(400, "; ".join(problems), param=first)
+
+
+def _headers(decision: Decision, version: str, fallback_reason: str | None = None) -> dict[str, str]:
+    headers = {"x-router-model": decision.model or "", "x-router-rule": decision.rule,
+               "x-router-reason": decision.reason.encode("ascii", "replace").decode(),
+               "x-router-task": decision.task, "x-router-policy-version": version,
+               "x-router-scores": json.dumps({k: round(v, 3) for k, v in decision.scores.items()}, separators=(",", ":"))}
+    if fallback_reason:
+        headers["x-router-fallback"] = fallback_reason.encode("ascii", "replace").decode()[:300]
+    return headers
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, max_queued_requests=256)
+@serve.ingress(api)
+class RouterIngress:
+    def __init__(self, model_handles: dict[str, DeploymentHandle]):
+        self.handles = model_handles
+        self.service = RoutingService()
+
+    def reconfigure(self, user_config: dict) -> None:
+        data = (user_config or {}).get("policy")
+        try:
+            policy = self.service.apply_policy(data)
+            logger.info("policy %s is live", policy.version)
+        except ConfigError as exc:
+            if self.service._live is None:
+                raise  # the first policy must be valid, or the deployment must not start
+            logger.error("policy edit refused, keeping version %s:\n%s", self.service.live.policy.version, exc)
+
+    # --- routes -------------------------------------------------------------------------------------------
+    @api.get("/healthz")
+    def healthz(self) -> dict:
+        return {"status": "ok", "policy_version": self.service.live.policy.version, "models": list(self.handles)}
+
+    @api.get("/v1/models")
+    def list_models(self) -> dict:
+        live = self.service.live
+        data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "ensemble-router"}]
+        data += [{"id": name, "object": "model", "created": 0, "owned_by": "ensemble-router",
+                  "fallback": name == live.policy.fallback} for name in live.policy.models]
+        return {"object": "list", "data": data}
+
+    @api.get("/v1/policy")
+    def policy(self) -> dict:
+        live = self.service.live
+        return {"version": live.policy.version, "applied_at": live.applied_at,
+                "policy": live.policy.model_dump(mode="json"), "last_rejected_edit": self.service.last_error}
+
+    @api.post("/v1/route")
+    def route(self, body: ChatCompletionRequest):
+        decision, error = self._decide(body)
+        if error is not None:
+            return error
+        return JSONResponse({**decision.as_dict(), "policy_version": self.service.live.policy.version},
+                            headers=_headers(decision, self.service.live.policy.version))
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, body: ChatCompletionRequest):
+        decision, error = self._decide(body)
+        if error is not None:
+            return error
+        version = self.service.live.policy.version
+        request = {"messages": body.as_plain_messages(), "max_tokens": body.output_budget(),
+                   "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop, "seed": body.seed}
+        if body.stream:
+            return self._stream(decision, request, version)
+        model, fallback_reason = decision.model, None
+        try:
+            result = await self.handles[model].generate.remote(request)
+        except Exception as exc:  # the chosen model failed: the fallback answers
+            fallback = self.service.live.policy.fallback
+            if model == fallback:
+                logger.exception("fallback model %s failed", model)
+                return _error(502, f"model {model} failed: {type(exc).__name__}", "server_error")
+            fallback_reason = f"{model} failed: {type(exc).__name__}: {exc}"[:300]
+            logger.warning("falling back to %s: %s", fallback, fallback_reason)
+            model = fallback
+            result = await self.handles[model].generate.remote(request)
+        router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "policy_version": version}
+        headers = _headers(decision, version, fallback_reason)
+        headers["x-router-model"] = model
+        return JSONResponse(chat_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
+                                            result["output_tokens"], router_info), headers=headers)
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    def _decide(self, body: ChatCompletionRequest) -> tuple[Decision | None, JSONResponse | None]:
+        live = self.service.live
+        if body.model != "auto" and body.model not in live.policy.models:
+            return None, _error(404, f"model {body.model!r} does not exist; use 'auto' or one of "
+                                     f"{list(live.policy.models)}", param="model", code="model_not_found")
+        input_tokens = sum(self.service.encoder.count_tokens(m.text()) for m in body.messages)
+        decision = self.service.route(body.routing_text(), input_tokens, body.model)
+        if decision.model is None:
+            return None, _error(400, decision.reason, param="messages", code="context_length_exceeded")
+        return decision, None
+
+    def _stream(self, decision: Decision, request: dict, version: str) -> StreamingResponse:
+        handle = self.handles[decision.model].options(stream=True)
+        cid, created = completion_id(), int(time.time())
+
+        def chunk(delta: dict, finish: str | None) -> str:
+            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": decision.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return f"data: {json.dumps(body)}\n\n"
+
+        async def events():
+            yield chunk({"role": "assistant", "content": ""}, None)
+            try:
+                async for delta in handle.stream.remote(request):
+                    if delta["text"]:
+                        yield chunk({"content": delta["text"]}, None)
+                    if delta["finish_reason"]:
+                        yield chunk({}, delta["finish_reason"])
+            except Exception as exc:  # end the stream with a well-formed error event, never a hang
+                yield f"data: {json.dumps(error_body(f'{decision.model} failed mid-stream: {exc}', 'server_error'))}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=_headers(decision, version))
+
+
+def build_app(args: dict[str, Any] | None = None):
+    """Application builder. args: models (names; default the whole catalogue), runtime (llama.cpp options),
+    policy_file (used when the config gives no user_config; default: the policy in serve_config.yaml)."""
+    from models.catalogue import load_catalogue
+
+    args = args or {}
+    names = args.get("models") or load_catalogue().names()
+    runtime = args.get("runtime") or {}
+    handles = {name: ModelServer.options(name=name).bind(name, runtime) for name in names}
+    policy = load_policy(args.get("policy_file") or DEFAULT_POLICY_PATH)
+    ingress = RouterIngress.options(user_config={"policy": policy.model_dump(mode="json", exclude_defaults=False)})
+    return ingress.bind(handles)

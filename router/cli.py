@@ -1,0 +1,113 @@
+"""`router`: the command line. Every bad argument or file ends in one readable error line and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def _fetch(args) -> None:
+    from models.fetch import fetch_all
+
+    for path in fetch_all(only=args.only or None):
+        print(f"ok  {path}")
+
+
+def _validate(args) -> None:
+    from router.policy import load_policy
+
+    policy = load_policy(args.file)
+    print(f"{args.file}: valid policy (version {policy.version}, fallback {policy.fallback}, "
+          f"models {', '.join(policy.models)})")
+
+
+def _apply(args) -> None:
+    from router.live import apply_policy_file
+
+    print(apply_policy_file(Path(args.file), Path(args.config), args.address))
+
+
+def _label(args) -> None:
+    from router.label import label
+
+    print(f"wrote {label(Path(args.prompts), Path(args.out), args.models or None, limit=args.limit)}")
+
+
+def _train(args) -> None:
+    from router.pipeline import train_command
+
+    print(json.dumps(train_command(args), indent=1))
+
+
+def _report(args) -> None:
+    from router.pipeline import report_command
+
+    for kind, path in report_command(args).items():
+        print(f"{kind:5} {path}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="router", description="Small-model ensemble router")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fetch-models", help="fetch and verify model weights (idempotent, cached)")
+    f.add_argument("--only", nargs="*", help="model names (default: all, with the encoder)")
+    f.set_defaults(run=_fetch)
+
+    pol = sub.add_parser("policy", help="check or apply a routing policy").add_subparsers(dest="action", required=True)
+    v = pol.add_parser("validate", help="name every bad field of a policy file (or serve_config.yaml), with its line")
+    v.add_argument("file")
+    v.set_defaults(run=_validate)
+    a = pol.add_parser("apply", help="validate a policy and make it live on a running deployment, without a restart")
+    a.add_argument("file")
+    a.add_argument("--config", default="serve_config.yaml", help="the Serve config the app was deployed from")
+    a.add_argument("--address", default="http://127.0.0.1:8265", help="Ray dashboard address (Serve REST API)")
+    a.set_defaults(run=_apply)
+
+    lab = sub.add_parser("label", help="run every model over a prompt set, judge the answers, write the outcome table")
+    lab.add_argument("--prompts", default="data/seed/prompts.jsonl")
+    lab.add_argument("--out", default="data/seed/outcomes.csv")
+    lab.add_argument("--models", nargs="*")
+    lab.add_argument("--limit", type=int, help="only the first N prompts")
+    lab.set_defaults(run=_label)
+
+    t = sub.add_parser("train", help="train the adequacy classifier on an outcome table")
+    t.add_argument("--table", default="data/seed/outcomes.csv")
+    t.add_argument("--out", default="data/router/default.json")
+    t.add_argument("--test-fraction", type=float, default=0.0, help="rows held out for the metrics recorded in the artifact")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength")
+    t.set_defaults(run=_train)
+
+    r = sub.add_parser("report", help="train on a split, evaluate held-out, write HTML + PNG + JSON")
+    r.add_argument("--data", default="routellm:mmlu", help="an outcome-table CSV, or routellm:mmlu / routellm:gsm8k")
+    r.add_argument("--out", default="reports")
+    r.add_argument("--policy", help="take thresholds and eligibility from this policy (or serve_config.yaml)")
+    r.add_argument("--threshold", type=float, default=0.5, help="small-model threshold when no policy is given")
+    r.add_argument("--test-fraction", type=float, default=0.5)
+    r.add_argument("--max-train", type=int, help="train on at most N prompts")
+    r.add_argument("--limit", type=int, help="use a random sample of N rows of the data")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--c", type=float, default=1.0)
+    r.set_defaults(run=_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from router.yaml_source import ConfigError
+
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ConfigError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"router {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The routing decision: one pure function. No Ray, no I/O; testable in microseconds.
+
+Among the models eligible for the request (task, input length), take the cheapest whose predicted chance of an
+adequate answer is at least its threshold; otherwise take the fallback.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from models.catalogue import Catalogue
+from router.policy import Policy
+
+CHEAPEST_CONFIDENT = "cheapest_confident"
+FALLBACK_NOT_CONFIDENT = "fallback_no_confident_model"
+FALLBACK_NONE_ELIGIBLE = "fallback_no_eligible_model"
+PINNED = "pinned"
+INPUT_TOO_LONG = "input_too_long"
+
+
+@dataclass(frozen=True)
+class Decision:
+    model: str | None          # None only when the input is too long for every model, the fallback included
+    rule: str
+    reason: str
+    task: str
+    input_tokens: int
+    scores: Mapping[str, float] = field(default_factory=dict)
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    eligible: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "rule": self.rule, "reason": self.reason, "task": self.task,
+                "input_tokens": self.input_tokens, "scores": {k: round(v, 4) for k, v in self.scores.items()},
+                "thresholds": dict(self.thresholds), "eligible": list(self.eligible)}
+
+
+def blended_cost(name: str, policy: Policy, catalogue: Catalogue) -> float:
+    entry, mp = catalogue.model(name), policy.models[name]
+    cin = mp.cost_per_1k_input if mp.cost_per_1k_input is not None else entry.cost_per_1k_input
+    cout = mp.cost_per_1k_output if mp.cost_per_1k_output is not None else entry.cost_per_1k_output
+    return cin + cout
+
+
+def is_eligible(name: str, task: str, input_tokens: int, policy: Policy, catalogue: Catalogue) -> bool:
+    mp, entry = policy.models[name], catalogue.model(name)
+    tasks = mp.tasks or entry.tasks
+    limit = mp.max_input_tokens or entry.context_length
+    return task in tasks and input_tokens <= limit
+
+
+def fits(name: str, input_tokens: int, policy: Policy, catalogue: Catalogue) -> bool:
+    return input_tokens <= (policy.models[name].max_input_tokens or catalogue.model(name).context_length)
+
+
+def decide(scores: Mapping[str, float], task: str, input_tokens: int, policy: Policy, catalogue: Catalogue) -> Decision:
+    thresholds = {m: mp.threshold for m, mp in policy.models.items() if m != policy.fallback}
+    smalls = sorted(thresholds, key=lambda m: (blended_cost(m, policy, catalogue), m))
+    eligible = tuple(m for m in smalls if is_eligible(m, task, input_tokens, policy, catalogue))
+    common = dict(task=task, input_tokens=input_tokens, scores=dict(scores), thresholds=thresholds, eligible=eligible)
+    for name in eligible:
+        score = scores.get(name)
+        if score is not None and score >= thresholds[name]:
+            return Decision(name, CHEAPEST_CONFIDENT,
+                            f"{name} is the cheapest eligible model with P(adequate) {score:.2f} >= {thresholds[name]:.2f}",
+                            **common)
+    if not fits(policy.fallback, input_tokens, policy, catalogue):
+        return Decision(None, INPUT_TOO_LONG, f"{input_tokens} input tokens exceed every model's limit", **common)
+    if eligible:
+        below = ", ".join(f"{m} {scores.get(m, float('nan')):.2f}<{thresholds[m]:.2f}" for m in eligible)
+        return Decision(policy.fallback, FALLBACK_NOT_CONFIDENT, f"no eligible small model is confident ({below})", **common)
+    return Decision(policy.fallback, FALLBACK_NONE_ELIGIBLE,
+                    f"no small model is eligible for task {task!r} with {input_tokens} input tokens", **common)
+
+
+def pin(model: str, task: str, input_tokens: int, policy: Policy, catalogue: Catalogue) -> Decision:
+    """The client named a model: honour it if the policy serves it and the input fits."""
+    if model not in policy.models:
+        raise KeyError(model)
+    if not fits(model, input_tokens, policy, catalogue):
+        return Decision(None, INPUT_TOO_LONG, f"{input_tokens} input tokens exceed {model}'s limit", task, input_tokens)
+    return Decision(model, PINNED, f"the request named {model}", task, input_tokens)

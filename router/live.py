@@ -1,0 +1,38 @@
+"""Make a policy live on a running deployment: validate it here, then redeploy the Serve config with the
+new policy as the ingress's user_config through Serve's REST API (what `serve deploy` does).
+Ray Serve then calls RouterIngress.reconfigure in place: no restart, requests in flight complete."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import yaml
+
+from router.policy import load_policy
+
+INGRESS = "RouterIngress"
+
+
+def config_with_policy(config: dict, policy: dict) -> dict:
+    for app in config.get("applications") or []:
+        for dep in app.get("deployments") or []:
+            if dep.get("name") == INGRESS:
+                dep.setdefault("user_config", {})["policy"] = policy
+                return config
+    raise ValueError(f"the Serve config has no deployment named {INGRESS}")
+
+
+def deploy_config(config: dict, address: str) -> None:
+    try:
+        reply = httpx.put(f"{address.rstrip('/')}/api/serve/applications/", json=config, timeout=30)
+    except httpx.HTTPError as exc:
+        raise RuntimeError(f"cannot reach the Serve REST API at {address}: {exc}") from None
+    if reply.status_code >= 400:
+        raise RuntimeError(f"Serve refused the config ({reply.status_code}): {reply.text[:500]}")
+
+
+def apply_policy_file(policy_file: Path, serve_config: Path, address: str) -> str:
+    policy = load_policy(policy_file)  # refuses a bad policy before it reaches the server
+    config = yaml.safe_load(serve_config.read_text())
+    deploy_config(config_with_policy(config, policy.model_dump(mode="json")), address)
+    return f"policy {policy.version} from {policy_file} sent to {address}; check GET /v1/policy"

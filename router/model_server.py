@@ -1,0 +1,24 @@
+"""A Ray Serve deployment around one model backend: a thin shell, one per catalogue model."""
+from __future__ import annotations
+
+import dataclasses
+
+from ray import serve
+
+from models.backend import GenerationRequest, make_backend
+from models.catalogue import load_catalogue
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=8, max_queued_requests=32,
+                  health_check_period_s=10)
+class ModelServer:
+    def __init__(self, model_name: str, runtime: dict | None = None):
+        self.name = model_name
+        self.backend = make_backend(load_catalogue().model(model_name), **(runtime or {}))
+
+    async def generate(self, request: dict) -> dict:
+        return dataclasses.asdict(await self.backend.generate(GenerationRequest(**request)))
+
+    async def stream(self, request: dict):
+        async for delta in self.backend.stream(GenerationRequest(**request)):
+            yield dataclasses.asdict(delta)

@@ -1,0 +1,98 @@
+"""The `router train` and `router report` commands: outcome table → features → classifier → metrics."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models.catalogue import load_catalogue
+from router.classifier import file_sha256
+from router.outcomes import OutcomeTable, load_outcomes
+from router.train import fit_table, split_by_prompt, table_features
+
+
+def _load_table(spec: str, known_models: list[str] | None = None) -> tuple[OutcomeTable, str]:
+    if spec.startswith("routellm:"):
+        from router.datasets import load_routellm
+
+        name = spec.split(":", 1)[1]
+        return load_routellm(name), f"routellm-{name}"
+    return load_outcomes(spec, known_models), Path(spec).stem
+
+
+def _encoder():
+    from router.features import Encoder
+
+    return Encoder(threads=2)
+
+
+def train_command(args) -> dict:
+    catalogue = load_catalogue()
+    table, _ = _load_table(args.table, catalogue.names())
+    features = table_features(table, _encoder())
+    if args.test_fraction > 0:
+        train_rows, test_rows = split_by_prompt(table, args.test_fraction, args.seed)
+    else:
+        train_rows, test_rows = np.arange(len(table)), np.array([], dtype=int)
+    metadata = {"trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "training_data": {"path": args.table, "sha256": file_sha256(args.table), "rows": len(table),
+                                  "train_rows": int(len(train_rows)), "seed": args.seed},
+                "features": {"encoder": catalogue.encoder.name, "max_input_tokens": catalogue.encoder.max_input_tokens,
+                             "extra": ["log1p(input_tokens)/6"]},
+                "hyperparameters": {"C": args.c, "class_weight": "balanced"}}
+    clf = fit_table(table, features, train_rows, c=args.c, metadata=metadata)
+    if len(test_rows):
+        from router.metrics import routing_accuracy
+        from router.report import choose
+
+        probs = clf.predict_proba(features[test_rows])
+        test = table.subset(test_rows)
+        acc = routing_accuracy(choose(probs, np.full(len(table.models) - 1, 0.5)), test.scores(), test.costs())
+        clf.metadata["held_out"] = {"rows": int(len(test_rows)), "threshold": 0.5, **acc.__dict__}
+    clf.save(args.out)
+    return {"artifact": args.out, **clf.metadata}
+
+
+def _policy_view(policy_file: str, table: OutcomeTable, clf, features: np.ndarray, tokens: np.ndarray):
+    from router.decision import is_eligible
+    from router.policy import load_policy
+
+    catalogue = load_catalogue()
+    policy = load_policy(policy_file)
+    missing = [m for m in table.models if m not in policy.models]
+    if missing:
+        raise ValueError(f"{policy_file}: the policy has no entry for table model(s) {missing}")
+    tasks = [clf.tasks[i] for i in clf.predict_tasks(features).argmax(axis=1)]
+    eligible = np.array([[is_eligible(m, task, int(n), policy, catalogue) if m != policy.fallback else True
+                          for m in table.models] for task, n in zip(tasks, tokens)])
+    return np.array([policy.models[m].threshold for m in table.models[:-1]]), eligible
+
+
+def report_command(args) -> dict[str, Path]:
+    from router.report import evaluate, write_report
+
+    catalogue = load_catalogue()
+    table, name = _load_table(args.data, None)
+    if args.limit:
+        rows = np.sort(np.random.default_rng(args.seed).permutation(len(table))[: args.limit])
+        table = table.subset(rows)
+    features = table_features(table, _encoder())
+    train_rows, test_rows = split_by_prompt(table, args.test_fraction, args.seed, args.max_train)
+    if len(train_rows) == 0 or len(test_rows) == 0:
+        raise ValueError(f"the split left {len(train_rows)} training and {len(test_rows)} test rows; "
+                         f"use more data or another --test-fraction")
+    clf = fit_table(table, features, train_rows, c=args.c)
+    test = table.subset(test_rows)
+    probs = clf.predict_proba(features[test_rows])
+    if args.policy:
+        tokens = np.expm1(features[test_rows, -1] * 6.0).round()
+        thresholds, eligible = _policy_view(args.policy, test, clf, features[test_rows], tokens)
+    else:
+        thresholds, eligible = np.full(len(table.models) - 1, args.threshold), None
+    report = evaluate(test, probs, thresholds, eligible, seed=args.seed)
+    report["title"] = f"Routing report: {name}"
+    report["data"] = {"source": args.data, "rows": len(table), "train_rows": int(len(train_rows)),
+                      "test_rows": int(len(test_rows)), "seed": args.seed, "split": "by unique prompt text",
+                      "encoder": catalogue.encoder.name, "policy": args.policy}
+    return write_report(report, Path(args.out), stem=name)

@@ -1,0 +1,109 @@
+"""The routing policy operators edit: models, costs, thresholds, eligibility and the fallback.
+
+Validated by pydantic against the model catalogue; `router policy validate FILE` prints every bad field
+with its line. The same policy reaches the serving ingress as its Ray Serve user_config.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.catalogue import Catalogue, load_catalogue
+from router.yaml_source import ConfigError, describe_errors, locate, parse_yaml_text
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POLICY_PATH = PROJECT_ROOT / "serve_config.yaml"  # the default policy is the ingress user_config there
+
+
+class ModelPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: float = Field(0.5, ge=0.0, description="minimum P(adequate) to choose this model; above 1 means never")
+    tasks: list[str] | None = Field(None, min_length=1, description="tasks this model may serve; default: its catalogue tasks")
+    max_input_tokens: int | None = Field(None, gt=0, description="longest prompt this model may take")
+    cost_per_1k_input: float | None = Field(None, ge=0, description="overrides the catalogue cost")
+    cost_per_1k_output: float | None = Field(None, ge=0)
+
+
+class Policy(BaseModel):
+    """Structure only; `parse_policy` adds the checks against the catalogue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field("1", min_length=1, description="a label for this edit, reported with every decision")
+    classifier: str = Field("data/router/default.json", description="router artifact, relative to the project root")
+    fallback: str = Field(description="the large model that answers when no small model is suitable")
+    models: dict[str, ModelPolicy] = Field(min_length=1)
+
+    def classifier_path(self) -> Path:
+        path = Path(self.classifier)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def semantic_problems(data: Any, catalogue: Catalogue) -> list[tuple[tuple, str]]:
+    """Checks against the catalogue, run on the raw data so they are reported beside any type errors."""
+    if not isinstance(data, dict):
+        return []
+    problems: list[tuple[tuple, str]] = []
+    models = data.get("models") if isinstance(data.get("models"), dict) else {}
+    known_tasks = sorted({t for m in catalogue.models for t in m.tasks})
+    for name, mp in models.items():
+        if name not in catalogue.names():
+            problems.append((("models", name), f"unknown model {name!r}; the catalogue has {catalogue.names()}"))
+            continue
+        mp = mp if isinstance(mp, dict) else {}
+        tasks = mp.get("tasks") if isinstance(mp.get("tasks"), list) else []
+        for i, task in enumerate(tasks):
+            if task not in known_tasks:
+                problems.append((("models", name, "tasks", i), f"unknown task {task!r}; known tasks are {known_tasks}"))
+        limit, context = mp.get("max_input_tokens"), catalogue.model(name).context_length
+        if isinstance(limit, int) and limit > context:
+            problems.append((("models", name, "max_input_tokens"), f"{limit} exceeds the model's context length {context}"))
+    fallback = data.get("fallback")
+    if isinstance(fallback, str) and models and fallback not in models:
+        problems.append((("fallback",), f"{fallback!r} must be one of the policy's models {list(models)}"))
+    return problems
+
+
+def parse_policy(data: Any, source: str = "policy", catalogue: Catalogue | None = None,
+                 root: yaml.Node | None = None, prefix: tuple = ()) -> Policy:
+    """Validate a policy; every problem (types, unknown names, fallback) is reported at once, with its line."""
+    catalogue = catalogue or load_catalogue()
+    problems: list[str] = []
+    policy = None
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as err:
+        problems += describe_errors(err, source, root, prefix)
+    problems += locate(semantic_problems(data, catalogue), source, root, prefix)
+    if problems:
+        raise ConfigError(source, problems)
+    return policy
+
+
+def load_policy(path: str | Path = DEFAULT_POLICY_PATH, catalogue: Catalogue | None = None) -> Policy:
+    """Load a policy file, or the policy inside a Ray Serve config (the ingress deployment's user_config.policy)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"{path}: cannot read: {exc}"]) from None
+    data, root = parse_yaml_text(text, str(path))
+    prefix: tuple = ()
+    if isinstance(data, dict) and "applications" in data:
+        data, prefix = _policy_in_serve_config(data, str(path))
+    return parse_policy(data, str(path), catalogue, root, prefix)
+
+
+def _policy_in_serve_config(config: dict, source: str) -> tuple[Any, tuple]:
+    for a, app in enumerate(config.get("applications") or []):
+        for d, dep in enumerate((app or {}).get("deployments") or []):
+            user_config = (dep or {}).get("user_config")
+            if isinstance(user_config, dict) and "policy" in user_config:
+                return user_config["policy"], ("applications", a, "deployments", d, "user_config", "policy")
+    raise ConfigError(source, [f"{source}: no deployment has user_config.policy"])
+
+

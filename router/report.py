@@ -1,0 +1,176 @@
+"""Offline routing-accuracy report from one outcome table: train on a split, evaluate on the held-out rows.
+
+Everything (metrics, curve, baselines) is computed from the same table. The curve follows RouteLLM's
+evaluation sweep; see router/metrics.py for each definition and its source.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from router import metrics as M
+from router.outcomes import OutcomeTable
+
+
+@dataclass
+class SweepPoint:
+    threshold: float
+    strong_pct: float
+    quality: float
+    cost: float
+    shares: dict[str, float]
+
+
+def choose(probs: np.ndarray, thresholds: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Vectorised form of router.decision.decide for a table: per row, the cheapest small model (columns are
+    cheapest first, the last is the large fallback) with P >= its threshold, else the last column."""
+    n, m = probs.shape
+    ok = probs[:, :-1] >= thresholds[None, :]
+    if eligible is not None:
+        ok &= eligible[:, :-1]
+    first = np.where(ok.any(axis=1), ok.argmax(axis=1), m - 1)
+    return first
+
+
+def sweep(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: list[str],
+          num_results: int = 10) -> list[SweepPoint]:
+    """RouteLLM's sweep generalised to several small models. The router's strong score is 1 - max small P;
+    cut-points are its 0, 1/n, ..., 1 quantiles; a row goes to the large model when score >= cut (> at the
+    last cut), otherwise to the cheapest small model with P >= 1 - cut. With two models this is RouteLLM's."""
+    strong_score = 1.0 - probs[:, :-1].max(axis=1)
+    cuts = np.quantile(strong_score, np.linspace(0.0, 1.0, num_results + 1))
+    rows = np.arange(len(probs))
+    points = []
+    for i, cut in enumerate(cuts):
+        to_large = strong_score >= cut if i != len(cuts) - 1 else strong_score > cut
+        chosen = choose(probs, np.full(probs.shape[1] - 1, 1.0 - cut))
+        chosen = np.where(to_large, probs.shape[1] - 1, chosen)
+        points.append(SweepPoint(float(cut), float(to_large.mean() * 100), float(scores[rows, chosen].mean()),
+                                 float(costs[rows, chosen].sum()),
+                                 {m: float((chosen == j).mean()) for j, m in enumerate(models)}))
+    return points
+
+
+def _curve_metrics(points: list[SweepPoint], weak_q: float, strong_q: float) -> dict:
+    ops = [M.OperatingPoint(p.threshold, p.strong_pct, p.quality) for p in points]
+    return {"apgr": M.routellm_apgr(ops, weak_q, strong_q), "apgr_paper": M.paper_apgr(ops, weak_q, strong_q),
+            "cpt50": M.routellm_cpt(ops, 0.5, weak_q, strong_q), "cpt80": M.routellm_cpt(ops, 0.8, weak_q, strong_q)}
+
+
+def _operating(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: list[str]) -> dict:
+    acc = M.routing_accuracy(chosen, scores, costs)
+    return {**asdict(acc), **M.savings(chosen, scores, costs, len(models) - 1),
+            "shares": {m: float((chosen == j).mean()) for j, m in enumerate(models)}}
+
+
+def evaluate(test: OutcomeTable, probs: np.ndarray, thresholds: np.ndarray, eligible: np.ndarray | None = None,
+             seed: int = 0, num_results: int = 10) -> dict:
+    """The report's numbers for the trained router's `probs` on `test`, beside random and the oracle."""
+    scores, costs, models = test.scores(), test.costs(), test.models
+    weak_q, strong_q = float(scores[:, 0].mean()), float(scores[:, -1].mean())
+    rng = np.random.default_rng(seed)
+    random_probs = rng.random(probs.shape)
+    trained_chosen = choose(probs, thresholds, eligible)
+    large_share = float((trained_chosen == len(models) - 1).mean())
+    # the random router at the same share of large-model calls as the trained router
+    random_cut = np.quantile(1.0 - random_probs[:, :-1].max(axis=1), 1.0 - large_share) if large_share < 1 else -np.inf
+    random_chosen = choose(random_probs, np.full(len(models) - 1, 1.0 - random_cut))
+    random_chosen = np.where(1.0 - random_probs[:, :-1].max(axis=1) > random_cut, len(models) - 1, random_chosen)
+    oracle_chosen = M.oracle_index(scores, costs)
+    routers = {}
+    for name, p, chosen in (("trained", probs, trained_chosen), ("random", random_probs, random_chosen)):
+        points = sweep(p, scores, costs, models, num_results)
+        routers[name] = {"curve": [asdict(x) for x in points], **_curve_metrics(points, weak_q, strong_q),
+                         "operating_point": _operating(chosen, scores, costs, models)}
+    report = {"n_test": len(test), "models": models, "thresholds": dict(zip(models[:-1], map(float, thresholds))),
+              "single_models": {m: {"quality": float(scores[:, j].mean()), "cost": float(costs[:, j].sum())}
+                                for j, m in enumerate(models)},
+              "routers": routers, "oracle": _operating(oracle_chosen, scores, costs, models)}
+    if len(models) == 2:
+        report["oracle"]["curve"] = [{"strong_pct": pct, "quality": M.routellm_optimal_quality(
+            scores[:, 0], scores[:, 1], pct / 100, scale=1.0)} for pct in range(0, 101, 10)]
+    return report
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, style in (("trained", "o-"), ("random", "x--")):
+        curve = sorted(report["routers"][name]["curve"], key=lambda p: p["strong_pct"])
+        ax.plot([p["strong_pct"] for p in curve], [p["quality"] for p in curve], style, label=f"{name} router")
+        op = report["routers"][name]["operating_point"]
+        ax.plot([op["shares"][report["models"][-1]] * 100], [op["quality"]], "*", markersize=12,
+                label=f"{name} at the policy's thresholds")
+    oracle = report["oracle"]
+    if "curve" in oracle:
+        ax.plot([p["strong_pct"] for p in oracle["curve"]], [p["quality"] for p in oracle["curve"]], ":", label="oracle")
+    else:
+        ax.plot([oracle["shares"][report["models"][-1]] * 100], [oracle["quality"]], "D", label="oracle")
+    for model, single in report["single_models"].items():
+        ax.axhline(single["quality"], linestyle="--", linewidth=0.8, color="grey")
+        ax.annotate(f"always {model}", (1, single["quality"]), fontsize=8, va="bottom")
+    ax.set_xlabel(f"calls to the large model ({report['models'][-1]}), %")
+    ax.set_ylabel("quality (mean score)")
+    ax.set_title(report.get("title", "routing quality against large-model calls"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def render_html(report: dict, png: Path) -> str:
+    large = report["models"][-1]
+    rows = []
+    for name, r in report["routers"].items():
+        op = r["operating_point"]
+        rows.append(f"<tr><td>{name}</td><td>{r['apgr']:.3f}</td><td>{r['apgr_paper']:.3f}</td>"
+                    f"<td>{r['cpt50']:.1f}%</td><td>{r['cpt80']:.1f}%</td><td>{_pct(op['accuracy'])}</td>"
+                    f"<td>{_pct(op['over_routing'])}</td><td>{_pct(op['under_routing'])}</td>"
+                    f"<td>{_pct(op['cost_saved'])}</td><td>{_pct(op['quality_kept'])}</td>"
+                    f"<td>{', '.join(f'{m} {_pct(s)}' for m, s in op['shares'].items())}</td></tr>")
+    oracle = report["oracle"]
+    rows.append(f"<tr><td>oracle</td><td colspan=4></td><td>100.0%</td><td>0.0%</td><td>0.0%</td>"
+                f"<td>{_pct(oracle['cost_saved'])}</td><td>{_pct(oracle['quality_kept'])}</td>"
+                f"<td>{', '.join(f'{m} {_pct(s)}' for m, s in oracle['shares'].items())}</td></tr>")
+    singles = "".join(f"<tr><td>always {html.escape(m)}</td><td>{s['quality']:.3f}</td><td>{s['cost']:.4g}</td></tr>"
+                      for m, s in report["single_models"].items())
+    image = base64.b64encode(png.read_bytes()).decode()
+    meta = html.escape(json.dumps(report.get("data", {}), indent=1))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(report.get('title', 'routing report'))}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>
+<h1>{html.escape(report.get('title', 'routing report'))}</h1>
+<p>{report['n_test']} held-out prompts; large model <b>{html.escape(large)}</b>. APGR and CPT as RouteLLM's
+evaluation code computes them (10-quantile sweep, trapezoid AUC); "APGR (paper)" integrates PGR over call budgets
+(arXiv:2406.18665 Eq. 4). Accuracy is against RouterBench's oracle (best model, cheapest among equals);
+over-routing paid for a costlier model than needed, under-routing chose a model that did worse. Savings are
+against always-{html.escape(large)} at the policy's thresholds {html.escape(json.dumps(report['thresholds']))}.</p>
+<table><tr><th>router</th><th>APGR</th><th>APGR (paper)</th><th>CPT(50%)</th><th>CPT(80%)</th><th>accuracy vs oracle</th>
+<th>over-routing</th><th>under-routing</th><th>cost saved</th><th>quality kept</th><th>share of calls</th></tr>
+{''.join(rows)}</table>
+<h2>Single models</h2><table><tr><th>model</th><th>quality</th><th>cost</th></tr>{singles}</table>
+<h2>Quality against the share of large-model calls</h2><img alt="quality against large-model calls" src="data:image/png;base64,{image}">
+<h2>Data</h2><pre>{meta}</pre></body></html>"""
+
+
+def write_report(report: dict, out_dir: Path, stem: str = "report") -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / f"{stem}.json", "png": out_dir / f"{stem}.png", "html": out_dir / f"{stem}.html"}
+    paths["json"].write_text(json.dumps(report, indent=1))
+    plot(report, paths["png"])
+    paths["html"].write_text(render_html(report, paths["png"]))
+    return paths

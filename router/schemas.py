@@ -1,0 +1,101 @@
+"""OpenAI-compatible HTTP bodies (pydantic), so validation and its error messages come for free."""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_MESSAGES = 256
+MAX_TOKENS_CAP = 2048
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "\n".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class ChatCompletionRequest(BaseModel):
+    """Fields OpenAI clients send; unknown extra fields are ignored, as OpenAI-compatible servers do."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field("auto", min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=1, description="only one choice is supported")
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    user: str | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _has_user_text(cls, messages: list[ChatMessage]):
+        for i, m in enumerate(messages):
+            if m.role == "user" and not m.text().strip():
+                raise ValueError(f"messages[{i}] is a user message with empty content")
+        if not any(m.role == "user" for m in messages):
+            raise ValueError("at least one message must have role 'user'")
+        return messages
+
+    @model_validator(mode="after")
+    def _stop_list(self):
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        return self
+
+    def output_budget(self) -> int:
+        return self.max_completion_tokens or self.max_tokens or 512
+
+    def routing_text(self) -> str:
+        """What the router reads: the latest user message."""
+        return next(m.text() for m in reversed(self.messages) if m.role == "user")
+
+    def as_plain_messages(self) -> list[dict]:
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
+
+
+class RouteResponse(BaseModel):
+    model: str | None
+    rule: str
+    reason: str
+    task: str
+    input_tokens: int
+    scores: dict[str, float]
+    thresholds: dict[str, float]
+    eligible: list[str]
+    policy_version: str
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex[:24]
+
+
+def chat_completion(model: str, text: str, finish_reason: str, input_tokens: int, output_tokens: int,
+                    router: dict) -> dict:
+    return {"id": completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
+            "usage": {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
+                      "total_tokens": input_tokens + output_tokens},
+            "router": router}
+
+
+def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}

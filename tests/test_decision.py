@@ -1,0 +1,78 @@
+"""The routing decision is a pure function: no Ray, no I/O."""
+import subprocess
+import sys
+
+import pytest
+
+from models.catalogue import load_catalogue
+from router.decision import (CHEAPEST_CONFIDENT, FALLBACK_NONE_ELIGIBLE, FALLBACK_NOT_CONFIDENT, INPUT_TOO_LONG,
+                             PINNED, decide, pin)
+from router.policy import parse_policy
+
+CATALOGUE = load_catalogue()
+SMOL, CODER, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
+
+
+def policy(**overrides):
+    data = {"version": "t", "fallback": LARGE, "models": {
+        SMOL: {"threshold": 0.6, "tasks": ["chat"], "max_input_tokens": 100},
+        CODER: {"threshold": 0.5, "tasks": ["code", "chat"]},
+        LARGE: {"max_input_tokens": 1000}}}
+    for name, change in overrides.items():
+        data["models"][name].update(change)
+    return parse_policy(data, "test", CATALOGUE)
+
+
+def test_cheapest_confident_model_wins():
+    d = decide({SMOL: 0.9, CODER: 0.95}, "chat", 10, policy(), CATALOGUE)
+    assert (d.model, d.rule) == (SMOL, CHEAPEST_CONFIDENT)
+    assert d.thresholds == {SMOL: 0.6, CODER: 0.5} and d.eligible == (SMOL, CODER)
+    assert "smollm2-135m" in d.reason and "0.90" in d.reason
+
+
+def test_ineligible_task_skips_a_confident_model():
+    d = decide({SMOL: 0.99, CODER: 0.7}, "code", 10, policy(), CATALOGUE)
+    assert (d.model, d.rule, d.eligible) == (CODER, CHEAPEST_CONFIDENT, (CODER,))
+
+
+def test_too_long_input_makes_a_model_ineligible():
+    d = decide({SMOL: 0.99, CODER: 0.99}, "chat", 500, policy(), CATALOGUE)
+    assert d.model == CODER and d.eligible == (CODER,)
+
+
+def test_no_confident_model_goes_to_the_fallback():
+    d = decide({SMOL: 0.59, CODER: 0.49}, "chat", 10, policy(), CATALOGUE)
+    assert (d.model, d.rule) == (LARGE, FALLBACK_NOT_CONFIDENT)
+    assert "0.59<0.60" in d.reason
+
+
+def test_no_eligible_model_goes_to_the_fallback():
+    d = decide({SMOL: 1.0, CODER: 1.0}, "math", 10, policy(), CATALOGUE)
+    assert (d.model, d.rule, d.eligible) == (LARGE, FALLBACK_NONE_ELIGIBLE, ())
+
+
+def test_thresholds_above_one_always_fall_back():
+    p = policy(**{SMOL: {"threshold": 1.01}, CODER: {"threshold": 1.01}})
+    assert decide({SMOL: 1.0, CODER: 1.0}, "chat", 10, p, CATALOGUE).model == LARGE
+
+
+def test_input_too_long_for_every_model():
+    d = decide({SMOL: 0.1, CODER: 0.1}, "chat", 5000, policy(), CATALOGUE)
+    assert (d.model, d.rule) == (None, INPUT_TOO_LONG)
+
+
+def test_cost_override_in_the_policy_changes_the_order():
+    p = policy(**{SMOL: {"cost_per_1k_input": 1.0}})
+    assert decide({SMOL: 0.9, CODER: 0.9}, "chat", 10, p, CATALOGUE).model == CODER
+
+
+def test_pin_honours_a_named_model_and_refuses_unknown_ones():
+    d = pin(CODER, "chat", 10, policy(), CATALOGUE)
+    assert (d.model, d.rule) == (CODER, PINNED)
+    with pytest.raises(KeyError):
+        pin("gpt-9", "chat", 10, policy(), CATALOGUE)
+
+
+def test_the_decision_module_imports_no_ray():
+    code = "import sys, router.decision; sys.exit(1 if any(m == 'ray' or m.startswith('ray.') for m in sys.modules) else 0)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -1,0 +1,104 @@
+"""Each metric against values computed by hand (worked out in the comments)."""
+import math
+
+import numpy as np
+import pytest
+
+from router import metrics as M
+from router.report import sweep
+
+WEAK = [1, 0, 1, 0]
+STRONG = [1, 1, 1, 1]
+
+
+def test_operating_points_follow_routellm_quantile_sweep():
+    # cuts = quantiles 0, .5, 1 of s = [.1, .25, .4]; >= at the first two, > at the last
+    points = M.routellm_operating_points([0.1, 0.2, 0.3, 0.4], WEAK, STRONG, num_results=2)
+    assert [p.threshold for p in points] == pytest.approx([0.1, 0.25, 0.4])
+    assert [(p.strong_pct, p.quality) for p in points] == [(100.0, 100.0), (50.0, 75.0), (0.0, 50.0)]
+
+
+def test_apgr_and_cpt_for_an_uninformed_router():
+    points = M.routellm_operating_points([0.1, 0.2, 0.3, 0.4], WEAK, STRONG, num_results=2)
+    # AUC = .5*(50+75)/2 + .5*(75+100)/2 = 75; weak AUC 50, strong AUC 100
+    assert M.routellm_auc(points) == pytest.approx(75.0)
+    assert M.routellm_apgr(points, 50.0, 100.0) == pytest.approx(0.5)
+    assert M.routellm_cpt(points, 0.5, 50.0, 100.0) == pytest.approx(50.0)  # quality 75 is reached at 50%
+    assert M.routellm_cpt(points, 0.8, 50.0, 100.0) == pytest.approx(80.0)  # 90: 50 + 15/25 * 50
+
+
+def test_apgr_cpt_and_paper_apgr_for_a_perfect_router():
+    # the two prompts the weak model fails get the highest strong scores
+    points = M.routellm_operating_points([0.1, 0.4, 0.2, 0.3], WEAK, STRONG, num_results=2)
+    assert sorted((p.strong_pct, p.quality) for p in points) == [(0.0, 50.0), (50.0, 100.0), (100.0, 100.0)]
+    # AUC = .5*(50+100)/2 + .5*100 = 87.5 -> APGR = (87.5-50)/50
+    assert M.routellm_apgr(points, 50.0, 100.0) == pytest.approx(0.75)
+    assert M.routellm_cpt(points, 0.5, 50.0, 100.0) == pytest.approx(25.0)
+    # PGR rises linearly from 0 to 1 over budgets 0..50%, then stays 1: .25 + .5
+    assert M.paper_apgr(points, 50.0, 100.0) == pytest.approx(0.75)
+
+
+def test_ties_in_router_scores():
+    # every score equal: all cuts are .5; the first two send everything to strong, the last nothing
+    points = M.routellm_operating_points([0.5] * 4, WEAK, STRONG, num_results=2)
+    assert [(p.strong_pct, p.quality) for p in points] == [(100.0, 100.0), (100.0, 100.0), (0.0, 50.0)]
+    assert M.routellm_apgr(points, 50.0, 100.0) == pytest.approx(0.5)
+
+
+def test_apgr_is_undefined_when_both_models_score_the_same():
+    points = M.routellm_operating_points([0.1, 0.2], [1, 0], [1, 0], num_results=2)
+    assert math.isnan(M.routellm_apgr(points, 50.0, 50.0))
+
+
+def test_routellm_optimal_quality():
+    # only prompts 2 and 4 gain from the strong model; one strong call (25%) buys one of them
+    assert M.routellm_optimal_quality([1, 0, 1, 0], [1, 1, 0, 1], 0.25) == pytest.approx(75.0)
+    assert M.routellm_optimal_quality([1, 0, 1, 0], [1, 1, 0, 1], 1.0) == pytest.approx(100.0)
+
+
+SCORES = np.array([[1, 1], [0, 1], [0, 0], [1, 0]], dtype=float)
+COSTS = np.array([[1, 10]] * 4, dtype=float)
+
+
+def test_oracle_is_best_model_then_cheapest():
+    assert M.oracle_index(SCORES, COSTS).tolist() == [0, 1, 0, 0]
+
+
+def test_routing_accuracy_splits_over_and_under_routing():
+    # row 0: large where small sufficed (over); row 1: small failed where large succeeded (under)
+    acc = M.routing_accuracy(np.array([1, 0, 0, 0]), SCORES, COSTS)
+    assert (acc.accuracy, acc.over_routing, acc.under_routing) == (0.5, 0.25, 0.25)
+    # always large: over on rows 0 and 2 (2: both fail, large costs more), under on row 3
+    acc = M.routing_accuracy(np.array([1, 1, 1, 1]), SCORES, COSTS)
+    assert (acc.accuracy, acc.over_routing, acc.under_routing) == (0.25, 0.5, 0.25)
+
+
+def test_routing_accuracy_with_a_single_model_is_perfect():
+    acc = M.routing_accuracy(np.zeros(3, dtype=int), np.array([[1.0], [0.0], [1.0]]), np.ones((3, 1)))
+    assert acc.accuracy == 1.0 and acc.over_routing == 0.0 and acc.under_routing == 0.0
+
+
+def test_routing_accuracy_when_all_models_are_equal_prefers_the_cheapest():
+    scores = np.ones((2, 3))
+    costs = np.array([[1.0, 2.0, 3.0]] * 2)
+    acc = M.routing_accuracy(np.array([0, 2]), scores, costs)
+    assert (acc.accuracy, acc.over_routing, acc.under_routing) == (0.5, 0.5, 0.0)
+
+
+def test_savings_against_always_large():
+    s = M.savings(np.array([0, 1, 0, 0]), SCORES, COSTS, large=1)
+    # cost 1+10+1+1 = 13 of 40; quality .75 against the large model's .5
+    assert s["cost_saved"] == pytest.approx(1 - 13 / 40)
+    assert s["quality_kept"] == pytest.approx(1.5)
+    assert M.savings(np.array([0, 1, 0, 0]), SCORES, COSTS, large=1, router_cost=27)["cost_saved"] == pytest.approx(0.0)
+
+
+def test_report_sweep_with_two_models_is_routellms_sweep():
+    rng = np.random.default_rng(3)
+    n = 200
+    weak, strong = rng.integers(0, 2, n).astype(float), rng.integers(0, 2, n).astype(float)
+    p_weak = rng.random(n)
+    probs = np.column_stack([p_weak, rng.random(n)])
+    ours = sweep(probs, np.column_stack([weak, strong]), np.ones((n, 2)), ["w", "s"])
+    theirs = M.routellm_operating_points(1.0 - p_weak, weak, strong, scale=1.0)
+    assert [(p.strong_pct, p.quality) for p in ours] == pytest.approx([(p.strong_pct, p.quality) for p in theirs])

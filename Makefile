@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 export RAY_AUTH_MODE := disabled
 export RAY_USAGE_STATS_ENABLED := 0
+# Under load on 2 cores the HTTP proxy can take longer than the default 5 s to report ready.
+export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S := 30
+export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S := 30
 
 .PHONY: install weights run test bench report
 

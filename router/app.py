@@ -3,9 +3,9 @@
 `serve run serve_config.yaml` / `serve deploy serve_config.yaml` import `router.app:build_app`.
 The routing policy arrives as the ingress's user_config and is swapped live in `reconfigure`.
 """
-from __future__ import annotations
-
+import asyncio
 import json
+import os
 import logging
 import time
 from typing import Any
@@ -34,12 +34,14 @@ def _error(status: int, message: str, type_: str = "invalid_request_error", para
 
 @api.exception_handler(RequestValidationError)
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    problems = []
+    problems, params = [], []
     for e in exc.errors():
-        loc = ".".join(str(p) for p in e["loc"] if p != "body")
-        problems.append(f"{loc or 'body'}: {e['msg']}" if e["type"] != "json_invalid" else f"body is not valid JSON: {e['msg']}")
-    first = next((str(p) for p in exc.errors()[0]["loc"] if p != "body"), None) if exc.errors() else None
-    return _error(400, "; ".join(problems), param=first)
+        loc = list(e["loc"][1:] if e["loc"] and e["loc"][0] == "body" else e["loc"])
+        field = ".".join(str(p) for p in loc)
+        params.append(field)
+        problems.append(f"body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}" if e["type"] == "json_invalid"
+                        else f"{field or 'body'}: {e['msg']}")
+    return _error(400, "; ".join(problems), param=next((p for p in params if p), None))
 
 
 def _headers(decision: Decision, version: str, fallback_reason: str | None = None) -> dict[str, str]:
@@ -71,8 +73,17 @@ class RouterIngress:
 
     # --- routes -------------------------------------------------------------------------------------------
     @api.get("/healthz")
-    def healthz(self) -> dict:
-        return {"status": "ok", "policy_version": self.service.live.policy.version, "models": list(self.handles)}
+    async def healthz(self):
+        """Ready when every model deployment answers; 503 with the ones that do not."""
+        not_ready = []
+        for name, handle in self.handles.items():
+            try:
+                await asyncio.wait_for(handle.ready.remote(), timeout=5)
+            except Exception:
+                not_ready.append(name)
+        body = {"status": "ok" if not not_ready else "loading", "policy_version": self.service.live.policy.version,
+                "models": list(self.handles), "not_ready": not_ready}
+        return JSONResponse(body, status_code=503 if not_ready else 200)
 
     @api.get("/v1/models")
     def list_models(self) -> dict:
@@ -85,7 +96,7 @@ class RouterIngress:
     @api.get("/v1/policy")
     def policy(self) -> dict:
         live = self.service.live
-        return {"version": live.policy.version, "applied_at": live.applied_at,
+        return {"version": live.policy.version, "applied_at": live.applied_at, "replica_pid": os.getpid(),
                 "policy": live.policy.model_dump(mode="json"), "last_rejected_edit": self.service.last_error}
 
     @api.post("/v1/route")

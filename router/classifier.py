@@ -56,7 +56,7 @@ class AdequacyClassifier:
                 p = (y.sum() + 1) / (len(y) + 2)
                 intercept[j] = np.log(p / (1 - p))
                 continue
-            lr = LogisticRegression(C=c, max_iter=2000, class_weight="balanced").fit(features, y)
+            lr = LogisticRegression(C=c, max_iter=2000).fit(features, y)  # unweighted: keeps P calibrated
             coef[j], intercept[j] = lr.coef_[0], lr.intercept_[0]
         task_names = sorted(set(tasks)) if tasks is not None else ["chat"]
         task_coef = np.zeros((len(task_names), n_features), dtype=np.float32)

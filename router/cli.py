@@ -33,7 +33,8 @@ def _apply(args) -> None:
 def _label(args) -> None:
     from router.label import label
 
-    print(f"wrote {label(Path(args.prompts), Path(args.out), args.models or None, limit=args.limit)}")
+    table = label(Path(args.prompts), Path(args.out), args.models or None, limit=args.limit, rejudge_log=args.rejudge)
+    print(f"wrote {table}")
 
 
 def _train(args) -> None:
@@ -72,6 +73,7 @@ def parser() -> argparse.ArgumentParser:
     lab.add_argument("--out", default="data/seed/outcomes.csv")
     lab.add_argument("--models", nargs="*")
     lab.add_argument("--limit", type=int, help="only the first N prompts")
+    lab.add_argument("--rejudge", action="store_true", help="judge the logged answers again before writing the table")
     lab.set_defaults(run=_label)
 
     t = sub.add_parser("train", help="train the adequacy classifier on an outcome table")

@@ -65,8 +65,9 @@ def judge_code(answer: str, reference: dict, timeout_s: float = CODE_TIMEOUT_S) 
 
 
 def final_number(text: str) -> str | None:
+    boxed = re.findall(r"\\boxed\{\s*\\?\$?\s*(-?\d[\d,]*(?:\.\d+)?)", text)
     marked = re.findall(r"(?:####|answer is|Answer:)\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", text, re.I)
-    found = marked or _NUMBER.findall(text)
+    found = boxed or marked or _NUMBER.findall(text)
     return found[-1].replace(",", "") if found else None
 
 

@@ -69,14 +69,30 @@ async def _label_model(backend, prompts, done, log, bar) -> None:
         bar.update(1)
 
 
+def rejudge(log_path: Path, prompts: list[dict]) -> None:
+    """Judge the logged answers again (after a judge is fixed), without generating anything."""
+    by_id = {p["sample_id"]: p for p in prompts}
+    entries = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    for e in tqdm(entries, desc="rejudge", unit="answer"):
+        row = by_id.get(e["sample_id"])
+        if row is not None:
+            verdict = judge(row["task"], e["response"], row.get("reference"))
+            e["score"], e["verdict"] = verdict.score, verdict.reason
+    tmp = log_path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    tmp.replace(log_path)
+
+
 def label(prompts_path: Path, out_csv: Path, models: list[str] | None = None,
-          catalogue: Catalogue | None = None, limit: int | None = None) -> Path:
+          catalogue: Catalogue | None = None, limit: int | None = None, rejudge_log: bool = False) -> Path:
     catalogue = catalogue or load_catalogue()
     models = models or catalogue.names()
     for name in models:
         catalogue.model(name)  # unknown names fail before any work
     prompts = read_prompts(prompts_path)[:limit]
     log_path = out_csv.with_suffix(".log.jsonl")
+    if rejudge_log and log_path.exists():
+        rejudge(log_path, prompts)
     done = read_log(log_path)
     todo = sum((p["sample_id"], m) not in done for p in prompts for m in models)
     with log_path.open("a") as log, tqdm(total=len(prompts) * len(models), initial=len(prompts) * len(models) - todo,

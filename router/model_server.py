@@ -16,6 +16,9 @@ class ModelServer:
         self.name = model_name
         self.backend = make_backend(load_catalogue().model(model_name), **(runtime or {}))
 
+    def ready(self) -> str:
+        return self.name
+
     async def generate(self, request: dict) -> dict:
         return dataclasses.asdict(await self.backend.generate(GenerationRequest(**request)))
 

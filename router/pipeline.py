@@ -40,7 +40,7 @@ def train_command(args) -> dict:
                                   "train_rows": int(len(train_rows)), "seed": args.seed},
                 "features": {"encoder": catalogue.encoder.name, "max_input_tokens": catalogue.encoder.max_input_tokens,
                              "extra": ["log1p(input_tokens)/6"]},
-                "hyperparameters": {"C": args.c, "class_weight": "balanced"}}
+                "hyperparameters": {"C": args.c}}
     clf = fit_table(table, features, train_rows, c=args.c, metadata=metadata)
     if len(test_rows):
         from router.metrics import routing_accuracy

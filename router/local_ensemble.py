@@ -1,0 +1,79 @@
+"""Start the ensemble on a private local Ray cluster bound to 127.0.0.1, deployed from serve_config.yaml
+through Serve's REST API (what `serve deploy` does). Used by the tests and the benchmarks."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+from router.live import deploy_config
+from router.policy import PROJECT_ROOT
+
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           # under load on 2 cores the HTTP proxy can need more than the default 5 s to report ready
+           "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def serve_config(port: int, path: Path = PROJECT_ROOT / "serve_config.yaml") -> dict:
+    config = yaml.safe_load(path.read_text())
+    config["http_options"]["port"] = port
+    return config
+
+
+@dataclass
+class Ensemble:
+    base: str
+    dashboard: str
+    port: int
+    started_at: float
+    ready_after_s: float = 0.0
+
+
+@contextlib.contextmanager
+def local_ensemble(ready_timeout: float = 600):
+    os.environ.update(RAY_ENV)
+    import ray
+
+    started = time.perf_counter()
+    dashboard_port, http_port = free_port(), free_port()
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+             dashboard_port=dashboard_port, object_store_memory=80 * 1024**2, log_to_driver=False,
+             logging_level="warning")
+    ens = Ensemble(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{dashboard_port}", http_port, started)
+    try:
+        wait_for(lambda: http_ok(f"{ens.dashboard}/api/serve/applications/"), 120, "the Serve REST API")
+        deploy_config(serve_config(http_port), ens.dashboard)
+        wait_for(lambda: http_ok(f"{ens.base}/healthz"), ready_timeout, "the ensemble to become ready")
+        ens.ready_after_s = time.perf_counter() - started
+        yield ens
+    finally:
+        ray.shutdown()

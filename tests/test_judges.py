@@ -1,0 +1,87 @@
+"""Judges on real cases: HumanEval completions, GSM8K numbers, small talk; the code sandbox."""
+import gzip
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from router.judges import final_number, judge
+
+ROOT = Path(__file__).resolve().parent.parent
+HUMANEVAL = {r["task_id"]: r for r in map(json.loads, gzip.open(ROOT / "data/seed/HumanEval.jsonl.gz", "rt"))}
+
+
+def reference(task_id: str) -> dict:
+    item = HUMANEVAL[task_id]
+    return {"prelude": item["prompt"], "entry_point": item["entry_point"],
+            "test": item["test"] + f"\ncheck({item['entry_point']})\n"}
+
+
+def fenced(code: str) -> str:
+    return f"Here you go:\n```python\n{code}\n```\nThis works."
+
+
+def test_humaneval_correct_completion_passes():
+    item = HUMANEVAL["HumanEval/0"]
+    assert judge("code", fenced(item["prompt"] + item["canonical_solution"]), reference("HumanEval/0")).score == 1.0
+
+
+def test_humaneval_body_only_completion_passes():
+    item = HUMANEVAL["HumanEval/2"]
+    assert judge("code", item["canonical_solution"], reference("HumanEval/2")).score == 1.0
+
+
+def test_humaneval_wrong_completion_fails():
+    wrong = "def has_close_elements(numbers, threshold):\n    return False\n"
+    verdict = judge("code", fenced(wrong), reference("HumanEval/0"))
+    assert verdict.score == 0.0 and "AssertionError" in verdict.reason
+
+
+def test_infinite_loop_is_stopped_and_fails():
+    from router import judges
+
+    verdict = judges.judge_code(fenced("def has_close_elements(n, t):\n    while True: pass"),
+                                reference("HumanEval/0"), timeout_s=2)
+    assert verdict.score == 0.0 and "timed out" in verdict.reason
+
+
+def test_code_cannot_reach_the_network():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    code = (f"import socket\ndef f():\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    return 1\n")
+    verdict = judge("code", fenced(code), {"prelude": "", "entry_point": "f", "test": "assert f() == 1\n"})
+    server.close()
+    assert verdict.score == 0.0 and not accepted
+
+
+@pytest.mark.parametrize("answer,expected", [
+    ("16 - 3 - 4 = 9 eggs, 9 * 2 = 18.\n#### 18", "18"),
+    ("The answer is $1,234.", "1234"),
+    ("So she pays 12.50 dollars", "12.50"),
+    ("I don't know", None),
+    ("so the total is \\(\\boxed{48}\\) hours, not 50", "48"),
+])
+def test_final_number(answer, expected):
+    assert final_number(answer) == expected
+
+
+def test_gsm8k_right_and_wrong_numbers():
+    assert judge("math", "She makes 9 * 2 = 18 dollars. The answer is 18.", {"number": "18"}).score == 1.0
+    assert judge("math", "She makes 9 * 3 = 27 dollars.", {"number": "18"}).score == 0.0
+
+
+def test_small_talk():
+    assert judge("chat", "Hello! How can I help you today?", None).score == 1.0
+    assert judge("chat", "   ", None).score == 0.0
+    assert judge("chat", "```python\nprint('hi')\n```", None).score == 0.0
+
+
+def test_unknown_task_is_refused():
+    with pytest.raises(ValueError, match="no judge for task 'poetry'"):
+        judge("poetry", "roses", None)

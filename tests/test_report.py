@@ -1,0 +1,26 @@
+"""`router report` on RouteLLM's public MMLU outcomes: trains on a split, beats random on the held-out split."""
+import json
+
+from router.cli import main
+
+
+def test_report_on_routellm_mmlu_beats_random(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", "--data", "routellm:mmlu", "--limit", "2000", "--out", str(out), "--seed", "0"]) == 0
+    report = json.loads((out / "routellm-mmlu.json").read_text())
+    trained, random = report["routers"]["trained"], report["routers"]["random"]
+    assert trained["apgr"] > random["apgr"]
+    assert 0.0 < trained["cpt50"] < 100.0 and trained["cpt50"] <= trained["cpt80"]
+    op = trained["operating_point"]
+    assert abs(op["accuracy"] + op["over_routing"] + op["under_routing"] - 1.0) < 1e-9
+    assert set(op["shares"]) == {"mixtral-8x7b", "gpt-4-1106"} and abs(sum(op["shares"].values()) - 1) < 1e-9
+    assert 0 < op["cost_saved"] < 1 and 0 < op["quality_kept"] <= 1.2
+    assert report["data"]["train_rows"] > 0 and report["n_test"] > 500
+    html = (out / "routellm-mmlu.html").read_text()
+    assert "<img" in html and "APGR" in html and "random" in html
+    assert (out / "routellm-mmlu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_refuses_unknown_data(tmp_path, capsys):
+    assert main(["report", "--data", "routellm:nope", "--out", str(tmp_path)]) == 2
+    assert "unknown RouteLLM benchmark 'nope'" in capsys.readouterr().err

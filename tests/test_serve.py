@@ -1,0 +1,153 @@
+"""End to end: real Ray Serve on 127.0.0.1, the real models, the official `openai` client."""
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from router.local_ensemble import serve_config, wait_for
+
+pytestmark = pytest.mark.serve
+
+SMOL, CODER, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
+GREETING = "Hi! How are you today?"
+CODE = "Write a Python function that returns the n-th Fibonacci number."
+HARD = ("A bakery sells cupcakes for $3 each and cookies for $1.50 each. On Monday it sold 48 cupcakes and twice as "
+        "many cookies; on Tuesday it sold 25% fewer cupcakes and 10 more cookies than on Monday. How much money did "
+        "the bakery make over both days? Solve it step by step.")
+
+
+def ask(client, text, model="auto", max_tokens=24):
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0)
+    return raw.parse(), raw.headers
+
+
+@pytest.mark.parametrize("text,expected", [(CODE, CODER), (GREETING, SMOL), (HARD, LARGE)],
+                         ids=["code->specialist", "greeting->tiny", "multi-step->fallback"])
+def test_auto_routes_to_the_right_model(client, text, expected):
+    completion, headers = ask(client, text)
+    assert completion.model == expected
+    assert headers["x-router-model"] == expected
+    assert completion.choices[0].message.content.strip()
+    scores = json.loads(headers["x-router-scores"])
+    assert set(scores) == {SMOL, CODER, LARGE}
+    assert headers["x-router-rule"] and headers["x-router-reason"]
+    router = completion.model_extra["router"]
+    assert router["answered_by"] == expected and router["thresholds"]
+
+
+def test_a_named_model_is_pinned(client):
+    completion, headers = ask(client, GREETING, model=LARGE)
+    assert completion.model == LARGE and headers["x-router-rule"] == "pinned"
+
+
+def test_models_endpoint_lists_auto_and_every_model(client):
+    assert {m.id for m in client.models.list().data} == {"auto", SMOL, CODER, LARGE}
+
+
+def test_route_decides_without_generating(ensemble):
+    reply = httpx.post(f"{ensemble.base}/v1/route", json={"model": "auto", "messages": [{"role": "user", "content": CODE}]})
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["model"] == CODER and body["task"] == "code" and "choices" not in body
+    assert reply.headers["x-router-model"] == CODER
+
+
+@pytest.mark.parametrize("body,status,fragment", [
+    (b'{"model": "auto", "messages": [', 400, "not valid JSON"),
+    (b'{"model": "auto"}', 400, "messages: Field required"),
+    (b'{"model": "auto", "messages": "hello"}', 400, "messages"),
+    (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}', 400, "max_tokens"),
+    (b'{"model": "auto", "messages": [{"role": "user", "content": "   "}]}', 400, "empty content"),
+    (b'{"model": "auto", "messages": [{"role": "wizard", "content": "hi"}]}', 400, "role"),
+    (b'{"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}', 404, "model 'gpt-9' does not exist"),
+], ids=["malformed-json", "missing-messages", "messages-wrong-type", "max-tokens-wrong-type", "empty-content",
+        "unknown-role", "unknown-model"])
+def test_bad_requests_get_a_4xx_with_a_message(ensemble, body, status, fragment):
+    reply = httpx.post(f"{ensemble.base}/v1/chat/completions", content=body,
+                       headers={"content-type": "application/json"})
+    assert reply.status_code == status
+    assert fragment in reply.json()["error"]["message"]
+    assert httpx.get(f"{ensemble.base}/healthz").status_code == 200  # and it keeps serving
+
+
+def test_openai_client_sees_an_unknown_model_as_not_found(client):
+    import openai
+
+    with pytest.raises(openai.NotFoundError):
+        ask(client, GREETING, model="gpt-9")
+
+
+def _policy(ensemble) -> dict:
+    return httpx.get(f"{ensemble.base}/v1/policy").json()
+
+
+def _deploy_policy(ensemble, policy: dict) -> None:
+    from router.live import config_with_policy, deploy_config
+
+    deploy_config(config_with_policy(serve_config(ensemble.port), policy), ensemble.dashboard)
+
+
+def test_live_policy_edits(ensemble, client, tmp_path):
+    before = _policy(ensemble)
+    original = before["policy"]
+    strict = json.loads(json.dumps(original))
+    strict["version"] = "everything-to-fallback"
+    for name in (SMOL, CODER):
+        strict["models"][name]["threshold"] = 1.01
+
+    # a long answer is in flight while the policy changes; it must complete
+    in_flight = {}
+    thread = threading.Thread(target=lambda: in_flight.update(result=ask(client, CODE, max_tokens=120)))
+    thread.start()
+    time.sleep(0.5)
+    _deploy_policy(ensemble, strict)
+    try:
+        wait_for(lambda: _policy(ensemble)["version"] == "everything-to-fallback", 60, "the edit to go live")
+        after = _policy(ensemble)
+        assert after["replica_pid"] == before["replica_pid"]  # swapped in place, no restart
+        completion, headers = ask(client, GREETING)
+        assert completion.model == LARGE and headers["x-router-rule"] == "fallback_no_confident_model"
+        thread.join(timeout=300)
+        assert in_flight["result"][0].choices[0].message.content
+
+        # an invalid edit that reaches the server is refused there, and routing stays as it was
+        broken = json.loads(json.dumps(original))
+        broken["version"] = "broken"
+        broken["fallback"] = "gpt-9"
+        broken["models"][SMOL]["threshold"] = "high"
+        _deploy_policy(ensemble, broken)
+        wait_for(lambda: _policy(ensemble)["last_rejected_edit"], 60, "the bad edit to be refused")
+        refused = _policy(ensemble)
+        assert refused["version"] == "everything-to-fallback"
+        assert "fallback: 'gpt-9' must be one of the policy's models" in refused["last_rejected_edit"]
+        assert "models.smollm2-135m.threshold" in refused["last_rejected_edit"]
+        assert ask(client, GREETING)[0].model == LARGE
+    finally:
+        _deploy_policy(ensemble, original)
+        wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")
+    assert ask(client, GREETING)[0].model == SMOL
+
+
+def test_policy_apply_cli_refuses_a_bad_file_before_sending(ensemble, tmp_path, capsys):
+    from router.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: x\nfallback: gpt-9\nmodels:\n  smollm2-135m: {threshold: 2x}\n")
+    assert main(["policy", "apply", str(bad), "--address", ensemble.dashboard]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml:4: models.smollm2-135m.threshold" in err and "bad.yaml:2: fallback" in err
+    assert _policy(ensemble)["version"] != "x"
+
+
+def test_streaming_names_the_model_before_the_first_token(client):
+    with client.chat.completions.with_streaming_response.create(
+            model="auto", messages=[{"role": "user", "content": GREETING}], max_tokens=16, temperature=0,
+            stream=True) as response:
+        assert response.headers["x-router-model"] == SMOL  # known before any token is read
+        chunks = list(response.parse())
+    assert {c.model for c in chunks} == {SMOL}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")

@@ -1,8 +1,5 @@
 """End to end: real Ray Serve on 127.0.0.1, the real models, the official `openai` client."""
 import json
-import threading
-import time
-
 import httpx
 import pytest
 
@@ -98,21 +95,25 @@ def test_live_policy_edits(ensemble, client, tmp_path):
     for name in (SMOL, CODER):
         strict["models"][name]["threshold"] = 1.01
 
-    # a long answer is in flight while the policy changes; it must complete
-    in_flight = {}
-    thread = threading.Thread(target=lambda: in_flight.update(result=ask(client, CODE, max_tokens=120)))
-    thread.start()
-    time.sleep(0.5)
-    _deploy_policy(ensemble, strict)
+    # a streamed answer is in flight (its first token read) while the policy changes; it must complete
+    with client.chat.completions.with_streaming_response.create(
+            model="auto", messages=[{"role": "user", "content": CODE}], max_tokens=120, temperature=0,
+            stream=True) as in_flight:
+        chunks = in_flight.parse()
+        first = next(c for c in chunks if c.choices and c.choices[0].delta.content)  # a model token arrived
+        _deploy_policy(ensemble, strict)
+        try:
+            wait_for(lambda: _policy(ensemble)["version"] == "everything-to-fallback", 60, "the edit to go live")
+            after = _policy(ensemble)
+            assert after["replica_pid"] == before["replica_pid"]  # swapped in place, no restart
+            completion, headers = ask(client, GREETING)
+            assert completion.model == LARGE and headers["x-router-rule"] == "fallback_no_confident_model"
+            rest = list(chunks)
+            assert first.model == CODER and rest[-1].choices[0].finish_reason in ("stop", "length")
+        except BaseException:
+            _deploy_policy(ensemble, original)
+            raise
     try:
-        wait_for(lambda: _policy(ensemble)["version"] == "everything-to-fallback", 60, "the edit to go live")
-        after = _policy(ensemble)
-        assert after["replica_pid"] == before["replica_pid"]  # swapped in place, no restart
-        completion, headers = ask(client, GREETING)
-        assert completion.model == LARGE and headers["x-router-rule"] == "fallback_no_confident_model"
-        thread.join(timeout=300)
-        assert in_flight["result"][0].choices[0].message.content
-
         # an invalid edit that reaches the server is refused there, and routing stays as it was
         broken = json.loads(json.dumps(original))
         broken["version"] = "broken"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -41,7 +41,6 @@ class StreamDelta:
     finish_reason: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class ChatBackend(abc.ABC):

@@ -30,7 +30,7 @@ def _encoder():
 def train_command(args) -> dict:
     catalogue = load_catalogue()
     table, _ = _load_table(args.table, catalogue.names())
-    features = table_features(table, _encoder())
+    features, _ = table_features(table, _encoder())
     if args.test_fraction > 0:
         train_rows, test_rows = split_by_prompt(table, args.test_fraction, args.seed)
     else:
@@ -77,7 +77,7 @@ def report_command(args) -> dict[str, Path]:
     if args.limit:
         rows = np.sort(np.random.default_rng(args.seed).permutation(len(table))[: args.limit])
         table = table.subset(rows)
-    features = table_features(table, _encoder())
+    features, tokens = table_features(table, _encoder())
     train_rows, test_rows = split_by_prompt(table, args.test_fraction, args.seed, args.max_train)
     if len(train_rows) == 0 or len(test_rows) == 0:
         raise ValueError(f"the split left {len(train_rows)} training and {len(test_rows)} test rows; "
@@ -86,8 +86,7 @@ def report_command(args) -> dict[str, Path]:
     test = table.subset(test_rows)
     probs = clf.predict_proba(features[test_rows])
     if args.policy:
-        tokens = np.expm1(features[test_rows, -1] * 6.0).round()
-        thresholds, eligible = _policy_view(args.policy, test, clf, features[test_rows], tokens)
+        thresholds, eligible = _policy_view(args.policy, test, clf, features[test_rows], tokens[test_rows])
     else:
         thresholds, eligible = np.full(len(table.models) - 1, args.threshold), None
     report = evaluate(test, probs, thresholds, eligible, seed=args.seed)

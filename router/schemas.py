@@ -71,18 +71,6 @@ class ChatCompletionRequest(BaseModel):
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
 
 
-class RouteResponse(BaseModel):
-    model: str | None
-    rule: str
-    reason: str
-    task: str
-    input_tokens: int
-    scores: dict[str, float]
-    thresholds: dict[str, float]
-    eligible: list[str]
-    policy_version: str
-
-
 def completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 

@@ -69,6 +69,7 @@ def fit_table(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, c: fl
     return AdequacyClassifier.fit(features[rows], table.scores()[rows], table.models, tasks, c=c, metadata=metadata)
 
 
-def table_features(table: OutcomeTable, encoder: Encoder) -> np.ndarray:
+def table_features(table: OutcomeTable, encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:
+    """(features, prompt token counts) for every row of the table."""
     vectors, tokens = embed(table.prompts, encoder)
-    return feature_matrix(vectors, tokens)
+    return feature_matrix(vectors, tokens), tokens

@@ -33,7 +33,8 @@ def _apply(args) -> None:
 def _label(args) -> None:
     from router.label import label
 
-    table = label(Path(args.prompts), Path(args.out), args.models or None, limit=args.limit, rejudge_log=args.rejudge)
+    table = label(Path(args.prompts), Path(args.out), args.models or None, limit=args.limit, rejudge_log=args.rejudge,
+                  grader=args.grader, per_model=args.per_model, threads=args.threads, address=args.address)
     print(f"wrote {table}")
 
 
@@ -41,6 +42,12 @@ def _train(args) -> None:
     from router.pipeline import train_command
 
     print(json.dumps(train_command(args), indent=1))
+
+
+def _calibrate(args) -> None:
+    from router.pipeline import calibrate_command
+
+    print(json.dumps(calibrate_command(args), indent=1))
 
 
 def _report(args) -> None:
@@ -69,20 +76,34 @@ def parser() -> argparse.ArgumentParser:
     a.set_defaults(run=_apply)
 
     lab = sub.add_parser("label", help="run every model over a prompt set, judge the answers, write the outcome table")
-    lab.add_argument("--prompts", default="data/seed/prompts.jsonl")
-    lab.add_argument("--out", default="data/seed/outcomes.csv")
+    lab.add_argument("--prompts", default="data/labels/prompts.jsonl")
+    lab.add_argument("--out", default="data/outcomes/default.csv", help="the table; its log is OUT with .log.jsonl")
     lab.add_argument("--models", nargs="*")
     lab.add_argument("--limit", type=int, help="only the first N prompts")
     lab.add_argument("--rejudge", action="store_true", help="judge the logged answers again before writing the table")
+    lab.add_argument("--grader", help="the model that grades open questions (default: the catalogue's last, the large one)")
+    lab.add_argument("--per-model", type=int, default=2, help="concurrent requests per model")
+    lab.add_argument("--threads", type=int, help="llama.cpp threads per model (default: CPUs / models)")
+    lab.add_argument("--address", help="Ray cluster to use, e.g. auto (default: a private local one)")
     lab.set_defaults(run=_label)
 
     t = sub.add_parser("train", help="train the adequacy classifier on an outcome table")
-    t.add_argument("--table", default="data/seed/outcomes.csv")
+    t.add_argument("--table", default="data/outcomes/default.csv")
     t.add_argument("--out", default="data/router/default.json")
     t.add_argument("--test-fraction", type=float, default=0.0, help="rows held out for the metrics recorded in the artifact")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength")
     t.set_defaults(run=_train)
+
+    cal = sub.add_parser("calibrate", help="set thresholds from a target and write them into the policy YAML")
+    cal.add_argument("--table", default="data/outcomes/default.csv")
+    cal.add_argument("--policy", default="serve_config.yaml", help="policy file (or Serve config) to edit in place")
+    goal = cal.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--keep-quality", type=float, help="keep at least this share of always-large quality, e.g. 0.95")
+    goal.add_argument("--max-large-share", type=float, help="send at most this share of calls to the large model")
+    cal.add_argument("--folds", type=int, default=5)
+    cal.add_argument("--seed", type=int, default=0)
+    cal.set_defaults(run=_calibrate)
 
     r = sub.add_parser("report", help="train on a split, evaluate held-out, write HTML + PNG + JSON")
     r.add_argument("--data", default="routellm:mmlu", help="an outcome-table CSV, or routellm:mmlu / routellm:gsm8k")
@@ -104,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.run(args)
+    except KeyboardInterrupt:
+        print(f"router {args.command}: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
     except (ConfigError, ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"router {args.command}: error: {message}", file=sys.stderr)

@@ -2,7 +2,11 @@
 
 - code: run the answer against the task's unit tests in a subprocess, with a timeout and no network;
 - math: exact match on the final number;
-- chat (small talk): a non-empty, short, plain-language reply.
+- chat (small talk): a non-empty, short, plain-language reply;
+- open questions: the large model grades the answer against the reference on a fixed rubric
+  (router/rubrics/open_question.txt); grade 4 or 5 is adequate, and the answer must also contain the
+  reference's content words. The second check is there because the 1.5B grader is lenient: on an audit of
+  its grades it gave 5/5 to answers naming a different fact. Audit the verdicts in the label log.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 CODE_TIMEOUT_S = 10.0
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.S)
@@ -96,6 +101,47 @@ def judge_small_talk(answer: str, reference: dict | None = None) -> Verdict:
     if letters < 0.6:
         return Verdict(0.0, "reply is not plain language")
     return Verdict(1.0, "short plain reply")
+
+
+RUBRIC = (Path(__file__).parent / "rubrics" / "open_question.txt").read_text()
+ADEQUATE_GRADE = 4
+
+
+def grading_prompt(question: str, reference: dict, answer: str) -> str:
+    return RUBRIC.format(question=question.strip(), reference=reference["answer"].strip(),
+                         answer=answer.strip() or "(empty)")
+
+
+def parse_grade(reply: str) -> Verdict:
+    found = re.findall(r"Grade:\s*\**\s*([1-5])", reply) or re.findall(r"\b([1-5])\s*/\s*5\b", reply)
+    if not found:
+        return Verdict(0.0, f"grader reply has no grade: {reply.strip()[:120]!r}")
+    grade = int(found[-1])  # the last one: the reply may discuss the rubric before grading
+    return Verdict(1.0 if grade >= ADEQUATE_GRADE else 0.0, f"grade {grade}/5")
+
+
+_STOP = {"a", "an", "the", "of", "and", "or", "in", "on", "to", "is", "it", "its", "was", "are", "be", "by", "for",
+         "with", "as", "at", "that", "this", "i", "you", "s", "from"}
+
+
+def _content_stems(text: str) -> set[str]:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return {w[:5] for w in words if w not in _STOP and (len(w) > 1 or w.isdigit())}
+
+
+def reference_match(answer: str, reference: str) -> float:
+    """Share of the reference's content words (5-letter stems) that the answer contains."""
+    wanted = _content_stems(reference)
+    return len(wanted & _content_stems(answer)) / len(wanted) if wanted else 0.0
+
+
+def judge_open(answer: str, reference: dict, grader_reply: str) -> Verdict:
+    graded = parse_grade(grader_reply)
+    overlap = reference_match(answer, reference["answer"])
+    has_grade = graded.reason.startswith("grade ")  # not "grader reply has no grade"
+    ok = overlap >= 0.5 and (graded.score == 1.0 or not has_grade)
+    why = graded.reason if has_grade else "no grade from the grader"
+    return Verdict(1.0 if ok else 0.0, f"{why}; reference words found {overlap:.0%}")
 
 
 JUDGES = {"code": judge_code, "math": judge_math, "chat": judge_small_talk}

@@ -95,3 +95,27 @@ def report_command(args) -> dict[str, Path]:
                       "test_rows": int(len(test_rows)), "seed": args.seed, "split": "by unique prompt text",
                       "encoder": catalogue.encoder.name, "policy": args.policy}
     return write_report(report, Path(args.out), stem=name)
+
+
+def calibrate_command(args) -> dict:
+    from router.calibrate import out_of_fold, search, write_thresholds
+    from router.policy import load_policy
+
+    catalogue = load_catalogue()
+    table, _ = _load_table(args.table, catalogue.names())
+    features, tokens = table_features(table, _encoder())
+    probs = out_of_fold(table, features, args.folds, args.seed)
+    from router.classifier import AdequacyClassifier
+
+    clf = AdequacyClassifier.load(load_policy(args.policy).classifier_path())
+    _, eligible = _policy_view(args.policy, table, clf, features, tokens)
+    result = search(probs, table.scores(), table.costs(), table.models, eligible,
+                    keep_quality=args.keep_quality, max_large_share=args.max_large_share)
+    if not result.met_target:
+        raise ValueError(f"no thresholds meet the target on {args.table}; the closest: {result}")
+    target = f"quality>={args.keep_quality:g}" if args.keep_quality is not None else f"large<={args.max_large_share:g}"
+    version = f"calibrated-{time.strftime('%Y%m%d-%H%M%S')}-{target}"
+    write_thresholds(Path(args.policy), result.thresholds, version)
+    load_policy(args.policy)  # the edited file must still be a valid policy
+    return {"policy": args.policy, "version": version, **result.__dict__,
+            "cost_saved": 1 - result.cost / result.large_cost, "quality_kept": result.quality / result.large_quality}

@@ -99,32 +99,43 @@ def evaluate(test: OutcomeTable, probs: np.ndarray, thresholds: np.ndarray, elig
 
 
 def plot(report: dict, path: Path) -> None:
+    """Left: quality against the share of large-model calls (RouteLLM's view). Right: RouterBench's
+    cost-quality plane, with every single model, the oracle, and the routers' threshold sweeps."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    large = report["models"][-1]
+    fig, (ax, cq) = plt.subplots(1, 2, figsize=(14, 5.5))
     for name, style in (("trained", "o-"), ("random", "x--")):
-        curve = sorted(report["routers"][name]["curve"], key=lambda p: p["strong_pct"])
+        router = report["routers"][name]
+        curve = sorted(router["curve"], key=lambda p: p["strong_pct"])
         ax.plot([p["strong_pct"] for p in curve], [p["quality"] for p in curve], style, label=f"{name} router")
-        op = report["routers"][name]["operating_point"]
-        ax.plot([op["shares"][report["models"][-1]] * 100], [op["quality"]], "*", markersize=12,
-                label=f"{name} at the policy's thresholds")
+        by_cost = sorted(router["curve"], key=lambda p: p["cost"])
+        cq.plot([p["cost"] for p in by_cost], [p["quality"] for p in by_cost], style, label=f"{name} router")
+        op = router["operating_point"]
+        ax.plot([op["shares"][large] * 100], [op["quality"]], "*", markersize=12, label=f"{name} at the policy's thresholds")
+        cq.plot([op["cost"]], [op["quality"]], "*", markersize=12, label=f"{name} at the policy's thresholds")
     oracle = report["oracle"]
     if "curve" in oracle:
         ax.plot([p["strong_pct"] for p in oracle["curve"]], [p["quality"] for p in oracle["curve"]], ":", label="oracle")
     else:
-        ax.plot([oracle["shares"][report["models"][-1]] * 100], [oracle["quality"]], "D", label="oracle")
+        ax.plot([oracle["shares"][large] * 100], [oracle["quality"]], "D", label="oracle")
+    cq.plot([oracle["cost"]], [oracle["quality"]], "D", label="oracle")
     for model, single in report["single_models"].items():
         ax.axhline(single["quality"], linestyle="--", linewidth=0.8, color="grey")
         ax.annotate(f"always {model}", (1, single["quality"]), fontsize=8, va="bottom")
-    ax.set_xlabel(f"calls to the large model ({report['models'][-1]}), %")
-    ax.set_ylabel("quality (mean score)")
-    ax.set_title(report.get("title", "routing quality against large-model calls"))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+        cq.plot([single["cost"]], [single["quality"]], "s", color="grey")
+        cq.annotate(f"always {model}", (single["cost"], single["quality"]), fontsize=8, va="bottom")
+    ax.set_xlabel(f"calls to the large model ({large}), %")
+    cq.set_xlabel("total cost of the held-out prompts ($)")
+    for axis in (ax, cq):
+        axis.set_ylabel("quality (mean score)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="lower right")
+    fig.suptitle(report.get("title", "routing quality against large-model calls and cost"))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -163,7 +174,7 @@ against always-{html.escape(large)} at the policy's thresholds {html.escape(json
 <th>over-routing</th><th>under-routing</th><th>cost saved</th><th>quality kept</th><th>share of calls</th></tr>
 {''.join(rows)}</table>
 <h2>Single models</h2><table><tr><th>model</th><th>quality</th><th>cost</th></tr>{singles}</table>
-<h2>Quality against the share of large-model calls</h2><img alt="quality against large-model calls" src="data:image/png;base64,{image}">
+<h2>Quality against large-model calls, and on the cost-quality plane</h2><img alt="quality against large-model calls and cost" src="data:image/png;base64,{image}">
 <h2>Data</h2><pre>{meta}</pre></body></html>"""
 
 

@@ -85,3 +85,39 @@ def test_small_talk():
 def test_unknown_task_is_refused():
     with pytest.raises(ValueError, match="no judge for task 'poetry'"):
         judge("poetry", "roses", None)
+
+
+def test_rubric_grade_from_the_large_models_real_reply():
+    import asyncio
+
+    from models.backend import GenerationRequest, make_backend
+    from models.catalogue import load_catalogue
+    from router.judges import grading_prompt, judge_open, parse_grade
+    from router.label import GRADER_MAX_TOKENS
+
+    grader = make_backend(load_catalogue().models[-1])
+    question, reference = "What is the capital of France?", {"answer": "Paris"}
+
+    def grade(answer: str):
+        reply = asyncio.run(grader.generate(GenerationRequest(
+            messages=[{"role": "user", "content": grading_prompt(question, reference, answer)}],
+            max_tokens=GRADER_MAX_TOKENS))).text
+        return parse_grade(reply), judge_open(answer, reference, reply), reply
+
+    right_grade, right, reply = grade("The capital of France is Paris.")
+    assert right_grade.reason.startswith("grade ") and right.score == 1.0, reply
+    wrong_grade, wrong, reply = grade("The capital of France is Berlin.")
+    assert wrong_grade.reason.startswith("grade ") and wrong.score == 0.0, reply
+
+
+@pytest.mark.parametrize("answer,reply,score", [
+    ("It is the Mona Lisa.", "Comparison: same painting.\nGrade: 5", 1.0),
+    ("It is a Spanish folk art painting.", "Grade: 5", 0.0),        # lenient grade, reference not there
+    ("Paris is not it; it is Lyon.", "Comparison: different city.\nGrade: 2", 0.0),  # reference word, low grade
+    ("The Mona Lisa.", "It matches.", 1.0),                           # no grade: the reference check decides
+])
+def test_open_question_verdict_needs_grade_and_reference(answer, reply, score):
+    from router.judges import judge_open
+
+    reference = {"answer": "Mona Lisa"} if "Paris" not in answer else {"answer": "Paris"}
+    assert judge_open(answer, reference, reply).score == score

@@ -24,3 +24,16 @@ def test_report_on_routellm_mmlu_beats_random(tmp_path, capsys):
 def test_report_refuses_unknown_data(tmp_path, capsys):
     assert main(["report", "--data", "routellm:nope", "--out", str(tmp_path)]) == 2
     assert "unknown RouteLLM benchmark 'nope'" in capsys.readouterr().err
+
+
+def test_trained_router_beats_random_on_held_out_default_ensemble_data(tmp_path):
+    out = tmp_path / "default"
+    assert main(["report", "--data", "data/outcomes/default.csv", "--policy", "serve_config.yaml",
+                 "--out", str(out), "--seed", "0"]) == 0
+    report = json.loads((out / "default.json").read_text())
+    trained, random = report["routers"]["trained"], report["routers"]["random"]
+    assert trained["apgr"] > random["apgr"]
+    # at the same share of large-model calls, the trained router keeps more quality
+    assert trained["operating_point"]["quality"] > random["operating_point"]["quality"]
+    assert set(report["single_models"]) == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
+    assert report["oracle"]["quality"] >= max(s["quality"] for s in report["single_models"].values())

@@ -152,3 +152,35 @@ def test_streaming_names_the_model_before_the_first_token(client):
     assert {c.model for c in chunks} == {SMOL}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_train_then_calibrate_gives_a_policy_the_server_accepts_live(ensemble, tmp_path):
+    import yaml
+
+    from router.cli import main
+
+    artifact = tmp_path / "router.json"
+    assert main(["train", "--table", "data/outcomes/default.csv", "--out", str(artifact)]) == 0
+    config = serve_config(ensemble.port)
+    config_path = tmp_path / "serve_config.yaml"
+    policy = config["applications"][0]["deployments"][0]["user_config"]["policy"]
+    policy["classifier"] = str(artifact)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["calibrate", "--table", "data/outcomes/default.csv", "--policy", str(config_path),
+                 "--keep-quality", "0.95"]) == 0
+    calibrated = yaml.safe_load(config_path.read_text())["applications"][0]["deployments"][0]["user_config"]["policy"]
+    assert calibrated["version"].startswith("calibrated-")
+    original = _policy(ensemble)["policy"]
+    try:
+        assert main(["policy", "apply", str(config_path), "--config", str(config_path),
+                     "--address", ensemble.dashboard]) == 0
+        wait_for(lambda: _policy(ensemble)["version"] == calibrated["version"], 60, "the calibrated policy")
+        live = _policy(ensemble)
+        assert live["last_rejected_edit"] is None and live["policy"]["classifier"] == str(artifact)
+        assert {m: p["threshold"] for m, p in live["policy"]["models"].items()} == \
+            {m: p["threshold"] for m, p in calibrated["models"].items()}
+        assert httpx.post(f"{ensemble.base}/v1/route", json={"messages": [{"role": "user", "content": CODE}]}
+                          ).json()["policy_version"] == calibrated["version"]
+    finally:
+        _deploy_policy(ensemble, original)
+        wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")

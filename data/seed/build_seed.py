@@ -2,7 +2,7 @@
 
 Sources: HumanEval (OpenAI, MIT, data/seed/HumanEval.jsonl.gz), GSM8K test (via RouteLLM's copy, MIT/Apache-2.0,
 data/routellm/gsm8k/test.jsonl), plus the hand-written code requests and small talk below.
-Run: python data/seed/build.py   (deterministic: seed 7)
+Run: python data/seed/build_seed.py   (deterministic: seed 7)
 """
 import gzip
 import json

@@ -1,0 +1,115 @@
+"""`router calibrate`: set each small model's threshold from a target, and write them into the policy YAML.
+
+Targets: keep at least a share of always-large quality (`--keep-quality 0.95`), or send at most a share of
+calls to the large model (`--max-large-share 0.3`). Thresholds are chosen on out-of-fold predictions (K-fold
+over the outcome table), so they are not fitted to the classifier's own training rows. Among the thresholds
+that meet the target, the cheapest wins; ties go to the higher quality.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from router.outcomes import OutcomeTable
+from router.report import choose
+
+GRID = np.round(np.arange(0.05, 1.0, 0.05), 2)
+
+
+@dataclass
+class Calibration:
+    thresholds: dict[str, float]
+    quality: float
+    cost: float
+    large_share: float
+    large_quality: float
+    large_cost: float
+    met_target: bool
+
+
+def out_of_fold(table: OutcomeTable, features: np.ndarray, folds: int, seed: int, c: float = 1.0) -> np.ndarray:
+    from router.train import fit_table
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(table))
+    probs = np.zeros((len(table), len(table.models)))
+    for k in range(folds):
+        test = order[k::folds]
+        train = np.setdiff1d(order, test)
+        probs[test] = fit_table(table, features, train, c=c).predict_proba(features[test])
+    return probs
+
+
+def search(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: list[str], eligible: np.ndarray | None,
+           keep_quality: float | None = None, max_large_share: float | None = None) -> Calibration:
+    if (keep_quality is None) == (max_large_share is None):
+        raise ValueError("give exactly one target: keep_quality or max_large_share")
+    rows = np.arange(len(scores))
+    large_q, large_c = float(scores[:, -1].mean()), float(costs[:, -1].sum())
+    small = len(models) - 1
+    grids = itertools.product(GRID, repeat=small) if small <= 3 else ((t,) * small for t in GRID)
+    best, best_key = None, None
+    for combo in grids:
+        chosen = choose(probs, np.array(combo), eligible)
+        quality, cost = float(scores[rows, chosen].mean()), float(costs[rows, chosen].sum())
+        share = float((chosen == small).mean())
+        ok = quality >= keep_quality * large_q if keep_quality is not None else share <= max_large_share
+        # meet the target first; then cheapest (quality target) or best quality (share target)
+        key = (ok, -cost if keep_quality is not None else quality, quality if keep_quality is not None else -cost)
+        if best_key is None or key > best_key:
+            best_key = key
+            best = Calibration({m: float(t) for m, t in zip(models[:-1], combo)}, quality, cost, share, large_q,
+                               large_c, ok)
+    return best
+
+
+def _policy_node(root: yaml.Node) -> yaml.MappingNode:
+    """The policy mapping: the document itself, or the ingress user_config.policy inside a Serve config."""
+    def get(node, key):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == key:
+                    return v
+        return None
+
+    if get(root, "applications") is None:
+        return root
+    for app in get(root, "applications").value:
+        for dep in (get(app, "deployments").value if get(app, "deployments") else []):
+            policy = get(get(dep, "user_config"), "policy") if get(dep, "user_config") else None
+            if policy is not None:
+                return policy
+    raise ValueError("no deployment has user_config.policy")
+
+
+def write_thresholds(path: Path, thresholds: dict[str, float], version: str | None = None) -> None:
+    """Edit the threshold values in place, keeping the file's comments and layout."""
+    text = path.read_text()
+    policy = _policy_node(yaml.compose(text, Loader=yaml.SafeLoader))
+    edits = []  # (start, end, replacement)
+    entries = {k.value: v for k, v in policy.value}
+    if version is not None and "version" in entries:
+        node = entries["version"]
+        edits.append((node.start_mark.index, node.end_mark.index, f'"{version}"'))
+    models = {k.value: v for k, v in entries["models"].value}
+    for name, value in thresholds.items():
+        if name not in models:
+            raise ValueError(f"{path}: the policy has no model {name!r}")
+        fields = {k.value: (k, v) for k, v in models[name].value}
+        if "threshold" in fields:
+            node = fields["threshold"][1]
+            edits.append((node.start_mark.index, node.end_mark.index, f"{value:g}"))
+        elif models[name].flow_style or not fields:
+            raise ValueError(f"{path}: add a 'threshold:' line to model {name!r} (block style) so it can be set")
+        else:
+            first_key = next(iter(fields.values()))[0]
+            line_start = text.rfind("\n", 0, first_key.start_mark.index) + 1
+            indent = " " * first_key.start_mark.column
+            edits.append((line_start, line_start, f"{indent}threshold: {value:g}\n"))
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    path.write_text(text)

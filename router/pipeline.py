@@ -42,14 +42,17 @@ def train_command(args) -> dict:
                              "extra": ["log1p(input_tokens)/6"]},
                 "hyperparameters": {"C": args.c}}
     clf = fit_table(table, features, train_rows, c=args.c, metadata=metadata)
-    if len(test_rows):
-        from router.metrics import routing_accuracy
-        from router.report import choose
+    from router.metrics import routing_accuracy
+    from router.report import choose
 
-        probs = clf.predict_proba(features[test_rows])
-        test = table.subset(test_rows)
-        acc = routing_accuracy(choose(probs, np.full(len(table.models) - 1, 0.5)), test.scores(), test.costs())
-        clf.metadata["held_out"] = {"rows": int(len(test_rows)), "threshold": 0.5, **acc.__dict__}
+    if len(test_rows):
+        probs, scored, method = clf.predict_proba(features[test_rows]), table.subset(test_rows), "held-out split"
+    else:  # trained on every row: estimate held-out quality by 5-fold cross-validation instead
+        from router.calibrate import out_of_fold
+
+        probs, scored, method = out_of_fold(table, features, 5, args.seed, args.c), table, "5-fold out-of-fold"
+    acc = routing_accuracy(choose(probs, np.full(len(table.models) - 1, 0.5)), scored.scores(), scored.costs())
+    clf.metadata["held_out"] = {"method": method, "rows": len(scored), "threshold": 0.5, **acc.__dict__}
     clf.save(args.out)
     return {"artifact": args.out, **clf.metadata}
 

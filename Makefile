@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S := 30
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S := 30
 
-.PHONY: install weights run test bench report
+.PHONY: install weights run test bench report routellm-benchmark
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -33,3 +33,7 @@ bench: weights
 
 report: install
 	$(BIN)/router report --data routellm:mmlu --out reports
+
+OUT ?= bench/routellm
+routellm-benchmark: weights
+	$(BIN)/python bench/routellm_benchmark.py --out $(OUT)

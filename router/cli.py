@@ -108,7 +108,10 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="train on a split, evaluate held-out, write HTML + PNG + JSON")
     r.add_argument("--data", default="routellm:mmlu", help="an outcome-table CSV, or routellm:mmlu / routellm:gsm8k")
     r.add_argument("--out", default="reports")
-    r.add_argument("--policy", help="take thresholds and eligibility from this policy (or serve_config.yaml)")
+    r.add_argument("--policy", action="append", help="take thresholds and eligibility from this policy (or "
+                   "serve_config.yaml); repeat it to compare policies on the same data (what-if)")
+    r.add_argument("--model-costs", nargs="*", metavar="NAME=COST",
+                   help="cost per call of each model, for tables in RouteLLM's layout (prompt + True/False columns)")
     r.add_argument("--threshold", type=float, default=0.5, help="small-model threshold when no policy is given")
     r.add_argument("--test-fraction", type=float, default=0.5)
     r.add_argument("--max-train", type=int, help="train on at most N prompts")

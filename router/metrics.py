@@ -132,3 +132,58 @@ def savings(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray, large: in
     return {"quality": quality, "cost": cost + router_cost, "large_quality": large_quality, "large_cost": large_cost,
             "cost_saved": 1.0 - (cost + router_cost) / large_cost if large_cost else 0.0,
             "quality_kept": quality / large_quality if large_quality else float("nan")}
+
+
+def nondecreasing_convex_hull(points: np.ndarray) -> np.ndarray:
+    """RouterBench's non-decreasing convex hull (evaluation/AIQ.py, get_non_descreasing_convex_hull_of),
+    re-implemented: sort by cost; each interior point is lifted to the highest chord between two points that
+    span it (the upper concave envelope); the first point is kept, the last one only if it does not fall below
+    the envelope's last point; then any point lower than the one before it is dropped."""
+    pts = np.asarray(points, dtype=float)
+    pts = pts[np.argsort(pts[:, 0], kind="stable")]
+    x, y = pts[:, 0], pts[:, 1]
+    lifted: dict[float, float] = {}
+    for k in range(len(pts)):
+        spans = [(i, j) for i in range(len(pts)) for j in range(i, len(pts)) if x[i] < x[k] < x[j]]
+        if not spans:
+            continue
+        best = max(max(np.interp(x[k], [x[i], x[j]], [y[i], y[j]]) for i, j in spans), y[k])
+        lifted[x[k]] = max(best, lifted.get(x[k], -np.inf))
+    hull = sorted(lifted.items())
+    if x[-1] not in lifted and (not hull or y[-1] >= hull[-1][1]):
+        hull.append((x[-1], y[-1]))
+    if x[0] not in lifted:
+        hull.insert(0, (x[0], y[0]))
+    hull = np.array(hull, dtype=float)
+    hull = hull[np.argsort(hull[:, 0], kind="stable")]
+    drop = [i for i in range(1, len(hull)) if hull[i, 1] < hull[i - 1, 1]]
+    return np.delete(hull, drop, axis=0)
+
+
+def aiq(curves: list[np.ndarray]) -> list[float]:
+    """RouterBench's AIQ (Hu et al. 2024, arXiv:2403.12031, Sec. 3; evaluation/AIQ.py, calc_AIQ) for routers
+    compared together: each router's (cost, quality) points become their non-decreasing convex hull, every hull
+    is extended flat to the largest cost among them, and AIQ = trapezoid area under the hull / that largest
+    cost. Convention: as in RouterBench's code, the area starts at each hull's own lowest cost, not at 0."""
+    hulls = [nondecreasing_convex_hull(c) for c in curves]
+    max_cost = max(float(h[:, 0].max()) for h in hulls)
+    extended = [np.vstack([h, [max_cost, h[-1, 1]]]) for h in hulls]
+    return [float(np.trapezoid(h[:, 1], h[:, 0]) / max_cost) if max_cost > 0 else float("nan") for h in extended]
+
+
+def expected_calibration_error(predicted, observed, bins: int = 10) -> tuple[float, list[dict]]:
+    """ECE with equal-width bins (Naeini et al. 2015; Guo et al. 2017, Eq. 3):
+    sum over bins of (share of samples in the bin) * |observed rate - mean predicted probability|.
+    Returns the ECE and the reliability diagram's bins. A prediction of exactly 1.0 falls in the last bin."""
+    p = np.asarray(predicted, dtype=float)
+    o = np.asarray(observed, dtype=float)
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    ece, diagram = 0.0, []
+    for b in range(bins):
+        mask = index == b
+        if not mask.any():
+            continue
+        conf, acc = float(p[mask].mean()), float(o[mask].mean())
+        ece += mask.mean() * abs(acc - conf)
+        diagram.append({"bin": b, "count": int(mask.sum()), "mean_predicted": conf, "observed": acc})
+    return float(ece), diagram

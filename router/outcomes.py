@@ -81,7 +81,8 @@ def validate_frame(frame: pd.DataFrame, source: str, known_models: list[str] | N
         raise OutcomeError(f"{source}: missing column 'prompt'; columns are {list(frame.columns)[:12]}")
     models = [c[: -len(COST)] for c in frame.columns if c.endswith(COST)]
     if not models:
-        raise OutcomeError(f"{source}: no model columns; each model M needs a score column 'M' and a cost column 'M{COST}'")
+        raise OutcomeError(f"{source}: no model columns; each model M needs a score column 'M' and a cost column "
+                           f"'M{COST}' (RouterBench's layout), or give --model-costs for RouteLLM's layout")
     for model in models:
         if model not in frame.columns:
             raise OutcomeError(f"{source}: missing column {model!r} (the score of model {model!r}, which has {model + COST!r})")
@@ -98,7 +99,25 @@ def validate_frame(frame: pd.DataFrame, source: str, known_models: list[str] | N
     return table
 
 
-def load_outcomes(path: str | Path, known_models: list[str] | None = None) -> OutcomeTable:
+def from_routellm_layout(frame: pd.DataFrame, model_costs: dict[str, float], source: str) -> pd.DataFrame:
+    """RouteLLM's CSV layout (`prompt`, then one True/False column per model, optional `<model>_response`)
+    into the wide layout, with each model's cost per call taken from `model_costs`."""
+    models = [c for c in frame.columns if c != "prompt" and not c.endswith("_response")]
+    missing = [m for m in models if m not in model_costs]
+    if missing:
+        raise OutcomeError(f"{source}: RouteLLM layout has no costs; give a cost per call for {missing} "
+                           f"(router report --model-costs NAME=COST ...)")
+    out = frame[["prompt"]].copy()
+    for m in models:
+        text = frame[m].astype(str).str.strip().str.lower()
+        out[m] = text.map({"true": 1.0, "false": 0.0}).fillna(frame[m])
+        out[m + COST] = float(model_costs[m])
+    return out
+
+
+def load_outcomes(path: str | Path, known_models: list[str] | None = None,
+                  model_costs: dict[str, float] | None = None) -> OutcomeTable:
+    """RouterBench's wide layout; or RouteLLM's CSV layout when `model_costs` gives each model's cost per call."""
     path = Path(path)
     try:
         frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
@@ -106,6 +125,8 @@ def load_outcomes(path: str | Path, known_models: list[str] | None = None) -> Ou
         raise OutcomeError(f"{path}: no such file") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise OutcomeError(f"{path}: not a readable CSV outcome table: {exc}") from None
+    if model_costs and not any(c.endswith(COST) for c in frame.columns):
+        frame = from_routellm_layout(frame, model_costs, str(path))
     return validate_frame(frame, str(path), known_models)
 
 

@@ -12,13 +12,27 @@ from router.outcomes import OutcomeTable, load_outcomes
 from router.train import fit_table, split_by_prompt, table_features
 
 
-def _load_table(spec: str, known_models: list[str] | None = None) -> tuple[OutcomeTable, str]:
+def _parse_costs(items: list[str] | None) -> dict[str, float] | None:
+    costs = {}
+    for item in items or []:
+        name, _, value = item.rpartition("=")
+        try:
+            costs[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--model-costs: {item!r} is not NAME=COST") from None
+        if not name:
+            raise ValueError(f"--model-costs: {item!r} is not NAME=COST")
+    return costs or None
+
+
+def _load_table(spec: str, known_models: list[str] | None = None,
+                model_costs: dict[str, float] | None = None) -> tuple[OutcomeTable, str]:
     if spec.startswith("routellm:"):
         from router.datasets import load_routellm
 
         name = spec.split(":", 1)[1]
         return load_routellm(name), f"routellm-{name}"
-    return load_outcomes(spec, known_models), Path(spec).stem
+    return load_outcomes(spec, known_models, model_costs), Path(spec).stem
 
 
 def _encoder():
@@ -76,7 +90,7 @@ def report_command(args) -> dict[str, Path]:
     from router.report import evaluate, write_report
 
     catalogue = load_catalogue()
-    table, name = _load_table(args.data, None)
+    table, name = _load_table(args.data, None, _parse_costs(args.model_costs))
     if args.limit:
         rows = np.sort(np.random.default_rng(args.seed).permutation(len(table))[: args.limit])
         table = table.subset(rows)
@@ -88,15 +102,26 @@ def report_command(args) -> dict[str, Path]:
     clf = fit_table(table, features, train_rows, c=args.c)
     test = table.subset(test_rows)
     probs = clf.predict_proba(features[test_rows])
-    if args.policy:
-        thresholds, eligible = _policy_view(args.policy, test, clf, features[test_rows], tokens[test_rows])
-    else:
-        thresholds, eligible = np.full(len(table.models) - 1, args.threshold), None
+    policies = args.policy or []
+    views = [_policy_view(path, test, clf, features[test_rows], tokens[test_rows]) for path in policies]
+    thresholds, eligible = views[0] if views else (np.full(len(table.models) - 1, args.threshold), None)
     report = evaluate(test, probs, thresholds, eligible, seed=args.seed)
+    if policies:  # the what-if: every policy's thresholds and eligibility on the same held-out prompts
+        from router.metrics import savings
+        from router.policy import load_policy
+        from router.report import choose
+
+        report["what_if"] = []
+        for path, (thr, elig) in zip(policies, views):
+            chosen = choose(probs, thr, elig)
+            report["what_if"].append({
+                "policy": path, "version": load_policy(path).version,
+                **savings(chosen, test.scores(), test.costs(), len(test.models) - 1),
+                "shares": {m: float((chosen == j).mean()) for j, m in enumerate(test.models)}})
     report["title"] = f"Routing report: {name}"
     report["data"] = {"source": args.data, "rows": len(table), "train_rows": int(len(train_rows)),
                       "test_rows": int(len(test_rows)), "seed": args.seed, "split": "by unique prompt text",
-                      "encoder": catalogue.encoder.name, "policy": args.policy}
+                      "encoder": catalogue.encoder.name, "policies": policies}
     return write_report(report, Path(args.out), stem=name)
 
 

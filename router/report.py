@@ -88,7 +88,18 @@ def evaluate(test: OutcomeTable, probs: np.ndarray, thresholds: np.ndarray, elig
         points = sweep(p, scores, costs, models, num_results)
         routers[name] = {"curve": [asdict(x) for x in points], **_curve_metrics(points, weak_q, strong_q),
                          "operating_point": _operating(chosen, scores, costs, models)}
-    report = {"n_test": len(test), "models": models, "thresholds": dict(zip(models[:-1], map(float, thresholds))),
+    # every threshold router can also send everything to the cheapest model (thresholds 0): include that point,
+    # so that all hulls on the cost-quality plane start from the same lowest cost
+    cheapest = [float(costs[:, 0].sum()), float(scores[:, 0].mean())]
+    curves = [np.array([[p["cost"], p["quality"]] for p in routers[name]["curve"]] + [cheapest]) for name in routers]
+    for name, value in zip(routers, M.aiq(curves)):
+        routers[name]["aiq"] = value
+        routers[name]["hull"] = M.nondecreasing_convex_hull(curves[list(routers).index(name)]).tolist()
+    calibration = {}
+    for j, m in enumerate(models):
+        ece, diagram = M.expected_calibration_error(probs[:, j], scores[:, j] >= 0.5)
+        calibration[m] = {"ece": ece, "bins": diagram}
+    report = {"n_test": len(test), "models": models, "calibration": calibration, "thresholds": dict(zip(models[:-1], map(float, thresholds))),
               "single_models": {m: {"quality": float(scores[:, j].mean()), "cost": float(costs[:, j].sum())}
                                 for j, m in enumerate(models)},
               "routers": routers, "oracle": _operating(oracle_chosen, scores, costs, models)}
@@ -106,13 +117,15 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     large = report["models"][-1]
-    fig, (ax, cq) = plt.subplots(1, 2, figsize=(14, 5.5))
+    fig, (ax, cq, rel) = plt.subplots(1, 3, figsize=(20, 5.5))
     for name, style in (("trained", "o-"), ("random", "x--")):
         router = report["routers"][name]
         curve = sorted(router["curve"], key=lambda p: p["strong_pct"])
         ax.plot([p["strong_pct"] for p in curve], [p["quality"] for p in curve], style, label=f"{name} router")
         by_cost = sorted(router["curve"], key=lambda p: p["cost"])
         cq.plot([p["cost"] for p in by_cost], [p["quality"] for p in by_cost], style, label=f"{name} router")
+        hull = np.array(router["hull"])
+        cq.plot(hull[:, 0], hull[:, 1], ":", linewidth=2, label=f"{name}: non-decreasing convex hull, AIQ {router['aiq']:.4g}")
         op = router["operating_point"]
         ax.plot([op["shares"][large] * 100], [op["quality"]], "*", markersize=12, label=f"{name} at the policy's thresholds")
         cq.plot([op["cost"]], [op["quality"]], "*", markersize=12, label=f"{name} at the policy's thresholds")
@@ -127,6 +140,14 @@ def plot(report: dict, path: Path) -> None:
         ax.annotate(f"always {model}", (1, single["quality"]), fontsize=8, va="bottom")
         cq.plot([single["cost"]], [single["quality"]], "s", color="grey")
         cq.annotate(f"always {model}", (single["cost"], single["quality"]), fontsize=8, va="bottom")
+    rel.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+    for model, cal in report["calibration"].items():
+        rel.plot([b["mean_predicted"] for b in cal["bins"]], [b["observed"] for b in cal["bins"]], "o-",
+                 label=f"{model} (ECE {cal['ece']:.3f})")
+    rel.set_xlabel("predicted P(adequate)")
+    rel.set_ylabel("observed share adequate")
+    rel.set_title("reliability of the classifier", fontsize=10)
+    rel.legend(fontsize=7, loc="upper left")
     ax.set_xlabel(f"calls to the large model ({large}), %")
     cq.set_xlabel("total cost of the held-out prompts ($)")
     for axis in (ax, cq):
@@ -149,16 +170,24 @@ def render_html(report: dict, png: Path) -> str:
     for name, r in report["routers"].items():
         op = r["operating_point"]
         rows.append(f"<tr><td>{name}</td><td>{r['apgr']:.3f}</td><td>{r['apgr_paper']:.3f}</td>"
-                    f"<td>{r['cpt50']:.1f}%</td><td>{r['cpt80']:.1f}%</td><td>{_pct(op['accuracy'])}</td>"
+                    f"<td>{r['cpt50']:.1f}%</td><td>{r['cpt80']:.1f}%</td><td>{r['aiq']:.4g}</td><td>{_pct(op['accuracy'])}</td>"
                     f"<td>{_pct(op['over_routing'])}</td><td>{_pct(op['under_routing'])}</td>"
                     f"<td>{_pct(op['cost_saved'])}</td><td>{_pct(op['quality_kept'])}</td>"
                     f"<td>{', '.join(f'{m} {_pct(s)}' for m, s in op['shares'].items())}</td></tr>")
     oracle = report["oracle"]
-    rows.append(f"<tr><td>oracle</td><td colspan=4></td><td>100.0%</td><td>0.0%</td><td>0.0%</td>"
+    rows.append(f"<tr><td>oracle</td><td colspan=5></td><td>100.0%</td><td>0.0%</td><td>0.0%</td>"
                 f"<td>{_pct(oracle['cost_saved'])}</td><td>{_pct(oracle['quality_kept'])}</td>"
                 f"<td>{', '.join(f'{m} {_pct(s)}' for m, s in oracle['shares'].items())}</td></tr>")
     singles = "".join(f"<tr><td>always {html.escape(m)}</td><td>{s['quality']:.3f}</td><td>{s['cost']:.4g}</td></tr>"
                       for m, s in report["single_models"].items())
+    calib = "".join(f"<tr><td>{html.escape(m)}</td><td>{c['ece']:.3f}</td></tr>" for m, c in report["calibration"].items())
+    whatif = "".join(
+        f"<tr><td>{html.escape(w['policy'])}</td><td>{html.escape(w['version'])}</td><td>{w['quality']:.3f}</td>"
+        f"<td>{w['cost']:.4g}</td><td>{_pct(w['cost_saved'])}</td><td>{_pct(w['quality_kept'])}</td>"
+        f"<td>{', '.join(f'{m} {_pct(x)}' for m, x in w['shares'].items())}</td></tr>" for w in report.get("what_if", []))
+    whatif_html = ("<h2>Policy what-if</h2><p>Each policy's thresholds and eligibility on the same held-out prompts."
+                   "</p><table><tr><th>policy</th><th>version</th><th>quality</th><th>cost</th><th>cost saved</th>"
+                   f"<th>quality kept</th><th>share of calls</th></tr>{whatif}</table>") if whatif else ""
     image = base64.b64encode(png.read_bytes()).decode()
     meta = html.escape(json.dumps(report.get("data", {}), indent=1))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(report.get('title', 'routing report'))}</title>
@@ -167,12 +196,17 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{t
 <h1>{html.escape(report.get('title', 'routing report'))}</h1>
 <p>{report['n_test']} held-out prompts; large model <b>{html.escape(large)}</b>. APGR and CPT as RouteLLM's
 evaluation code computes them (10-quantile sweep, trapezoid AUC); "APGR (paper)" integrates PGR over call budgets
-(arXiv:2406.18665 Eq. 4). Accuracy is against RouterBench's oracle (best model, cheapest among equals);
+(arXiv:2406.18665 Eq. 4). AIQ is RouterBench's: the area under each router's non-decreasing convex hull on the
+cost-quality plane, hulls extended to the largest cost of the routers compared, divided by that cost, the area
+starting at each hull's lowest cost as RouterBench's code does. Accuracy is against RouterBench's oracle (best model, cheapest among equals);
 over-routing paid for a costlier model than needed, under-routing chose a model that did worse. Savings are
 against always-{html.escape(large)} at the policy's thresholds {html.escape(json.dumps(report['thresholds']))}.</p>
-<table><tr><th>router</th><th>APGR</th><th>APGR (paper)</th><th>CPT(50%)</th><th>CPT(80%)</th><th>accuracy vs oracle</th>
+<table><tr><th>router</th><th>APGR</th><th>APGR (paper)</th><th>CPT(50%)</th><th>CPT(80%)</th><th>AIQ</th><th>accuracy vs oracle</th>
 <th>over-routing</th><th>under-routing</th><th>cost saved</th><th>quality kept</th><th>share of calls</th></tr>
 {''.join(rows)}</table>
+{whatif_html}
+<h2>Calibration of P(adequate)</h2><p>Expected calibration error, 10 equal-width bins (Guo et al. 2017).
+The reliability diagram is the right-hand plot.</p><table><tr><th>model</th><th>ECE</th></tr>{calib}</table>
 <h2>Single models</h2><table><tr><th>model</th><th>quality</th><th>cost</th></tr>{singles}</table>
 <h2>Quality against large-model calls, and on the cost-quality plane</h2><img alt="quality against large-model calls and cost" src="data:image/png;base64,{image}">
 <h2>Data</h2><pre>{meta}</pre></body></html>"""

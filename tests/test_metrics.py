@@ -102,3 +102,29 @@ def test_report_sweep_with_two_models_is_routellms_sweep():
     ours = sweep(probs, np.column_stack([weak, strong]), np.ones((n, 2)), ["w", "s"])
     theirs = M.routellm_operating_points(1.0 - p_weak, weak, strong, scale=1.0)
     assert [(p.strong_pct, p.quality) for p in ours] == pytest.approx([(p.strong_pct, p.quality) for p in theirs])
+
+
+def test_nondecreasing_convex_hull_lifts_points_under_a_chord_and_drops_decreases():
+    # (1, 1) lies under the chord from (0, 0) to (2, 4): lifted to 2; (3, 3) falls below (2, 4): dropped
+    hull = M.nondecreasing_convex_hull(np.array([[0, 0], [1, 1], [2, 4], [3, 3]], dtype=float))
+    assert hull.tolist() == [[0.0, 0.0], [1.0, 2.0], [2.0, 4.0]]
+
+
+def test_aiq_hand_computed():
+    # router A: hull (0,0),(1,2),(2,4) -> extended to cost 4 at quality 4: area 1 + 3 + 8 = 12, / 4 = 3
+    # router B: a single point (4, 1): area 0 -> AIQ 0 (RouterBench starts the area at the hull's first cost)
+    a, b = M.aiq([np.array([[0, 0], [1, 1], [2, 4], [3, 3]], dtype=float), np.array([[4.0, 1.0]])])
+    assert a == pytest.approx(3.0) and b == pytest.approx(0.0)
+
+
+def test_aiq_of_a_flat_router_is_its_quality():
+    assert M.aiq([np.array([[1.0, 0.7], [2.0, 0.7]]), np.array([[0.0, 0.7], [2.0, 0.7]])]) == \
+        pytest.approx([0.35, 0.7])
+
+
+def test_expected_calibration_error_hand_computed():
+    # bin 0 (p=.05, two samples, one adequate): |.5-.05| = .45 ; bin 9 (p=.95 and 1.0, both adequate): |1-.975|
+    ece, diagram = M.expected_calibration_error([0.05, 0.05, 0.95, 1.0], [1, 0, 1, 1])
+    assert ece == pytest.approx(0.5 * 0.45 + 0.5 * 0.025)
+    assert [(d["bin"], d["count"]) for d in diagram] == [(0, 2), (9, 2)]
+    assert M.expected_calibration_error([0.3, 0.3], [0, 1])[0] == pytest.approx(0.2)

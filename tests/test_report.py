@@ -37,3 +37,35 @@ def test_trained_router_beats_random_on_held_out_default_ensemble_data(tmp_path)
     assert trained["operating_point"]["quality"] > random["operating_point"]["quality"]
     assert set(report["single_models"]) == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
     assert report["oracle"]["quality"] >= max(s["quality"] for s in report["single_models"].values())
+
+
+def test_policy_what_if_aiq_and_calibration(tmp_path):
+    import re
+
+    strict = tmp_path / "strict.yaml"
+    text = open("serve_config.yaml").read()
+    text = re.sub(r"(smollm2-135m:\n\s+threshold:) [0-9.]+", r"\1 1.01", text)
+    strict.write_text(re.sub(r'version: "[^"]*"', 'version: "no-tiny-model"', text, count=1))
+    out = tmp_path / "whatif"
+    assert main(["report", "--data", "data/outcomes/default.csv", "--policy", "serve_config.yaml",
+                 "--policy", str(strict), "--out", str(out), "--seed", "0"]) == 0
+    report = json.loads((out / "default.json").read_text())
+    live, no_tiny = report["what_if"]
+    assert no_tiny["version"] == "no-tiny-model" and no_tiny["shares"]["smollm2-135m"] == 0.0
+    assert live["shares"]["smollm2-135m"] > 0 and live["cost"] < no_tiny["cost"]
+    assert live["quality"] == report["routers"]["trained"]["operating_point"]["quality"]
+    assert all(0 <= r["aiq"] <= 1 for r in report["routers"].values())
+    assert report["routers"]["trained"]["aiq"] > report["routers"]["random"]["aiq"]
+    assert all(0 <= c["ece"] <= 1 and c["bins"] for c in report["calibration"].values())
+    html = (out / "default.html").read_text()
+    assert "Policy what-if" in html and "no-tiny-model" in html and "AIQ" in html and "ECE" in html
+
+
+def test_report_reads_routellms_csv_layout(tmp_path, capsys):
+    source = "data/routellm/mmlu/mmlu_anatomy.csv"
+    assert main(["report", "--data", source, "--out", str(tmp_path)]) == 2
+    assert "give --model-costs for RouteLLM's layout" in capsys.readouterr().err
+    assert main(["report", "--data", source, "--out", str(tmp_path), "--model-costs",
+                 "mistralai/Mixtral-8x7B-Instruct-v0.1=0.24", "gpt-4-1106-preview=24.7"]) == 0
+    report = json.loads((tmp_path / "mmlu_anatomy.json").read_text())
+    assert report["models"] == ["mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"]

@@ -118,6 +118,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, help="use a random sample of N rows of the data")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--c", type=float, default=1.0)
+    r.add_argument("--router-cost-per-1k", type=float, default=0.0000022,
+                   help="the router's own cost per 1k input tokens (default: the encoder's 0.022B parameters at the "
+                        "catalogue's 0.1 $/1M tokens per billion parameters)")
+    r.add_argument("--robustness-sample", type=int, default=200, help="held-out prompts to perturb")
     r.set_defaults(run=_report)
     return p
 

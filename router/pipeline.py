@@ -105,7 +105,9 @@ def report_command(args) -> dict[str, Path]:
     policies = args.policy or []
     views = [_policy_view(path, test, clf, features[test_rows], tokens[test_rows]) for path in policies]
     thresholds, eligible = views[0] if views else (np.full(len(table.models) - 1, args.threshold), None)
-    report = evaluate(test, probs, thresholds, eligible, seed=args.seed)
+    # the router's own cost: the encoder (22M parameters) priced like the catalogue's models, per input token
+    router_cost = float(tokens[test_rows].sum()) / 1000 * args.router_cost_per_1k
+    report = evaluate(test, probs, thresholds, eligible, seed=args.seed, router_cost=router_cost)
     if policies:  # the what-if: every policy's thresholds and eligibility on the same held-out prompts
         from router.metrics import savings
         from router.policy import load_policy
@@ -118,6 +120,7 @@ def report_command(args) -> dict[str, Path]:
                 "policy": path, "version": load_policy(path).version,
                 **savings(chosen, test.scores(), test.costs(), len(test.models) - 1),
                 "shares": {m: float((chosen == j).mean()) for j, m in enumerate(test.models)}})
+    report["robustness"] = _robustness(args, test, clf, probs, thresholds, eligible, views, policies)
     report["title"] = f"Routing report: {name}"
     report["data"] = {"source": args.data, "rows": len(table), "train_rows": int(len(train_rows)),
                       "test_rows": int(len(test_rows)), "seed": args.seed, "split": "by unique prompt text",
@@ -147,3 +150,27 @@ def calibrate_command(args) -> dict:
     load_policy(args.policy)  # the edited file must still be a valid policy
     return {"policy": args.policy, "version": version, **result.__dict__,
             "cost_saved": 1 - result.cost / result.large_cost, "quality_kept": result.quality / result.large_quality}
+
+
+def _robustness(args, test: OutcomeTable, clf, probs: np.ndarray, thresholds, eligible, views, policies) -> dict:
+    """Decision flips under small edits, on a seeded sample of held-out prompts."""
+    from router.classifier import feature_matrix
+    from router.report import choose
+    from router.robustness import flip_rates, perturbations
+    from router.train import embed
+
+    rng = np.random.default_rng(args.seed)
+    sample = np.sort(rng.permutation(len(test))[: args.robustness_sample])
+    edits = perturbations([test.prompts[i] for i in sample], seed=args.seed)
+    if not edits:
+        return {"edits": 0}
+    vectors, tokens = embed([text for _, _, text in edits], _encoder(), desc="embed perturbed")
+    feats = feature_matrix(vectors, tokens)
+    edited_probs = clf.predict_proba(feats)
+    rows = sample[[i for i, _, _ in edits]]
+    edited_eligible = None
+    if policies:
+        edited_eligible = _policy_view(policies[0], test, clf, feats, tokens)[1]
+    before = choose(probs[rows], thresholds, eligible[rows] if eligible is not None else None)
+    after = choose(edited_probs, thresholds, edited_eligible)
+    return {"sample": int(len(sample)), **flip_rates(before.tolist(), after.tolist(), [k for _, k, _ in edits])}

@@ -63,14 +63,16 @@ def _curve_metrics(points: list[SweepPoint], weak_q: float, strong_q: float) -> 
             "cpt50": M.routellm_cpt(ops, 0.5, weak_q, strong_q), "cpt80": M.routellm_cpt(ops, 0.8, weak_q, strong_q)}
 
 
-def _operating(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: list[str]) -> dict:
+def _operating(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: list[str],
+               router_cost: float = 0.0) -> dict:
     acc = M.routing_accuracy(chosen, scores, costs)
-    return {**asdict(acc), **M.savings(chosen, scores, costs, len(models) - 1),
+    return {**asdict(acc), **M.savings(chosen, scores, costs, len(models) - 1, router_cost), "router_cost": router_cost,
             "shares": {m: float((chosen == j).mean()) for j, m in enumerate(models)}}
 
 
 def evaluate(test: OutcomeTable, probs: np.ndarray, thresholds: np.ndarray, eligible: np.ndarray | None = None,
-             seed: int = 0, num_results: int = 10) -> dict:
+             seed: int = 0, num_results: int = 10, router_cost: float = 0.0) -> dict:
+    """`router_cost` is the trained router's own cost over the test rows, netted out of its savings."""
     """The report's numbers for the trained router's `probs` on `test`, beside random and the oracle."""
     scores, costs, models = test.scores(), test.costs(), test.models
     weak_q, strong_q = float(scores[:, 0].mean()), float(scores[:, -1].mean())
@@ -87,7 +89,8 @@ def evaluate(test: OutcomeTable, probs: np.ndarray, thresholds: np.ndarray, elig
     for name, p, chosen in (("trained", probs, trained_chosen), ("random", random_probs, random_chosen)):
         points = sweep(p, scores, costs, models, num_results)
         routers[name] = {"curve": [asdict(x) for x in points], **_curve_metrics(points, weak_q, strong_q),
-                         "operating_point": _operating(chosen, scores, costs, models)}
+                         "operating_point": _operating(chosen, scores, costs, models,
+                                                       router_cost if name == "trained" else 0.0)}
     # every threshold router can also send everything to the cheapest model (thresholds 0): include that point,
     # so that all hulls on the cost-quality plane start from the same lowest cost
     cheapest = [float(costs[:, 0].sum()), float(scores[:, 0].mean())]
@@ -188,6 +191,14 @@ def render_html(report: dict, png: Path) -> str:
     whatif_html = ("<h2>Policy what-if</h2><p>Each policy's thresholds and eligibility on the same held-out prompts."
                    "</p><table><tr><th>policy</th><th>version</th><th>quality</th><th>cost</th><th>cost saved</th>"
                    f"<th>quality kept</th><th>share of calls</th></tr>{whatif}</table>") if whatif else ""
+    rob = report.get("robustness", {})
+    robust_html = ""
+    if rob.get("edits"):
+        cells = "".join(f"<td>{'' if rob.get(k) is None else _pct(rob[k])}</td>" for k in ("case", "whitespace", "typo", "synonym"))
+        robust_html = (f"<h2>Robustness</h2><p>Share of decisions (at the policy's thresholds) that flip under one small "
+                       f"edit of the prompt, on {rob['sample']} held-out prompts ({rob['edits']} edits).</p><table><tr>"
+                       f"<th>overall</th><th>case</th><th>whitespace</th><th>typo</th><th>synonym</th></tr><tr>"
+                       f"<td>{_pct(rob['overall'])}</td>{cells}</tr></table>")
     image = base64.b64encode(png.read_bytes()).decode()
     meta = html.escape(json.dumps(report.get("data", {}), indent=1))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(report.get('title', 'routing report'))}</title>
@@ -200,11 +211,13 @@ evaluation code computes them (10-quantile sweep, trapezoid AUC); "APGR (paper)"
 cost-quality plane, hulls extended to the largest cost of the routers compared, divided by that cost, the area
 starting at each hull's lowest cost as RouterBench's code does. Accuracy is against RouterBench's oracle (best model, cheapest among equals);
 over-routing paid for a costlier model than needed, under-routing chose a model that did worse. Savings are
-against always-{html.escape(large)} at the policy's thresholds {html.escape(json.dumps(report['thresholds']))}.</p>
+against always-{html.escape(large)}, net of the trained router's own cost (the encoder, priced like the catalogue's
+models by parameter count: {report['routers']['trained']['operating_point']['router_cost']:.3g} in all), at the policy's thresholds {html.escape(json.dumps(report['thresholds']))}.</p>
 <table><tr><th>router</th><th>APGR</th><th>APGR (paper)</th><th>CPT(50%)</th><th>CPT(80%)</th><th>AIQ</th><th>accuracy vs oracle</th>
 <th>over-routing</th><th>under-routing</th><th>cost saved</th><th>quality kept</th><th>share of calls</th></tr>
 {''.join(rows)}</table>
 {whatif_html}
+{robust_html}
 <h2>Calibration of P(adequate)</h2><p>Expected calibration error, 10 equal-width bins (Guo et al. 2017).
 The reliability diagram is the right-hand plot.</p><table><tr><th>model</th><th>ECE</th></tr>{calib}</table>
 <h2>Single models</h2><table><tr><th>model</th><th>quality</th><th>cost</th></tr>{singles}</table>

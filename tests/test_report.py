@@ -59,6 +59,7 @@ def test_policy_what_if_aiq_and_calibration(tmp_path):
     assert all(0 <= c["ece"] <= 1 and c["bins"] for c in report["calibration"].values())
     html = (out / "default.html").read_text()
     assert "Policy what-if" in html and "no-tiny-model" in html and "AIQ" in html and "ECE" in html
+    assert "Robustness" in html and 0 <= report["robustness"]["overall"] <= 1 and report["robustness"]["edits"] > 0
 
 
 def test_report_reads_routellms_csv_layout(tmp_path, capsys):

@@ -5,8 +5,8 @@ The routing policy arrives as the ingress's user_config and is swapped live in `
 """
 import asyncio
 import json
-import os
 import logging
+import os
 import time
 from typing import Any
 
@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from router.decision import Decision
+from router.decision import Decision, fallback_chain
 from router.model_server import ModelServer
 from router.policy import DEFAULT_POLICY_PATH, load_policy
 from router.schemas import ChatCompletionRequest, chat_completion, completion_id, error_body
@@ -30,6 +30,16 @@ api = FastAPI(title="ensemble-router", version="0.1.0")
 def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
            code: str | None = None) -> JSONResponse:
     return JSONResponse(error_body(message, type_, param, code), status_code=status)
+
+
+def current_request_id() -> str:
+    """Ray Serve's request id: the client's x-request-id, or one Serve made; Serve returns it on every response."""
+    try:
+        from ray.serve.context import _get_serve_request_context
+
+        return _get_serve_request_context().request_id or "-"
+    except Exception:  # outside a Serve request
+        return "-"
 
 
 @api.exception_handler(RequestValidationError)
@@ -117,18 +127,22 @@ class RouterIngress:
                    "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop, "seed": body.seed}
         if body.stream:
             return self._stream(decision, request, version)
-        model, fallback_reason = decision.model, None
-        try:
-            result = await self.handles[model].generate.remote(request)
-        except Exception as exc:  # the chosen model failed: the fallback answers
-            fallback = self.service.live.policy.fallback
-            if model == fallback:
-                logger.exception("fallback model %s failed", model)
-                return _error(502, f"model {model} failed: {type(exc).__name__}", "server_error")
-            fallback_reason = f"{model} failed: {type(exc).__name__}: {exc}"[:300]
-            logger.warning("falling back to %s: %s", fallback, fallback_reason)
-            model = fallback
-            result = await self.handles[model].generate.remote(request)
+        policy = self.service.live.policy
+        failures, result, model = [], None, None
+        for model in fallback_chain(decision, policy):  # the chosen model, then the next candidates, then the fallback
+            timeout = policy.models[model].timeout_s
+            try:
+                result = await asyncio.wait_for(self.handles[model].generate.remote(request), timeout)
+                break
+            except asyncio.TimeoutError:
+                failures.append(f"{model} timed out after {timeout:g}s")
+            except Exception as exc:
+                failures.append(f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}")
+            logger.warning("request %s: %s", current_request_id(), failures[-1])
+        logger.info("request %s: %s by %s (%s)", current_request_id(), decision.rule, model, decision.reason)
+        if result is None:
+            return _error(502, "every candidate model failed: " + "; ".join(failures), "server_error")
+        fallback_reason = "; ".join(failures) or None
         router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "policy_version": version}
         headers = _headers(decision, version, fallback_reason)
         headers["x-router-model"] = model

@@ -80,3 +80,12 @@ def pin(model: str, task: str, input_tokens: int, policy: Policy, catalogue: Cat
     if not fits(model, input_tokens, policy, catalogue):
         return Decision(None, INPUT_TOO_LONG, f"{input_tokens} input tokens exceed {model}'s limit", task, input_tokens)
     return Decision(model, PINNED, f"the request named {model}", task, input_tokens)
+
+
+def fallback_chain(decision: Decision, policy: Policy) -> list[str]:
+    """Who answers if the chosen model fails: the eligible models after it, cheapest first, then the fallback."""
+    chain = [decision.model]
+    if decision.model in decision.eligible:
+        chain += list(decision.eligible[decision.eligible.index(decision.model) + 1:])
+    chain.append(policy.fallback)
+    return list(dict.fromkeys(m for m in chain if m))

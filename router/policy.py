@@ -26,6 +26,7 @@ class ModelPolicy(BaseModel):
     max_input_tokens: int | None = Field(None, gt=0, description="longest prompt this model may take")
     cost_per_1k_input: float | None = Field(None, ge=0, description="overrides the catalogue cost")
     cost_per_1k_output: float | None = Field(None, ge=0)
+    timeout_s: float | None = Field(None, gt=0, description="give up on this model after this long; the next candidate answers")
 
 
 class Policy(BaseModel):

@@ -76,3 +76,14 @@ def test_pin_honours_a_named_model_and_refuses_unknown_ones():
 def test_the_decision_module_imports_no_ray():
     code = "import sys, router.decision; sys.exit(1 if any(m == 'ray' or m.startswith('ray.') for m in sys.modules) else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_fallback_chain_tries_the_next_eligible_models_then_the_fallback():
+    from router.decision import fallback_chain
+
+    p = policy()
+    chosen = decide({SMOL: 0.9, CODER: 0.9}, "chat", 10, p, CATALOGUE)
+    assert fallback_chain(chosen, p) == [SMOL, CODER, LARGE]
+    assert fallback_chain(decide({SMOL: 0.1, CODER: 0.9}, "chat", 10, p, CATALOGUE), p) == [CODER, LARGE]
+    assert fallback_chain(decide({SMOL: 0.1, CODER: 0.1}, "chat", 10, p, CATALOGUE), p) == [LARGE]
+    assert fallback_chain(pin(SMOL, "chat", 10, p, CATALOGUE), p) == [SMOL, LARGE]

@@ -184,3 +184,32 @@ def test_train_then_calibrate_gives_a_policy_the_server_accepts_live(ensemble, t
     finally:
         _deploy_policy(ensemble, original)
         wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")
+
+
+def test_every_response_carries_a_request_id(ensemble):
+    given = httpx.post(f"{ensemble.base}/v1/route", json={"messages": [{"role": "user", "content": GREETING}]},
+                       headers={"x-request-id": "trace-42"})
+    assert given.headers["x-request-id"] == "trace-42"
+    first = httpx.post(f"{ensemble.base}/v1/chat/completions", content=b"{broken")
+    second = httpx.post(f"{ensemble.base}/v1/chat/completions", content=b"{broken")
+    assert first.status_code == 400 and first.headers["x-request-id"]
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+
+
+def test_a_model_that_times_out_falls_back_with_the_reason_stated(ensemble, client):
+    original = _policy(ensemble)["policy"]
+    slow = json.loads(json.dumps(original))
+    slow["version"] = "coder-times-out"
+    slow["models"][CODER]["timeout_s"] = 0.001
+    _deploy_policy(ensemble, slow)
+    try:
+        wait_for(lambda: _policy(ensemble)["version"] == "coder-times-out", 60, "the timeout policy")
+        completion, headers = ask(client, CODE)
+        assert headers["x-router-rule"] == "cheapest_confident"  # the router chose the code model...
+        assert completion.model == LARGE and headers["x-router-model"] == LARGE  # ...the fallback answered
+        assert "qwen2.5-coder-0.5b timed out after 0.001s" in headers["x-router-fallback"]
+        assert completion.model_extra["router"]["fallback"].startswith("qwen2.5-coder-0.5b timed out")
+        assert completion.choices[0].message.content.strip()
+    finally:
+        _deploy_policy(ensemble, original)
+        wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")

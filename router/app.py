@@ -4,12 +4,14 @@
 The routing policy arrives as the ingress's user_config and is swapped live in `reconfigure`.
 """
 import asyncio
+import base64
 import json
 import logging
 import os
 import time
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -17,9 +19,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from router.decision import Decision, fallback_chain
-from router.model_server import ModelServer
+from router.model_server import EmbeddingServer, ModelServer
 from router.policy import DEFAULT_POLICY_PATH, load_policy
-from router.schemas import ChatCompletionRequest, chat_completion, completion_id, error_body
+from router.schemas import ChatCompletionRequest, EmbeddingRequest, chat_completion, completion_id, error_body
 from router.service import RoutingService
 from router.yaml_source import ConfigError
 
@@ -67,8 +69,9 @@ def _headers(decision: Decision, version: str, fallback_reason: str | None = Non
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, max_queued_requests=256)
 @serve.ingress(api)
 class RouterIngress:
-    def __init__(self, model_handles: dict[str, DeploymentHandle]):
+    def __init__(self, model_handles: dict[str, DeploymentHandle], embedder: DeploymentHandle):
         self.handles = model_handles
+        self.embedder = embedder
         self.service = RoutingService()
 
     def reconfigure(self, user_config: dict) -> None:
@@ -86,7 +89,7 @@ class RouterIngress:
     async def healthz(self):
         """Ready when every model deployment answers; 503 with the ones that do not."""
         not_ready = []
-        for name, handle in self.handles.items():
+        for name, handle in {**self.handles, self.service.catalogue.encoder.name: self.embedder}.items():
             try:
                 await asyncio.wait_for(handle.ready.remote(), timeout=5)
             except Exception:
@@ -149,6 +152,24 @@ class RouterIngress:
         return JSONResponse(chat_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
                                             result["output_tokens"], router_info), headers=headers)
 
+    @api.post("/v1/embeddings")
+    async def embeddings(self, body: EmbeddingRequest):
+        name = self.service.catalogue.encoder.name
+        if body.model not in ("auto", name):
+            return _error(404, f"model {body.model!r} does not embed; use 'auto' or {name!r}", param="model",
+                          code="model_not_found")
+        if body.dimensions not in (None, self.service.catalogue.encoder.dimensions):
+            return _error(400, f"{name} makes {self.service.catalogue.encoder.dimensions}-dimensional vectors",
+                          param="dimensions")
+        result = await self.embedder.embed.remote(body.texts())
+        data = []
+        for i, vector in enumerate(result["vectors"]):
+            value = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode() \
+                if body.encoding_format == "base64" else vector
+            data.append({"object": "embedding", "index": i, "embedding": value})
+        return {"object": "list", "data": data, "model": name,
+                "usage": {"prompt_tokens": result["tokens"], "total_tokens": result["tokens"]}}
+
     # --- helpers -------------------------------------------------------------------------------------------
     def _decide(self, body: ChatCompletionRequest) -> tuple[Decision | None, JSONResponse | None]:
         live = self.service.live
@@ -196,4 +217,4 @@ def build_app(args: dict[str, Any] | None = None):
     handles = {name: ModelServer.options(name=name).bind(name, runtime) for name in names}
     policy = load_policy(args.get("policy_file") or DEFAULT_POLICY_PATH)
     ingress = RouterIngress.options(user_config={"policy": policy.model_dump(mode="json", exclude_defaults=False)})
-    return ingress.bind(handles)
+    return ingress.bind(handles, EmbeddingServer.options(name=load_catalogue().encoder.name).bind())

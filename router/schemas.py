@@ -87,3 +87,32 @@ def chat_completion(model: str, text: str, finish_reason: str, input_tokens: int
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+MAX_EMBEDDING_INPUTS = 256
+
+
+class EmbeddingRequest(BaseModel):
+    """OpenAI's embeddings body. The official client asks for base64 unless told otherwise."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field("auto", min_length=1)
+    input: str | list[str] = Field(description="a text or a list of texts")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, value):
+        texts = [value] if isinstance(value, str) else value
+        if not texts:
+            raise ValueError("input must not be empty")
+        if len(texts) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} inputs per request")
+        for i, t in enumerate(texts):
+            if not t.strip():
+                raise ValueError(f"input[{i}] is empty")
+        return value
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)

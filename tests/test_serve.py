@@ -213,3 +213,25 @@ def test_a_model_that_times_out_falls_back_with_the_reason_stated(ensemble, clie
     finally:
         _deploy_policy(ensemble, original)
         wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")
+
+
+def test_embeddings_through_the_official_client(client, ensemble):
+    import math
+
+    import openai
+
+    result = client.embeddings.create(model="auto", input=["How do I sort a list in Python?",
+                                                           "Sorting a Python list", "The weather is nice today."])
+    vectors = [d.embedding for d in result.data]
+    assert result.model == "minilm-l6-v2" and len(vectors) == 3 and all(len(v) == 384 for v in vectors)
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-3 for v in vectors)
+    cos = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2]) + 0.2
+    as_floats = httpx.post(f"{ensemble.base}/v1/embeddings", json={"model": "minilm-l6-v2", "input": "Sorting a Python list",
+                                                                   "encoding_format": "float"}).json()
+    assert max(abs(a - b) for a, b in zip(as_floats["data"][0]["embedding"], vectors[1])) < 1e-5
+    assert result.usage.prompt_tokens > 0
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="gpt-9", input="hi")
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="auto", input=["fine", "  "])

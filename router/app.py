@@ -18,11 +18,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from router.decision import Decision, fallback_chain
+from router.decision import Decision, apply_session_floor, blended_cost, fallback_chain
 from router.model_server import EmbeddingServer, ModelServer
 from router.policy import DEFAULT_POLICY_PATH, load_policy
 from router.schemas import ChatCompletionRequest, EmbeddingRequest, chat_completion, completion_id, error_body
 from router.service import RoutingService
+from router.sessions import SessionTiers
 from router.yaml_source import ConfigError
 
 logger = logging.getLogger("ray.serve")
@@ -72,6 +73,7 @@ class RouterIngress:
     def __init__(self, model_handles: dict[str, DeploymentHandle], embedder: DeploymentHandle):
         self.handles = model_handles
         self.embedder = embedder
+        self.sessions = SessionTiers()
         self.service = RoutingService()
 
     def reconfigure(self, user_config: dict) -> None:
@@ -121,21 +123,28 @@ class RouterIngress:
                             headers=_headers(decision, self.service.live.policy.version))
 
     @api.post("/v1/chat/completions")
-    async def chat_completions(self, body: ChatCompletionRequest):
+    async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         decision, error = self._decide(body)
         if error is not None:
             return error
+        session = request.headers.get("x-session-id") or body.user
+        if session:
+            live = self.service.live
+            decision = apply_session_floor(decision, self.sessions.floor(session), live.policy, self.service.catalogue)
         version = self.service.live.policy.version
-        request = {"messages": body.as_plain_messages(), "max_tokens": body.output_budget(),
+        generation = {"messages": body.as_plain_messages(), "max_tokens": body.output_budget(),
                    "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop, "seed": body.seed}
         if body.stream:
-            return self._stream(decision, request, version)
+            if session:
+                self.sessions.record(session, decision.model,
+                                     lambda m: blended_cost(m, self.service.live.policy, self.service.catalogue))
+            return self._stream(decision, generation, version)
         policy = self.service.live.policy
         failures, result, model = [], None, None
         for model in fallback_chain(decision, policy):  # the chosen model, then the next candidates, then the fallback
             timeout = policy.models[model].timeout_s
             try:
-                result = await asyncio.wait_for(self.handles[model].generate.remote(request), timeout)
+                result = await asyncio.wait_for(self.handles[model].generate.remote(generation), timeout)
                 break
             except asyncio.TimeoutError:
                 failures.append(f"{model} timed out after {timeout:g}s")
@@ -143,6 +152,8 @@ class RouterIngress:
                 failures.append(f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}")
             logger.warning("request %s: %s", current_request_id(), failures[-1])
         logger.info("request %s: %s by %s (%s)", current_request_id(), decision.rule, model, decision.reason)
+        if session and result is not None:
+            self.sessions.record(session, model, lambda m: blended_cost(m, policy, self.service.catalogue))
         if result is None:
             return _error(502, "every candidate model failed: " + "; ".join(failures), "server_error")
         fallback_reason = "; ".join(failures) or None

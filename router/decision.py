@@ -15,6 +15,7 @@ CHEAPEST_CONFIDENT = "cheapest_confident"
 FALLBACK_NOT_CONFIDENT = "fallback_no_confident_model"
 FALLBACK_NONE_ELIGIBLE = "fallback_no_eligible_model"
 PINNED = "pinned"
+SESSION_FLOOR = "session_floor"
 INPUT_TOO_LONG = "input_too_long"
 
 
@@ -89,3 +90,16 @@ def fallback_chain(decision: Decision, policy: Policy) -> list[str]:
         chain += list(decision.eligible[decision.eligible.index(decision.model) + 1:])
     chain.append(policy.fallback)
     return list(dict.fromkeys(m for m in chain if m))
+
+
+def apply_session_floor(decision: Decision, floor: str | None, policy: Policy, catalogue: Catalogue) -> Decision:
+    """A follow-up in a conversation stays on at least the tier the conversation reached, so that
+    "now make it faster" after a code answer does not drop to the tiny model."""
+    if (not policy.session_keeps_tier or floor is None or decision.model is None or floor not in policy.models
+            or decision.rule == PINNED or not fits(floor, decision.input_tokens, policy, catalogue)):
+        return decision
+    if blended_cost(floor, policy, catalogue) <= blended_cost(decision.model, policy, catalogue):
+        return decision
+    return Decision(floor, SESSION_FLOOR, f"the conversation already reached {floor}; the router alone chose "
+                    f"{decision.model} ({decision.reason})", decision.task, decision.input_tokens, decision.scores,
+                    decision.thresholds, decision.eligible)

@@ -38,6 +38,8 @@ class Policy(BaseModel):
     classifier: str = Field("data/router/default.json", description="router artifact, relative to the project root")
     fallback: str = Field(description="the large model that answers when no small model is suitable")
     models: dict[str, ModelPolicy] = Field(min_length=1)
+    session_keeps_tier: bool = Field(True, description="a conversation (x-session-id header or `user`) never drops "
+                                                       "below the costliest model it has used")
 
     def classifier_path(self) -> Path:
         path = Path(self.classifier)

@@ -87,3 +87,17 @@ def test_fallback_chain_tries_the_next_eligible_models_then_the_fallback():
     assert fallback_chain(decide({SMOL: 0.1, CODER: 0.9}, "chat", 10, p, CATALOGUE), p) == [CODER, LARGE]
     assert fallback_chain(decide({SMOL: 0.1, CODER: 0.1}, "chat", 10, p, CATALOGUE), p) == [LARGE]
     assert fallback_chain(pin(SMOL, "chat", 10, p, CATALOGUE), p) == [SMOL, LARGE]
+
+
+def test_a_session_never_drops_below_the_tier_it_reached():
+    from router.decision import SESSION_FLOOR, apply_session_floor
+
+    p = policy()
+    tiny = decide({SMOL: 0.9, CODER: 0.9}, "chat", 10, p, CATALOGUE)
+    lifted = apply_session_floor(tiny, CODER, p, CATALOGUE)
+    assert (lifted.model, lifted.rule) == (CODER, SESSION_FLOOR) and "smollm2-135m" in lifted.reason
+    assert apply_session_floor(tiny, None, p, CATALOGUE) is tiny
+    large = decide({SMOL: 0.1, CODER: 0.1}, "chat", 10, p, CATALOGUE)
+    assert apply_session_floor(large, CODER, p, CATALOGUE) is large  # already above the floor
+    assert apply_session_floor(tiny, CODER, p.model_copy(update={"session_keeps_tier": False}), CATALOGUE) is tiny
+    assert apply_session_floor(pin(SMOL, "chat", 10, p, CATALOGUE), CODER, p, CATALOGUE).model == SMOL

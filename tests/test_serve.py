@@ -235,3 +235,18 @@ def test_embeddings_through_the_official_client(client, ensemble):
         client.embeddings.create(model="gpt-9", input="hi")
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="auto", input=["fine", "  "])
+
+
+def test_a_conversation_keeps_its_tier(client):
+    import uuid
+
+    session = f"conv-{uuid.uuid4().hex[:8]}"
+
+    def turn(text, user):
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": text}], max_tokens=16, temperature=0, user=user)
+        return raw.parse().model, raw.headers["x-router-rule"]
+
+    assert turn(CODE, session)[0] == CODER
+    assert turn("Now make it faster.", session) == (CODER, "session_floor")
+    assert turn("Now make it faster.", f"other-{session}")[0] == SMOL  # a new conversation starts cheap

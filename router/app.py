@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from router.decision import Decision, apply_session_floor, blended_cost, fallback_chain
@@ -31,8 +32,8 @@ api = FastAPI(title="ensemble-router", version="0.1.0")
 
 
 def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-           code: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, type_, param, code), status_code=status)
+           code: str | None = None, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=headers)
 
 
 def current_request_id() -> str:
@@ -146,6 +147,9 @@ class RouterIngress:
             try:
                 result = await asyncio.wait_for(self.handles[model].generate.remote(generation), timeout)
                 break
+            except BackPressureError:  # past capacity: tell the client to retry rather than pile onto another model
+                return _error(503, f"{model} is at capacity; retry shortly", "server_error", code="overloaded",
+                              headers={"retry-after": "1"})
             except asyncio.TimeoutError:
                 failures.append(f"{model} timed out after {timeout:g}s")
             except Exception as exc:

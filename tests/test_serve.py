@@ -1,5 +1,7 @@
 """End to end: real Ray Serve on 127.0.0.1, the real models, the official `openai` client."""
 import json
+import time
+
 import httpx
 import pytest
 
@@ -250,3 +252,28 @@ def test_a_conversation_keeps_its_tier(client):
     assert turn(CODE, session)[0] == CODER
     assert turn("Now make it faster.", session) == (CODER, "session_floor")
     assert turn("Now make it faster.", f"other-{session}")[0] == SMOL  # a new conversation starts cheap
+
+
+def test_past_capacity_requests_get_answers_or_fast_503s(ensemble):
+    import asyncio
+
+    sent = 60  # the tiny model takes 8 at a time and queues 32 more (serve_config.yaml)
+
+    async def one(http):
+        started = time.monotonic()
+        reply = await http.post(f"{ensemble.base}/v1/chat/completions", json={
+            "model": SMOL, "messages": [{"role": "user", "content": GREETING}], "max_tokens": 24, "temperature": 0})
+        return reply.status_code, reply.headers.get("retry-after"), time.monotonic() - started
+
+    async def flood():
+        async with httpx.AsyncClient(timeout=180) as http:
+            return await asyncio.wait_for(asyncio.gather(*(one(http) for _ in range(sent))), timeout=300)
+
+    results = asyncio.run(flood())
+    answered = [r for r in results if r[0] == 200]
+    rejected = [r for r in results if r[0] in (429, 503)]
+    assert len(answered) + len(rejected) == sent
+    assert answered and rejected
+    assert all(r[1] for r in rejected)  # Retry-After on every rejection
+    assert max(r[2] for r in rejected) < min(5.0, max(r[2] for r in answered))  # rejections are fast
+    assert httpx.get(f"{ensemble.base}/healthz").status_code == 200

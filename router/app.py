@@ -25,6 +25,7 @@ from router.policy import DEFAULT_POLICY_PATH, load_policy
 from router.schemas import ChatCompletionRequest, EmbeddingRequest, chat_completion, completion_id, error_body
 from router.service import RoutingService
 from router.sessions import SessionTiers
+from router.telemetry import RouterMetrics
 from router.yaml_source import ConfigError
 
 logger = logging.getLogger("ray.serve")
@@ -75,6 +76,7 @@ class RouterIngress:
         self.handles = model_handles
         self.embedder = embedder
         self.sessions = SessionTiers()
+        self.metrics = RouterMetrics()
         self.service = RoutingService()
 
     def reconfigure(self, user_config: dict) -> None:
@@ -161,6 +163,9 @@ class RouterIngress:
         if result is None:
             return _error(502, "every candidate model failed: " + "; ".join(failures), "server_error")
         fallback_reason = "; ".join(failures) or None
+        self.metrics.answered(model, decision.rule, result["input_tokens"], result["output_tokens"],
+                              self.service.catalogue.model(model).cost(result["input_tokens"], result["output_tokens"]),
+                              failures)
         router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "policy_version": version}
         headers = _headers(decision, version, fallback_reason)
         headers["x-router-model"] = model
@@ -191,8 +196,10 @@ class RouterIngress:
         if body.model != "auto" and body.model not in live.policy.models:
             return None, _error(404, f"model {body.model!r} does not exist; use 'auto' or one of "
                                      f"{list(live.policy.models)}", param="model", code="model_not_found")
+        started = time.perf_counter()
         input_tokens = sum(self.service.encoder.count_tokens(m.text()) for m in body.messages)
         decision = self.service.route(body.routing_text(), input_tokens, body.model)
+        self.metrics.decided((time.perf_counter() - started) * 1000, decision.scores)
         if decision.model is None:
             return None, _error(400, decision.reason, param="messages", code="context_length_exceeded")
         return decision, None

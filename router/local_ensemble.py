@@ -55,6 +55,7 @@ class Ensemble:
     dashboard: str
     port: int
     started_at: float
+    metrics: str = ""  # Ray's Prometheus endpoint for this cluster
     ready_after_s: float = 0.0
 
 
@@ -64,11 +65,12 @@ def local_ensemble(ready_timeout: float = 600):
     import ray
 
     started = time.perf_counter()
-    dashboard_port, http_port = free_port(), free_port()
+    dashboard_port, http_port, metrics_port = free_port(), free_port(), free_port()
     ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
              dashboard_port=dashboard_port, object_store_memory=80 * 1024**2, log_to_driver=False,
-             logging_level="warning")
-    ens = Ensemble(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{dashboard_port}", http_port, started)
+             logging_level="warning", _metrics_export_port=metrics_port)
+    ens = Ensemble(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{dashboard_port}", http_port, started,
+                   metrics=f"http://127.0.0.1:{metrics_port}/metrics")
     try:
         wait_for(lambda: http_ok(f"{ens.dashboard}/api/serve/applications/"), 120, "the Serve REST API")
         deploy_config(serve_config(http_port), ens.dashboard)

@@ -277,3 +277,26 @@ def test_past_capacity_requests_get_answers_or_fast_503s(ensemble):
     assert all(r[1] for r in rejected)  # Retry-After on every rejection
     assert max(r[2] for r in rejected) < min(5.0, max(r[2] for r in answered))  # rejections are fast
     assert httpx.get(f"{ensemble.base}/healthz").status_code == 200
+
+
+def test_metric_names_appear_on_rays_metrics_endpoint_after_traffic(ensemble, client):
+    from router.telemetry import NAMES
+
+    ask(client, GREETING)
+    ask(client, CODE)
+    # the names are a contract with dashboards: a rename must fail this test
+    assert NAMES == {"decision_latency": "router_decision_latency_ms", "requests": "router_requests",
+                     "fallbacks": "router_fallbacks", "confidence": "router_classifier_confidence",
+                     "cost": "router_cost_dollars", "tokens": "router_tokens"}
+    expected = ["ray_router_decision_latency_ms_bucket", "ray_router_requests", "ray_router_classifier_confidence_bucket",
+                "ray_router_cost_dollars", "ray_router_tokens"]
+
+    def exported():
+        try:
+            text = httpx.get(ensemble.metrics, timeout=10).text
+        except httpx.HTTPError:
+            return None
+        return text if all(name in text for name in expected) else None
+
+    text = wait_for(exported, 120, "the router's metrics on Ray's metrics endpoint", interval=2)
+    assert 'model="smollm2-135m"' in text and 'rule="cheapest_confident"' in text

@@ -1,0 +1,45 @@
+"""Prometheus metrics of the routing path, through ray.serve.metrics (exported on Ray's metrics endpoint,
+where Ray prefixes each name with `ray_`). The names are a contract with dashboards: tests pin them."""
+from __future__ import annotations
+
+from ray.serve import metrics
+
+NAMES = {
+    "decision_latency": "router_decision_latency_ms",
+    "requests": "router_requests",
+    "fallbacks": "router_fallbacks",
+    "confidence": "router_classifier_confidence",
+    "cost": "router_cost_dollars",
+    "tokens": "router_tokens",
+}
+
+
+class RouterMetrics:
+    def __init__(self):
+        self.decision_latency = metrics.Histogram(
+            NAMES["decision_latency"], "time to route one request (features, classifier, policy), ms",
+            boundaries=[1, 2, 3, 5, 8, 13, 21, 34, 55, 100])
+        self.requests = metrics.Counter(NAMES["requests"], "requests by the model that answered and the rule",
+                                        tag_keys=("model", "rule"))
+        self.fallbacks = metrics.Counter(NAMES["fallbacks"], "answers that came from a later candidate, by reason",
+                                         tag_keys=("model", "reason"))
+        self.confidence = metrics.Histogram(NAMES["confidence"], "predicted P(adequate) per model",
+                                            boundaries=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+                                            tag_keys=("model",))
+        self.cost = metrics.Counter(NAMES["cost"], "cost of answers by model, catalogue prices", tag_keys=("model",))
+        self.tokens = metrics.Counter(NAMES["tokens"], "tokens in and out by model", tag_keys=("model", "direction"))
+
+    def decided(self, latency_ms: float, scores: dict[str, float]) -> None:
+        self.decision_latency.observe(latency_ms)
+        for model, p in scores.items():
+            self.confidence.observe(p, tags={"model": model})
+
+    def answered(self, model: str, rule: str, input_tokens: int, output_tokens: int, cost: float,
+                 failures: list[str]) -> None:
+        self.requests.inc(tags={"model": model, "rule": rule})
+        self.tokens.inc(input_tokens, tags={"model": model, "direction": "in"})
+        self.tokens.inc(output_tokens, tags={"model": model, "direction": "out"})
+        self.cost.inc(cost, tags={"model": model})
+        for failure in failures:
+            failed, reason = failure.split(" ", 1)
+            self.fallbacks.inc(tags={"model": failed, "reason": "timeout" if "timed out" in reason else "error"})

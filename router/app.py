@@ -5,10 +5,12 @@ The routing policy arrives as the ingress's user_config and is swapped live in `
 """
 import asyncio
 import base64
+import hmac
 import json
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,8 +105,34 @@ class RouterIngress:
                 "models": list(self.handles), "not_ready": not_ready}
         return JSONResponse(body, status_code=503 if not_ready else 200)
 
+    async def _guard(self, request: Request, body_size: int | None = None) -> JSONResponse | None:
+        """Access and size checks from the live policy; None when the request may go on."""
+        live = self.service.live.policy
+        key = self._api_key(live)
+        if key is not None:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+                return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                              "authentication_error", code="invalid_api_key")
+        size = int(request.headers.get("content-length") or 0) if body_size is None else body_size
+        if size > live.limits.max_body_bytes:
+            return _error(413, f"request body of {size} bytes exceeds the limit of {live.limits.max_body_bytes}")
+        return None
+
+    def _api_key(self, policy) -> str | None:
+        path = policy.access.api_key_file
+        if path:
+            try:
+                return Path(path).read_text().strip() or None
+            except OSError:
+                logger.error("cannot read api_key_file %s; refusing requests until it is readable", path)
+                return "\0unreadable"  # no client can send this
+        return os.environ.get("ROUTER_API_KEY") or None
+
     @api.get("/v1/models")
-    def list_models(self) -> dict:
+    async def list_models(self, request: Request):
+        if (denied := await self._guard(request)) is not None:
+            return denied
         live = self.service.live
         data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "ensemble-router"}]
         data += [{"id": name, "object": "model", "created": 0, "owned_by": "ensemble-router",
@@ -118,7 +146,9 @@ class RouterIngress:
                 "policy": live.policy.model_dump(mode="json"), "last_rejected_edit": self.service.last_error}
 
     @api.post("/v1/route")
-    def route(self, body: ChatCompletionRequest):
+    async def route(self, body: ChatCompletionRequest, request: Request):
+        if (denied := await self._guard(request)) is not None:
+            return denied
         decision, error = self._decide(body)
         if error is not None:
             return error
@@ -127,6 +157,8 @@ class RouterIngress:
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
+        if (denied := await self._guard(request)) is not None:
+            return denied
         decision, error = self._decide(body)
         if error is not None:
             return error
@@ -135,7 +167,8 @@ class RouterIngress:
             live = self.service.live
             decision = apply_session_floor(decision, self.sessions.floor(session), live.policy, self.service.catalogue)
         version = self.service.live.policy.version
-        generation = {"messages": body.as_plain_messages(), "max_tokens": body.output_budget(),
+        max_tokens = min(body.output_budget(), self.service.live.policy.limits.max_output_tokens)
+        generation = {"messages": body.as_plain_messages(), "max_tokens": max_tokens,
                    "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop, "seed": body.seed}
         if body.stream:
             if session:
@@ -173,7 +206,9 @@ class RouterIngress:
                                             result["output_tokens"], router_info), headers=headers)
 
     @api.post("/v1/embeddings")
-    async def embeddings(self, body: EmbeddingRequest):
+    async def embeddings(self, body: EmbeddingRequest, request: Request):
+        if (denied := await self._guard(request)) is not None:
+            return denied
         name = self.service.catalogue.encoder.name
         if body.model not in ("auto", name):
             return _error(404, f"model {body.model!r} does not embed; use 'auto' or {name!r}", param="model",
@@ -196,8 +231,19 @@ class RouterIngress:
         if body.model != "auto" and body.model not in live.policy.models:
             return None, _error(404, f"model {body.model!r} does not exist; use 'auto' or one of "
                                      f"{list(live.policy.models)}", param="model", code="model_not_found")
+        limits = live.policy.limits
+        if len(body.messages) > limits.max_messages:
+            return None, _error(400, f"{len(body.messages)} messages exceed the limit of {limits.max_messages}",
+                                param="messages")
+        asked = body.max_completion_tokens or body.max_tokens
+        if asked is not None and asked > limits.max_output_tokens:
+            return None, _error(400, f"max_tokens {asked} exceeds the limit of {limits.max_output_tokens}",
+                                param="max_tokens")
         started = time.perf_counter()
         input_tokens = sum(self.service.encoder.count_tokens(m.text()) for m in body.messages)
+        if input_tokens > limits.max_input_tokens:
+            return None, _error(400, f"{input_tokens} input tokens exceed the limit of {limits.max_input_tokens}",
+                                param="messages", code="context_length_exceeded")
         decision = self.service.route(body.routing_text(), input_tokens, body.model)
         self.metrics.decided((time.perf_counter() - started) * 1000, decision.scores)
         if decision.model is None:

@@ -29,6 +29,22 @@ class ModelPolicy(BaseModel):
     timeout_s: float | None = Field(None, gt=0, description="give up on this model after this long; the next candidate answers")
 
 
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_body_bytes: int = Field(1_000_000, gt=0, description="largest request body accepted")
+    max_messages: int = Field(256, gt=0, description="most messages in one chat request")
+    max_output_tokens: int = Field(2048, gt=0, description="largest max_tokens a client may ask for")
+    max_input_tokens: int = Field(8192, gt=0, description="longest conversation (router tokens) accepted")
+
+
+class Access(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_key_file: str | None = Field(None, description="if set (or env ROUTER_API_KEY is), /v1/* needs "
+                                                      "'Authorization: Bearer <key>'; the file holds the key")
+
+
 class Policy(BaseModel):
     """Structure only; `parse_policy` adds the checks against the catalogue."""
 
@@ -38,6 +54,8 @@ class Policy(BaseModel):
     classifier: str = Field("data/router/default.json", description="router artifact, relative to the project root")
     fallback: str = Field(description="the large model that answers when no small model is suitable")
     models: dict[str, ModelPolicy] = Field(min_length=1)
+    limits: Limits = Field(default_factory=Limits)
+    access: Access = Field(default_factory=Access)
     session_keeps_tier: bool = Field(True, description="a conversation (x-session-id header or `user`) never drops "
                                                        "below the costliest model it has used")
 

@@ -300,3 +300,45 @@ def test_metric_names_appear_on_rays_metrics_endpoint_after_traffic(ensemble, cl
 
     text = wait_for(exported, 120, "the router's metrics on Ray's metrics endpoint", interval=2)
     assert 'model="smollm2-135m"' in text and 'rule="cheapest_confident"' in text
+
+
+def test_limits_and_api_key_come_from_the_live_policy(ensemble, tmp_path):
+    import openai
+
+    key_file = tmp_path / "api_key"
+    key_file.write_text("s3cret-key\n")
+    original = _policy(ensemble)["policy"]
+    guarded = json.loads(json.dumps(original))
+    guarded["version"] = "guarded"
+    guarded["limits"] = {"max_body_bytes": 4000, "max_messages": 2, "max_output_tokens": 64, "max_input_tokens": 200}
+    guarded["access"] = {"api_key_file": str(key_file)}
+    _deploy_policy(ensemble, guarded)
+    url = f"{ensemble.base}/v1/chat/completions"
+    auth = {"authorization": "Bearer s3cret-key"}
+    msg = lambda text: {"role": "user", "content": text}  # noqa: E731
+    try:
+        wait_for(lambda: _policy(ensemble)["version"] == "guarded", 60, "the guarded policy")
+        assert httpx.post(url, json={"messages": [msg(GREETING)]}).status_code == 401
+        assert httpx.post(url, json={"messages": [msg(GREETING)]},
+                          headers={"authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{ensemble.base}/v1/models").status_code == 401
+        assert httpx.get(f"{ensemble.base}/healthz").status_code == 200  # health stays open
+        keyed = openai.OpenAI(base_url=f"{ensemble.base}/v1", api_key="s3cret-key", max_retries=0)
+        assert keyed.chat.completions.create(model="auto", messages=[msg(GREETING)], max_tokens=8).model == SMOL
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{ensemble.base}/v1", api_key="nope", max_retries=0).models.list()
+
+        def status(body):
+            reply = httpx.post(url, json=body, headers=auth)
+            return reply.status_code, reply.json()["error"]["message"] if reply.status_code != 200 else ""
+
+        assert status({"messages": [msg("a"), msg("b"), msg("c")]}) == (400, "3 messages exceed the limit of 2")
+        assert status({"messages": [msg(GREETING)], "max_tokens": 100}) == (400, "max_tokens 100 exceeds the limit of 64")
+        code, text = status({"messages": [msg("word " * 300)]})
+        assert code == 400 and "input tokens exceed the limit of 200" in text
+        code, text = status({"messages": [msg("x" * 5000)]})
+        assert code == 413 and "exceeds the limit of 4000" in text
+    finally:
+        _deploy_policy(ensemble, original)
+        wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")
+    assert httpx.get(f"{ensemble.base}/v1/models").status_code == 200

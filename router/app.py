@@ -21,7 +21,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from router.decision import Decision, apply_session_floor, blended_cost, fallback_chain
+from router.decision import Decision, apply_session_floor, blended_cost, fallback_chain, should_escalate
 from router.model_server import EmbeddingServer, ModelServer
 from router.policy import DEFAULT_POLICY_PATH, load_policy
 from router.schemas import ChatCompletionRequest, EmbeddingRequest, chat_completion, completion_id, error_body
@@ -162,48 +162,37 @@ class RouterIngress:
         decision, error = self._decide(body)
         if error is not None:
             return error
+        policy, catalogue = self.service.live.policy, self.service.catalogue
         session = request.headers.get("x-session-id") or body.user
+        tier_cost = lambda m: blended_cost(m, policy, catalogue)  # noqa: E731
         if session:
-            live = self.service.live
-            decision = apply_session_floor(decision, self.sessions.floor(session), live.policy, self.service.catalogue)
-        version = self.service.live.policy.version
-        max_tokens = min(body.output_budget(), self.service.live.policy.limits.max_output_tokens)
-        generation = {"messages": body.as_plain_messages(), "max_tokens": max_tokens,
-                   "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop, "seed": body.seed}
+            decision = apply_session_floor(decision, self.sessions.floor(session), policy, catalogue)
+        generation = {"messages": body.as_plain_messages(),
+                      "max_tokens": min(body.output_budget(), policy.limits.max_output_tokens),
+                      "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop, "seed": body.seed}
         if body.stream:
             if session:
-                self.sessions.record(session, decision.model,
-                                     lambda m: blended_cost(m, self.service.live.policy, self.service.catalogue))
-            return self._stream(decision, generation, version)
-        policy = self.service.live.policy
-        failures, result, model = [], None, None
-        for model in fallback_chain(decision, policy):  # the chosen model, then the next candidates, then the fallback
-            timeout = policy.models[model].timeout_s
-            try:
-                result = await asyncio.wait_for(self.handles[model].generate.remote(generation), timeout)
-                break
-            except BackPressureError:  # past capacity: tell the client to retry rather than pile onto another model
-                return _error(503, f"{model} is at capacity; retry shortly", "server_error", code="overloaded",
-                              headers={"retry-after": "1"})
-            except asyncio.TimeoutError:
-                failures.append(f"{model} timed out after {timeout:g}s")
-            except Exception as exc:
-                failures.append(f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}")
-            logger.warning("request %s: %s", current_request_id(), failures[-1])
+                self.sessions.record(session, decision.model, tier_cost)
+            return self._stream(decision, generation, policy.version)
+        outcome = await self._answer(decision, generation, policy)
+        if isinstance(outcome, JSONResponse):
+            return outcome
+        model, result, failures, cascade = outcome
         logger.info("request %s: %s by %s (%s)", current_request_id(), decision.rule, model, decision.reason)
-        if session and result is not None:
-            self.sessions.record(session, model, lambda m: blended_cost(m, policy, self.service.catalogue))
-        if result is None:
-            return _error(502, "every candidate model failed: " + "; ".join(failures), "server_error")
-        fallback_reason = "; ".join(failures) or None
-        self.metrics.answered(model, decision.rule, result["input_tokens"], result["output_tokens"],
-                              self.service.catalogue.model(model).cost(result["input_tokens"], result["output_tokens"]),
+        if session:
+            self.sessions.record(session, model, tier_cost)
+        tokens_in, tokens_out = result["input_tokens"], result["output_tokens"]
+        self.metrics.answered(model, decision.rule, tokens_in, tokens_out, catalogue.model(model).cost(tokens_in, tokens_out),
                               failures)
-        router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "policy_version": version}
-        headers = _headers(decision, version, fallback_reason)
+        fallback_reason = "; ".join(failures) or None
+        router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "cascade": cascade,
+                       "policy_version": policy.version}
+        headers = _headers(decision, policy.version, fallback_reason)
         headers["x-router-model"] = model
-        return JSONResponse(chat_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
-                                            result["output_tokens"], router_info), headers=headers)
+        if cascade:
+            headers["x-router-cascade"] = ",".join(f"{step['model']}:{step['mean_logprob']:.2f}" for step in cascade)
+        return JSONResponse(chat_completion(model, result["text"], result["finish_reason"], tokens_in, tokens_out,
+                                            router_info), headers=headers)
 
     @api.post("/v1/embeddings")
     async def embeddings(self, body: EmbeddingRequest, request: Request):
@@ -226,6 +215,38 @@ class RouterIngress:
                 "usage": {"prompt_tokens": result["tokens"], "total_tokens": result["tokens"]}}
 
     # --- helpers -------------------------------------------------------------------------------------------
+    async def _answer(self, decision: Decision, generation: dict, policy):
+        """Try the chosen model, then the next candidates, then the fallback. A failure or timeout moves on; so
+        does a cascade escalation (an answer below the model's confidence floor, which is still paid for).
+        Returns (model, result, failures, cascade steps), or an error response."""
+        failures, cascade, result, model = [], [], None, None
+        chain = fallback_chain(decision, policy)
+        for position, model in enumerate(chain):
+            timeout = policy.models[model].timeout_s
+            try:
+                result = await asyncio.wait_for(self.handles[model].generate.remote(generation), timeout)
+            except BackPressureError:  # past capacity: tell the client to retry rather than pile onto another model
+                return _error(503, f"{model} is at capacity; retry shortly", "server_error", code="overloaded",
+                              headers={"retry-after": "1"})
+            except asyncio.TimeoutError:
+                failures.append(f"{model} timed out after {timeout:g}s")
+            except Exception as exc:
+                failures.append(f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}")
+            else:
+                floor = policy.models[model].cascade_min_logprob
+                if position + 1 < len(chain) and should_escalate(result.get("mean_logprob"), floor):
+                    cascade.append({"model": model, "mean_logprob": result["mean_logprob"], "min_logprob": floor,
+                                    "cost": self.service.catalogue.model(model).cost(result["input_tokens"],
+                                                                                     result["output_tokens"])})
+                    self.metrics.escalated(model)
+                    result = None
+                    continue
+                break
+            logger.warning("request %s: %s", current_request_id(), failures[-1])
+        if result is None:
+            return _error(502, "every candidate model failed: " + "; ".join(failures), "server_error")
+        return model, result, failures, cascade
+
     def _decide(self, body: ChatCompletionRequest) -> tuple[Decision | None, JSONResponse | None]:
         live = self.service.live
         if body.model != "auto" and body.model not in live.policy.models:

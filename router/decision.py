@@ -103,3 +103,9 @@ def apply_session_floor(decision: Decision, floor: str | None, policy: Policy, c
     return Decision(floor, SESSION_FLOOR, f"the conversation already reached {floor}; the router alone chose "
                     f"{decision.model} ({decision.reason})", decision.task, decision.input_tokens, decision.scores,
                     decision.thresholds, decision.eligible)
+
+
+def should_escalate(mean_logprob: float | None, min_logprob: float | None) -> bool:
+    """Cascade rule (FrugalGPT-style): escalate when the model's own confidence, its mean token
+    log-probability, is below the policy's floor. No floor, or no log-probabilities, means no escalation."""
+    return min_logprob is not None and mean_logprob is not None and mean_logprob < min_logprob

@@ -27,6 +27,8 @@ class ModelPolicy(BaseModel):
     cost_per_1k_input: float | None = Field(None, ge=0, description="overrides the catalogue cost")
     cost_per_1k_output: float | None = Field(None, ge=0)
     timeout_s: float | None = Field(None, gt=0, description="give up on this model after this long; the next candidate answers")
+    cascade_min_logprob: float | None = Field(None, le=0, description="cascade: if this model's mean token log-probability "
+                                              "is below this, the next candidate answers instead (both are paid for)")
 
 
 class Limits(BaseModel):

@@ -11,6 +11,7 @@ NAMES = {
     "confidence": "router_classifier_confidence",
     "cost": "router_cost_dollars",
     "tokens": "router_tokens",
+    "escalations": "router_cascade_escalations",
 }
 
 
@@ -28,6 +29,11 @@ class RouterMetrics:
                                             tag_keys=("model",))
         self.cost = metrics.Counter(NAMES["cost"], "cost of answers by model, catalogue prices", tag_keys=("model",))
         self.tokens = metrics.Counter(NAMES["tokens"], "tokens in and out by model", tag_keys=("model", "direction"))
+        self.escalations = metrics.Counter(NAMES["escalations"], "cascade escalations, by the model that was not "
+                                           "confident enough", tag_keys=("model",))
+
+    def escalated(self, model: str) -> None:
+        self.escalations.inc(tags={"model": model})
 
     def decided(self, latency_ms: float, scores: dict[str, float]) -> None:
         self.decision_latency.observe(latency_ms)

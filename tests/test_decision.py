@@ -101,3 +101,10 @@ def test_a_session_never_drops_below_the_tier_it_reached():
     assert apply_session_floor(large, CODER, p, CATALOGUE) is large  # already above the floor
     assert apply_session_floor(tiny, CODER, p.model_copy(update={"session_keeps_tier": False}), CATALOGUE) is tiny
     assert apply_session_floor(pin(SMOL, "chat", 10, p, CATALOGUE), CODER, p, CATALOGUE).model == SMOL
+
+
+def test_should_escalate():
+    from router.decision import should_escalate
+
+    assert should_escalate(-1.5, -1.0) and not should_escalate(-0.5, -1.0)
+    assert not should_escalate(None, -1.0) and not should_escalate(-9.0, None)

@@ -287,7 +287,8 @@ def test_metric_names_appear_on_rays_metrics_endpoint_after_traffic(ensemble, cl
     # the names are a contract with dashboards: a rename must fail this test
     assert NAMES == {"decision_latency": "router_decision_latency_ms", "requests": "router_requests",
                      "fallbacks": "router_fallbacks", "confidence": "router_classifier_confidence",
-                     "cost": "router_cost_dollars", "tokens": "router_tokens"}
+                     "cost": "router_cost_dollars", "tokens": "router_tokens",
+                     "escalations": "router_cascade_escalations"}
     expected = ["ray_router_decision_latency_ms_bucket", "ray_router_requests", "ray_router_classifier_confidence_bucket",
                 "ray_router_cost_dollars", "ray_router_tokens"]
 
@@ -342,3 +343,30 @@ def test_limits_and_api_key_come_from_the_live_policy(ensemble, tmp_path):
         _deploy_policy(ensemble, original)
         wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")
     assert httpx.get(f"{ensemble.base}/v1/models").status_code == 200
+
+
+def test_cascade_escalates_a_low_confidence_answer_and_keeps_a_confident_one(ensemble, client):
+    original = _policy(ensemble)["policy"]
+
+    def with_floor(version, floor):
+        edited = json.loads(json.dumps(original))
+        edited["version"] = version
+        edited["models"][SMOL]["cascade_min_logprob"] = floor
+        _deploy_policy(ensemble, edited)
+        wait_for(lambda: _policy(ensemble)["version"] == version, 60, f"policy {version}")
+
+    try:
+        with_floor("cascade-strict", -0.0001)  # no real answer is that confident: always escalate
+        completion, headers = ask(client, GREETING)
+        steps = completion.model_extra["router"]["cascade"]
+        assert headers["x-router-rule"] == "cheapest_confident" and completion.model != SMOL
+        assert steps[0]["model"] == SMOL and steps[0]["mean_logprob"] < -0.0001 and steps[0]["cost"] > 0
+        assert headers["x-router-cascade"].startswith(f"{SMOL}:")
+
+        with_floor("cascade-lenient", -50.0)  # any answer is confident enough: no escalation
+        completion, headers = ask(client, GREETING)
+        assert completion.model == SMOL and completion.model_extra["router"]["cascade"] == []
+        assert "x-router-cascade" not in headers
+    finally:
+        _deploy_policy(ensemble, original)
+        wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")

@@ -69,6 +69,72 @@ def memory_of_ray() -> dict:
     return {"processes": count, "rss_gib": round(rss / 1024**2, 2), "pss_gib": round(pss / 1024**2, 2)}
 
 
+async def _load(url: str, body_for, total: int, concurrency: int) -> dict:
+    """`total` requests from `concurrency` clients at once; throughput and latency percentiles."""
+    import asyncio
+
+    samples, queue = [], list(range(total))
+
+    async def client(http):
+        while queue:
+            i = queue.pop()
+            t = time.perf_counter()
+            (await http.post(url, json=body_for(i))).raise_for_status()
+            samples.append((time.perf_counter() - t) * 1000)
+
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as http:
+        started = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(client(http) for _ in range(concurrency))), timeout=600)
+        wall = time.perf_counter() - started
+    return {"clients": concurrency, "req_per_s": round(total / wall, 1), **percentiles(samples)}
+
+
+def route_load(base: str, n: int) -> dict:
+    import asyncio
+
+    body = lambda i: {"model": "auto", "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}  # noqa: E731
+    return {f"{c}_clients": asyncio.run(_load(f"{base}/v1/route", body, n, c)) for c in (1, 16)}
+
+
+def bench_plain_fastapi(n: int) -> dict:
+    import subprocess
+    import sys
+
+    from router.local_ensemble import free_port, http_ok, wait_for
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("plain_fastapi.py")), str(port)])
+    try:
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 120, "plain FastAPI")
+        return route_load(f"http://127.0.0.1:{port}", n)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def stream_tokens(base: str, streams: int, max_tokens: int = 64) -> float:
+    """Aggregate tokens/s of the tiny model with `streams` concurrent streaming requests."""
+    import asyncio
+
+    async def one(http):
+        count = 0
+        async with http.stream("POST", f"{base}/v1/chat/completions", json={
+                "model": "smollm2-135m", "stream": True, "max_tokens": max_tokens, "temperature": 0,
+                "messages": [{"role": "user", "content": "Write a long story about a robot who learns to paint."}]}) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: {") and '"content": "' in line and '"role"' not in line:
+                    count += 1
+        return count
+
+    async def run():
+        async with httpx.AsyncClient(timeout=300) as http:
+            started = time.perf_counter()
+            counts = await asyncio.gather(*(one(http) for _ in range(streams)))
+            return sum(counts) / (time.perf_counter() - started)
+
+    return round(asyncio.run(run()), 1)
+
+
 def bench_serve(n: int) -> dict:
     from router.local_ensemble import local_ensemble
 
@@ -96,6 +162,8 @@ def bench_serve(n: int) -> dict:
                     runs.append(reply["usage"]["completion_tokens"] / (time.perf_counter() - t))
                 speeds[model] = round(statistics.median(runs), 1)
             result["tokens_per_s_end_to_end"] = speeds
+        result["route_load"] = route_load(ens.base, n)
+        result["tiny_model_stream_tokens_per_s"] = {f"{k}_streams": stream_tokens(ens.base, k) for k in (1, 8)}
     return result
 
 
@@ -105,7 +173,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results.json")
     args = parser.parse_args()
     results = {"machine": "2 CPU cores, no GPU", "in_process": bench_in_process(args.requests),
-               "serve": bench_serve(args.requests)}
+               "plain_fastapi": bench_plain_fastapi(args.requests), "serve": bench_serve(args.requests)}
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
 

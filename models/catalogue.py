@@ -59,6 +59,13 @@ class EncoderEntry(Strict):
     weights: list[WeightFile]
 
 
+class ModerationEntry(Strict):
+    name: str
+    display_name: str
+    runtime: Literal["sklearn-joblib"]
+    weights: list[WeightFile] = Field(min_length=2, max_length=2, description="the model, then the vectorizer")
+
+
 class ModelEntry(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
     display_name: str
@@ -76,6 +83,7 @@ class ModelEntry(Strict):
 
 class Catalogue(Strict):
     encoder: EncoderEntry
+    moderation: ModerationEntry
     models: list[ModelEntry]
 
     @model_validator(mode="after")

@@ -119,7 +119,7 @@ def fetch_all(catalogue: Catalogue | None = None, directory: Path | None = None,
               only: list[str] | None = None) -> list[Path]:
     catalogue = catalogue or load_catalogue()
     directory = directory or weights_dir()
-    entries = [catalogue.encoder, *catalogue.models]
+    entries = [catalogue.encoder, catalogue.moderation, *catalogue.models]
     if only:
         unknown = set(only) - {e.name for e in entries}
         if unknown:

@@ -22,15 +22,17 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from router.decision import Decision, apply_session_floor, blended_cost, fallback_chain, should_escalate
-from router.model_server import EmbeddingServer, ModelServer
+from router.model_server import EmbeddingServer, ModelServer, ModerationServer
 from router.policy import DEFAULT_POLICY_PATH, load_policy
-from router.schemas import ChatCompletionRequest, EmbeddingRequest, chat_completion, completion_id, error_body
+from router.schemas import (ChatCompletionRequest, EmbeddingRequest, ModerationRequest, chat_completion,
+                            completion_id, error_body, moderation_result)
 from router.service import RoutingService
 from router.sessions import SessionTiers
 from router.telemetry import RouterMetrics
 from router.yaml_source import ConfigError
 
 logger = logging.getLogger("ray.serve")
+MODERATION_PROMPT = (Path(__file__).parent / "rubrics" / "moderation.txt").read_text()
 api = FastAPI(title="ensemble-router", version="0.1.0")
 
 
@@ -74,9 +76,11 @@ def _headers(decision: Decision, version: str, fallback_reason: str | None = Non
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, max_queued_requests=256)
 @serve.ingress(api)
 class RouterIngress:
-    def __init__(self, model_handles: dict[str, DeploymentHandle], embedder: DeploymentHandle):
+    def __init__(self, model_handles: dict[str, DeploymentHandle], embedder: DeploymentHandle,
+                 moderator: DeploymentHandle):
         self.handles = model_handles
         self.embedder = embedder
+        self.moderator = moderator
         self.sessions = SessionTiers()
         self.metrics = RouterMetrics()
         self.service = RoutingService()
@@ -96,7 +100,9 @@ class RouterIngress:
     async def healthz(self):
         """Ready when every model deployment answers; 503 with the ones that do not."""
         not_ready = []
-        for name, handle in {**self.handles, self.service.catalogue.encoder.name: self.embedder}.items():
+        specialists = {self.service.catalogue.encoder.name: self.embedder,
+                       self.service.catalogue.moderation.name: self.moderator}
+        for name, handle in {**self.handles, **specialists}.items():
             try:
                 await asyncio.wait_for(handle.ready.remote(), timeout=5)
             except Exception:
@@ -214,6 +220,30 @@ class RouterIngress:
         return {"object": "list", "data": data, "model": name,
                 "usage": {"prompt_tokens": result["tokens"], "total_tokens": result["tokens"]}}
 
+    @api.post("/v1/moderations")
+    async def moderations(self, body: ModerationRequest, request: Request):
+        """The moderation specialist decides; inside the policy's uncertain band the large model decides."""
+        if (denied := await self._guard(request)) is not None:
+            return denied
+        policy, name = self.service.live.policy, self.service.catalogue.moderation.name
+        if body.model not in ("auto", name):
+            return _error(404, f"model {body.model!r} does not moderate; use 'auto' or {name!r}", param="model",
+                          code="model_not_found")
+        texts = body.texts()
+        probabilities = await self.moderator.probabilities.remote(texts)
+        low, high = policy.moderation.uncertain_band
+        results = []
+        for text, p in zip(texts, probabilities):
+            if low <= p <= high:
+                reply = await self.handles[policy.fallback].generate.remote({
+                    "messages": [{"role": "user", "content": MODERATION_PROMPT.format(text=text)}],
+                    "max_tokens": 8, "temperature": 0.0, "seed": 0})
+                words = reply["text"].strip().lower().split()
+                results.append(moderation_result(bool(words) and words[-1].startswith("yes"), p, policy.fallback))
+            else:
+                results.append(moderation_result(p >= policy.moderation.flag_threshold, p, name))
+        return {"id": "modr-" + completion_id()[9:], "model": name, "results": results}
+
     # --- helpers -------------------------------------------------------------------------------------------
     async def _answer(self, decision: Decision, generation: dict, policy):
         """Try the chosen model, then the next candidates, then the fallback. A failure or timeout moves on; so
@@ -306,4 +336,6 @@ def build_app(args: dict[str, Any] | None = None):
     handles = {name: ModelServer.options(name=name).bind(name, runtime) for name in names}
     policy = load_policy(args.get("policy_file") or DEFAULT_POLICY_PATH)
     ingress = RouterIngress.options(user_config={"policy": policy.model_dump(mode="json", exclude_defaults=False)})
-    return ingress.bind(handles, EmbeddingServer.options(name=load_catalogue().encoder.name).bind())
+    catalogue = load_catalogue()
+    return ingress.bind(handles, EmbeddingServer.options(name=catalogue.encoder.name).bind(),
+                        ModerationServer.options(name=catalogue.moderation.name).bind())

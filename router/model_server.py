@@ -42,3 +42,19 @@ class EmbeddingServer:
     def embed(self, texts: list[str]) -> dict:
         return {"vectors": self.encoder.encode(texts).tolist(),
                 "tokens": sum(self.encoder.count_tokens(t) for t in texts)}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=32, max_queued_requests=128)
+class ModerationServer:
+    """The toxicity/profanity classifier as a task specialist."""
+
+    def __init__(self):
+        from models.moderation import ModerationModel
+
+        self.model = ModerationModel(load_catalogue().moderation)
+
+    def ready(self) -> str:
+        return "moderation"
+
+    def probabilities(self, texts: list[str]) -> list[float]:
+        return self.model.probabilities(texts)

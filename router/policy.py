@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from models.catalogue import Catalogue, load_catalogue
 from router.yaml_source import ConfigError, describe_errors, locate, parse_yaml_text
@@ -40,6 +40,21 @@ class Limits(BaseModel):
     max_input_tokens: int = Field(8192, gt=0, description="longest conversation (router tokens) accepted")
 
 
+class Moderation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uncertain_band: tuple[float, float] = Field((0.35, 0.65), description="P(offensive) in this band: the large "
+                                                "model decides, with the moderation prompt")
+    flag_threshold: float = Field(0.5, ge=0, le=1, description="outside the band, flagged when P >= this")
+
+    @field_validator("uncertain_band")
+    @classmethod
+    def _ordered(cls, band):
+        if not 0 <= band[0] <= band[1] <= 1:
+            raise ValueError("uncertain_band must be [low, high] with 0 <= low <= high <= 1")
+        return band
+
+
 class Access(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,6 +73,7 @@ class Policy(BaseModel):
     models: dict[str, ModelPolicy] = Field(min_length=1)
     limits: Limits = Field(default_factory=Limits)
     access: Access = Field(default_factory=Access)
+    moderation: Moderation = Field(default_factory=Moderation)
     session_keeps_tier: bool = Field(True, description="a conversation (x-session-id header or `user`) never drops "
                                                        "below the costliest model it has used")
 

@@ -116,3 +116,34 @@ class EmbeddingRequest(BaseModel):
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class ModerationRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field("auto", min_length=1)
+    input: str | list[str]
+
+    @field_validator("input")
+    @classmethod
+    def _texts(cls, value):
+        texts = [value] if isinstance(value, str) else value
+        if not texts or len(texts) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"give 1 to {MAX_EMBEDDING_INPUTS} texts")
+        return value
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+OPENAI_MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+                                "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions",
+                                "sexual", "sexual/minors", "violence", "violence/graphic")
+
+
+def moderation_result(flagged: bool, probability: float, decided_by: str) -> dict:
+    """OpenAI's result shape. The specialist detects offensive or profane language, reported as harassment;
+    it says nothing about the other categories, which stay false with score 0."""
+    categories = {c: False for c in OPENAI_MODERATION_CATEGORIES}
+    scores = {c: 0.0 for c in OPENAI_MODERATION_CATEGORIES}
+    categories["harassment"], scores["harassment"] = flagged, probability
+    return {"flagged": flagged, "categories": categories, "category_scores": scores, "decided_by": decided_by}

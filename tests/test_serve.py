@@ -370,3 +370,26 @@ def test_cascade_escalates_a_low_confidence_answer_and_keeps_a_confident_one(ens
     finally:
         _deploy_policy(ensemble, original)
         wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")
+
+
+def test_moderations_through_the_official_client(client, ensemble):
+    result = client.moderations.create(model="auto", input=["You are a stupid idiot.", "Have a lovely day!"])
+    rude, kind = result.results
+    assert rude.flagged and rude.categories.harassment and rude.category_scores.harassment > 0.9
+    assert not kind.flagged and kind.category_scores.harassment < 0.35
+    assert result.model == "profanity-check"
+
+    # inside the policy's uncertain band, the large model decides with the moderation prompt
+    original = _policy(ensemble)["policy"]
+    unsure = json.loads(json.dumps(original))
+    unsure["version"] = "moderation-all-uncertain"
+    unsure["moderation"] = {"uncertain_band": [0.0, 1.0]}
+    _deploy_policy(ensemble, unsure)
+    try:
+        wait_for(lambda: _policy(ensemble)["version"] == "moderation-all-uncertain", 60, "the moderation policy")
+        reply = httpx.post(f"{ensemble.base}/v1/moderations", json={"input": "I will hurt you, you worthless idiot."})
+        decided = reply.json()["results"][0]
+        assert decided["decided_by"] == LARGE and decided["flagged"] is True
+    finally:
+        _deploy_policy(ensemble, original)
+        wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")

@@ -92,14 +92,12 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
 MAX_EMBEDDING_INPUTS = 256
 
 
-class EmbeddingRequest(BaseModel):
-    """OpenAI's embeddings body. The official client asks for base64 unless told otherwise."""
+class TextInputs(BaseModel):
+    """`input`: one text or a list of texts, as OpenAI's embeddings and moderations take it."""
 
     model_config = ConfigDict(extra="ignore")
     model: str = Field("auto", min_length=1)
     input: str | list[str] = Field(description="a text or a list of texts")
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
 
     @field_validator("input")
     @classmethod
@@ -118,21 +116,15 @@ class EmbeddingRequest(BaseModel):
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
-class ModerationRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    model: str = Field("auto", min_length=1)
-    input: str | list[str]
+class EmbeddingRequest(TextInputs):
+    """OpenAI's embeddings body. The official client asks for base64 unless told otherwise."""
 
-    @field_validator("input")
-    @classmethod
-    def _texts(cls, value):
-        texts = [value] if isinstance(value, str) else value
-        if not texts or len(texts) > MAX_EMBEDDING_INPUTS:
-            raise ValueError(f"give 1 to {MAX_EMBEDDING_INPUTS} texts")
-        return value
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
 
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+class ModerationRequest(TextInputs):
+    """OpenAI's moderations body."""
 
 
 OPENAI_MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",

@@ -15,12 +15,15 @@ class BackendError(RuntimeError):
 
 @dataclass
 class GenerationRequest:
+    """A chat (`messages`) or, with `prompt` set, a raw text completion of that prompt."""
+
     messages: list[dict]
     max_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     stop: list[str] | None = None
     seed: int | None = None
+    prompt: str | None = None
 
 
 @dataclass

@@ -15,7 +15,8 @@ from models.fetch import verified_path
 
 
 def _body(request: GenerationRequest, stream: bool) -> dict:
-    body = {"messages": request.messages, "max_tokens": request.max_tokens,
+    text = {"prompt": request.prompt} if request.prompt is not None else {"messages": request.messages}
+    body = {**text, "max_tokens": request.max_tokens,
             "temperature": request.temperature, "top_p": request.top_p, "stream": stream}
     if request.stop:
         body["stop"] = request.stop
@@ -44,9 +45,9 @@ class LlamaCppBackend(ChatBackend):
         self._server = xllamacpp.Server(params)
 
     def _call(self, body: dict, callback=None) -> dict | None:
+        handle = self._server.handle_completions if "prompt" in body else self._server.handle_chat_completions
         try:
-            result = self._server.handle_chat_completions(body, callback) if callback else \
-                self._server.handle_chat_completions(body)
+            result = handle(body, callback) if callback else handle(body)
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"{self.name}: {exc}") from exc
         if isinstance(result, dict) and "error" in result:
@@ -60,7 +61,8 @@ class LlamaCppBackend(ChatBackend):
         usage = result.get("usage", {})
         tokens = (choice.get("logprobs") or {}).get("content") or []
         mean_logprob = sum(t["logprob"] for t in tokens) / len(tokens) if tokens else None
-        return Generation(text=choice["message"].get("content") or "", finish_reason=choice.get("finish_reason") or "stop",
+        text = choice["text"] if "text" in choice else (choice.get("message") or {}).get("content")
+        return Generation(text=text or "", finish_reason=choice.get("finish_reason") or "stop",
                           input_tokens=usage.get("prompt_tokens", 0), output_tokens=usage.get("completion_tokens", 0),
                           latency_s=time.perf_counter() - started, mean_logprob=mean_logprob)
 

@@ -24,8 +24,8 @@ from ray.serve.handle import DeploymentHandle
 from router.decision import Decision, apply_session_floor, blended_cost, fallback_chain, should_escalate
 from router.model_server import EmbeddingServer, ModelServer, ModerationServer
 from router.policy import DEFAULT_POLICY_PATH, load_policy
-from router.schemas import (ChatCompletionRequest, EmbeddingRequest, ModerationRequest, chat_completion,
-                            completion_id, error_body, moderation_result)
+from router.schemas import (MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
+                            ModerationRequest, chat_completion, completion_id, error_body, moderation_result)
 from router.service import RoutingService
 from router.sessions import SessionTiers
 from router.telemetry import RouterMetrics
@@ -199,6 +199,35 @@ class RouterIngress:
             headers["x-router-cascade"] = ",".join(f"{step['model']}:{step['mean_logprob']:.2f}" for step in cascade)
         return JSONResponse(chat_completion(model, result["text"], result["finish_reason"], tokens_in, tokens_out,
                                             router_info), headers=headers)
+
+    @api.post("/v1/completions")
+    async def completions(self, body: CompletionRequest, request: Request):
+        """Legacy text completion, routed on the prompt like a one-message chat."""
+        if (denied := await self._guard(request)) is not None:
+            return denied
+        as_chat = ChatCompletionRequest(model=body.model, messages=[{"role": "user", "content": body.prompt}],
+                                        max_tokens=min(body.max_tokens, MAX_TOKENS_CAP))
+        decision, error = self._decide(as_chat)
+        if error is not None:
+            return error
+        policy = self.service.live.policy
+        generation = {"messages": [], "prompt": body.prompt, "max_tokens": min(body.max_tokens, policy.limits.max_output_tokens),
+                      "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed,
+                      "stop": [body.stop] if isinstance(body.stop, str) else body.stop}
+        outcome = await self._answer(decision, generation, policy)
+        if isinstance(outcome, JSONResponse):
+            return outcome
+        model, result, failures, cascade = outcome
+        fallback_reason = "; ".join(failures) or None
+        headers = _headers(decision, policy.version, fallback_reason)
+        headers["x-router-model"] = model
+        return JSONResponse({
+            "id": "cmpl-" + completion_id()[9:], "object": "text_completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "text": result["text"], "finish_reason": result["finish_reason"], "logprobs": None}],
+            "usage": {"prompt_tokens": result["input_tokens"], "completion_tokens": result["output_tokens"],
+                      "total_tokens": result["input_tokens"] + result["output_tokens"]},
+            "router": {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "cascade": cascade,
+                       "policy_version": policy.version}}, headers=headers)
 
     @api.post("/v1/embeddings")
     async def embeddings(self, body: EmbeddingRequest, request: Request):

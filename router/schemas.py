@@ -139,3 +139,27 @@ def moderation_result(flagged: bool, probability: float, decided_by: str) -> dic
     scores = {c: 0.0 for c in OPENAI_MODERATION_CATEGORIES}
     categories["harassment"], scores["harassment"] = flagged, probability
     return {"flagged": flagged, "categories": categories, "category_scores": scores, "decided_by": decided_by}
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI's legacy completions body (one prompt, no streaming yet)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field("auto", min_length=1)
+    prompt: str | list[str]
+    max_tokens: int = Field(16, ge=1, le=MAX_TOKENS_CAP)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: Literal[False] = Field(False, description="streaming is only on /v1/chat/completions for now")
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value):
+        prompts = [value] if isinstance(value, str) else value
+        if len(prompts) != 1:
+            raise ValueError("give exactly one prompt")
+        if not prompts[0].strip():
+            raise ValueError("prompt is empty")
+        return prompts[0]

@@ -393,3 +393,13 @@ def test_moderations_through_the_official_client(client, ensemble):
     finally:
         _deploy_policy(ensemble, original)
         wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")
+
+
+def test_legacy_completions_are_routed_too(client):
+    raw = client.completions.with_raw_response.create(model="auto", prompt="Hello there! How are you?", max_tokens=12,
+                                                      temperature=0)
+    completion = raw.parse()
+    assert completion.model == SMOL and raw.headers["x-router-model"] == SMOL
+    assert completion.choices[0].text.strip() and completion.usage.completion_tokens > 0
+    pinned = client.completions.create(model=LARGE, prompt="def add(a, b):", max_tokens=12, temperature=0)
+    assert pinned.model == LARGE and pinned.choices[0].text

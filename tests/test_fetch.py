@@ -54,3 +54,26 @@ def test_missing_weights_tell_how_to_fetch(tmp_path):
     with pytest.raises(FetchError, match="router fetch-models"):
         verified_path(ENCODER_ONNX, tmp_path)
     assert weights_dir().name == "weights"
+
+
+def test_pickles_are_hashed_on_every_load_even_with_a_fresh_stamp(tmp_path):
+    import os
+
+    from models.catalogue import load_catalogue
+    from models.fetch import verified_bytes
+    from models.moderation import ModerationModel
+
+    entry = load_catalogue().moderation
+    path = fetch_weight(entry.weights[0], tmp_path)
+    fetch_weight(entry.weights[1], tmp_path)
+    assert ModerationModel(entry, tmp_path).probabilities(["have a nice day"])[0] < 0.5
+    stat = path.stat()
+    with path.open("r+b") as fh:  # tamper, then restore size and mtime so the stamp still matches
+        fh.seek(100)
+        fh.write(b"\x00evil")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert verified_path(entry.weights[0], tmp_path) == path  # the stamp shortcut is fooled...
+    with pytest.raises(FetchError, match="refusing to unpickle"):
+        verified_bytes(entry.weights[0], tmp_path)  # ...the pickle check is not
+    with pytest.raises(FetchError, match="refusing to unpickle"):
+        ModerationModel(entry, tmp_path)

@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S := 30
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S := 30
 
-.PHONY: install weights run test bench report routellm-benchmark
+.PHONY: install weights browser run test bench report routellm-benchmark
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -25,7 +25,12 @@ weights: install
 run: weights
 	$(BIN)/serve run serve_config.yaml
 
-test: weights
+# Headless Chromium for the test that opens the HTML report; from Debian's packages when we are root.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q chromium; } \
+		|| echo "chromium missing: install it (apt-get install chromium) to run the browser test"
+
+test: weights browser
 	$(BIN)/python -m pytest -q tests
 
 bench: weights

@@ -119,6 +119,17 @@ def routing_accuracy(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray) 
     return RoutingAccuracy(float(correct.sum() / n), float(over.sum() / n), float(under.sum() / n))
 
 
+def confusion_matrix(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """Counts of prompts by (oracle model, chosen model): rows are the oracle's pick (RouterBench's oracle,
+    as in routing_accuracy), columns the router's. Cells right of the diagonal over-route when models are
+    ordered cheapest first; the diagonal can still hold an equal-cost tie that routing_accuracy counts right."""
+    n_models = scores.shape[1]
+    oracle = oracle_index(scores, costs)
+    matrix = np.zeros((n_models, n_models), dtype=int)
+    np.add.at(matrix, (oracle, np.asarray(chosen, dtype=int)), 1)
+    return matrix
+
+
 def quality_and_cost(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> tuple[float, float]:
     rows = np.arange(len(chosen))
     return float(scores[rows, chosen].mean()), float(costs[rows, chosen].sum())

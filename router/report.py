@@ -67,7 +67,8 @@ def _operating(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray, models
                router_cost: float = 0.0) -> dict:
     acc = M.routing_accuracy(chosen, scores, costs)
     return {**asdict(acc), **M.savings(chosen, scores, costs, len(models) - 1, router_cost), "router_cost": router_cost,
-            "shares": {m: float((chosen == j).mean()) for j, m in enumerate(models)}}
+            "shares": {m: float((chosen == j).mean()) for j, m in enumerate(models)},
+            "confusion": M.confusion_matrix(chosen, scores, costs).tolist()}
 
 
 def evaluate(test: OutcomeTable, probs: np.ndarray, thresholds: np.ndarray, eligible: np.ndarray | None = None,
@@ -120,7 +121,7 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     large = report["models"][-1]
-    fig, (ax, cq, rel) = plt.subplots(1, 3, figsize=(20, 5.5))
+    fig, ((ax, cq), (rel, conf)) = plt.subplots(2, 2, figsize=(14, 11))
     for name, style in (("trained", "o-"), ("random", "x--")):
         router = report["routers"][name]
         curve = sorted(router["curve"], key=lambda p: p["strong_pct"])
@@ -151,6 +152,15 @@ def plot(report: dict, path: Path) -> None:
     rel.set_ylabel("observed share adequate")
     rel.set_title("reliability of the classifier", fontsize=10)
     rel.legend(fontsize=7, loc="upper left")
+    matrix = np.array(report["routers"]["trained"]["operating_point"]["confusion"])
+    conf.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        conf.text(j, i, str(count), ha="center", va="center", color="black" if count < matrix.max() / 2 else "white")
+    conf.set_xticks(range(len(report["models"])), report["models"], rotation=20, fontsize=8)
+    conf.set_yticks(range(len(report["models"])), report["models"], fontsize=8)
+    conf.set_xlabel("chosen by the trained router (policy thresholds)")
+    conf.set_ylabel("oracle's model")
+    conf.set_title("confusion matrix", fontsize=10)
     ax.set_xlabel(f"calls to the large model ({large}), %")
     cq.set_xlabel("total cost of the held-out prompts ($)")
     for axis in (ax, cq):
@@ -199,11 +209,19 @@ def render_html(report: dict, png: Path) -> str:
                        f"edit of the prompt, on {rob['sample']} held-out prompts ({rob['edits']} edits).</p><table><tr>"
                        f"<th>overall</th><th>case</th><th>whitespace</th><th>typo</th><th>synonym</th></tr><tr>"
                        f"<td>{_pct(rob['overall'])}</td>{cells}</tr></table>")
+    confusion = report["routers"]["trained"]["operating_point"]["confusion"]
+    confusion_html = ("<h2>Confusion matrix</h2><p>The trained router at the policy's thresholds: rows are the oracle's "
+                      "model, columns the router's. Right of the diagonal over-routes (a costlier model than needed); "
+                      "left of it under-routes when the cheaper model did worse.</p><table><tr><th>oracle \\ chosen</th>"
+                      + "".join(f"<th>{html.escape(m)}</th>" for m in report["models"]) + "</tr>"
+                      + "".join(f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>"
+                                for m, row in zip(report["models"], confusion)) + "</table>")
     image = base64.b64encode(png.read_bytes()).decode()
     meta = html.escape(json.dumps(report.get("data", {}), indent=1))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(report.get('title', 'routing report'))}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
+img{{max-width:100%;height:auto}}</style></head><body>
 <h1>{html.escape(report.get('title', 'routing report'))}</h1>
 <p>{report['n_test']} held-out prompts; large model <b>{html.escape(large)}</b>. APGR and CPT as RouteLLM's
 evaluation code computes them (10-quantile sweep, trapezoid AUC); "APGR (paper)" integrates PGR over call budgets
@@ -216,12 +234,14 @@ models by parameter count: {report['routers']['trained']['operating_point']['rou
 <table><tr><th>router</th><th>APGR</th><th>APGR (paper)</th><th>CPT(50%)</th><th>CPT(80%)</th><th>AIQ</th><th>accuracy vs oracle</th>
 <th>over-routing</th><th>under-routing</th><th>cost saved</th><th>quality kept</th><th>share of calls</th></tr>
 {''.join(rows)}</table>
+{confusion_html}
 {whatif_html}
 {robust_html}
 <h2>Calibration of P(adequate)</h2><p>Expected calibration error, 10 equal-width bins (Guo et al. 2017).
-The reliability diagram is the right-hand plot.</p><table><tr><th>model</th><th>ECE</th></tr>{calib}</table>
+The reliability diagram is the lower-left plot.</p><table><tr><th>model</th><th>ECE</th></tr>{calib}</table>
 <h2>Single models</h2><table><tr><th>model</th><th>quality</th><th>cost</th></tr>{singles}</table>
-<h2>Quality against large-model calls, and on the cost-quality plane</h2><img alt="quality against large-model calls and cost" src="data:image/png;base64,{image}">
+<h2>Plots</h2><p>Quality against large-model calls (RouteLLM's view); the cost-quality plane with each
+non-decreasing convex hull (RouterBench's); the reliability diagram; the confusion matrix.</p><img alt="quality against large-model calls, the cost-quality plane, reliability and confusion" src="data:image/png;base64,{image}">
 <h2>Data</h2><pre>{meta}</pre></body></html>"""
 
 

@@ -73,6 +73,14 @@ def test_routing_accuracy_splits_over_and_under_routing():
     assert (acc.accuracy, acc.over_routing, acc.under_routing) == (0.25, 0.5, 0.25)
 
 
+def test_confusion_matrix_rows_are_the_oracle_columns_the_router():
+    # oracle picks [0, 1, 0, 0]; the router picks [1, 0, 0, 1]
+    matrix = M.confusion_matrix(np.array([1, 0, 0, 1]), SCORES, COSTS)
+    assert matrix.tolist() == [[1, 2], [1, 0]]
+    assert matrix.sum() == 4 and np.trace(matrix) == 1
+    assert M.confusion_matrix(np.zeros(3, dtype=int), np.ones((3, 1)), np.ones((3, 1))).tolist() == [[3]]
+
+
 def test_routing_accuracy_with_a_single_model_is_perfect():
     acc = M.routing_accuracy(np.zeros(3, dtype=int), np.array([[1.0], [0.0], [1.0]]), np.ones((3, 1)))
     assert acc.accuracy == 1.0 and acc.over_routing == 0.0 and acc.under_routing == 0.0

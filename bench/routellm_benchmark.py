@@ -4,8 +4,9 @@
 
 Protocol: decontaminated as RouteLLM does; MMLU trains on at most 1,500 unique prompts and tests on all the
 others; GSM8K trains on at most 300; MT-Bench is never trained on (the router learns from that seed's MMLU and
-GSM8K training prompts) and routes on the first turn, scored with the GPT-4 judge's scores, both turns averaged
-as RouteLLM's MTBench.evaluate does. Splits are by unique prompt text; 3 seeds, mean and spread reported.
+GSM8K training prompts, plus the project's own judged table data/outcomes/default.csv, none of whose prompts is
+from MT-Bench; rows marked [MMLU+GSM8K only] leave that table out) and routes on the first turn, scored with the
+GPT-4 judge's scores, both turns averaged as RouteLLM's MTBench.evaluate does. Splits are by unique prompt text; 3 seeds, mean and spread reported.
 For each benchmark and seed it writes DIR/<benchmark>-seed<k>-train.csv (prompt) and -test.csv (prompt, score;
 higher means send to the strong model), so anyone can recompute the metrics from these files and the public data.
 """
@@ -14,10 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -26,7 +29,10 @@ from router import metrics as M  # noqa: E402
 from router.classifier import feature_matrix  # noqa: E402
 from router.datasets import DATA, load_routellm  # noqa: E402
 from router.features import Encoder  # noqa: E402
+from router.outcomes import load_outcomes  # noqa: E402
 from router.train import embed  # noqa: E402
+from routellm_variants import VARIANTS, TrainSet  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 SEEDS = (0, 1, 2)
 MAX_TRAIN = {"mmlu": 1500, "gsm8k": 300}
@@ -54,44 +60,15 @@ def split(frame: pd.DataFrame, max_train: int, seed: int) -> tuple[np.ndarray, n
     return np.flatnonzero(is_train), np.flatnonzero(~is_train)
 
 
-# --- router variants: (train features, weak quality, strong quality, test features) -> strong score -----------
-def lr_adequacy(xtr, weak, strong, xte, c=1.0):
-    from sklearn.linear_model import LogisticRegression
-    return 1.0 - LogisticRegression(C=c, max_iter=2000).fit(xtr, weak > 0.5).predict_proba(xte)[:, 1]
+class ProtocolError(RuntimeError):
+    pass
 
 
-def lr_gain(xtr, weak, strong, xte, c=1.0):
-    """P(the strong model gets right what the weak one gets wrong) - P(the reverse)."""
-    from sklearn.linear_model import LogisticRegression
-    gain = np.sign(strong - weak).astype(int)
-    lr = LogisticRegression(C=c, max_iter=2000).fit(xtr, gain)
-    p = lr.predict_proba(xte)
-    classes = list(lr.classes_)
-    col = lambda k: p[:, classes.index(k)] if k in classes else 0.0  # noqa: E731
-    return col(1) - col(-1)
-
-
-def knn(xtr, weak, strong, xte, k=32):
-    sims = xte[:, :-1] @ xtr[:, :-1].T  # cosine: the embeddings are unit vectors
-    idx = np.argpartition(-sims, kth=min(k, sims.shape[1] - 1), axis=1)[:, :k]
-    return (strong - weak)[idx].mean(axis=1)
-
-
-def blend(xtr, weak, strong, xte):
-    from scipy.stats import rankdata
-    return rankdata(lr_gain(xtr, weak, strong, xte)) + rankdata(knn(xtr, weak, strong, xte))
-
-
-def blend3(xtr, weak, strong, xte):
-    from scipy.stats import rankdata
-    return (rankdata(lr_gain(xtr, weak, strong, xte)) + rankdata(knn(xtr, weak, strong, xte, k=64))
-            + rankdata(lr_adequacy(xtr, weak, strong, xte)))
-
-
-VARIANTS = {"lr-adequacy": lr_adequacy, "lr-gain": lr_gain, "lr-gain C=0.3": lambda *a: lr_gain(*a, c=0.3),
-            "lr-gain C=3": lambda *a: lr_gain(*a, c=3.0), "knn32-gain": knn,
-            "knn64-gain": lambda *a: knn(*a, k=64), "knn128-gain": lambda *a: knn(*a, k=128),
-            "blend(lr-gain,knn32)": blend, "blend3(lr-gain,knn64,lr-adequacy)": blend3}
+def assert_disjoint(train_prompts, test_prompts) -> None:
+    """The protocol forbids any prompt text in both train and test; refuse to score such a split."""
+    overlap = set(train_prompts) & set(test_prompts)
+    if overlap:
+        raise ProtocolError(f"{len(overlap)} prompt(s) are in both train and test, e.g. {next(iter(overlap))[:80]!r}")
 
 
 def evaluate(score, weak, strong) -> dict:
@@ -102,59 +79,131 @@ def evaluate(score, weak, strong) -> dict:
             "cpt50": M.routellm_cpt(points, 0.5, wq, sq), "cpt80": M.routellm_cpt(points, 0.8, wq, sq)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out", default="bench/routellm")
-    parser.add_argument("--router", default="blend(lr-gain,knn32)", choices=list(VARIANTS))
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    encoder = Encoder(threads=2)
+PUBLISHED = {  # RouteLLM paper v4, Tables 1-3: best router per benchmark (APGR, CPT(50%), CPT(80%))
+    "mt_bench": ("matrix factorisation", 0.802, 13.40, 31.31), "mmlu": ("SW ranking", 0.603, 35.40, 71.55),
+    "gsm8k": ("causal LLM (Llama-3-8B)", 0.622, 33.64, 63.26)}
+CHOSEN = "blend(knn64,domain-prior,lr-adequacy)"
+
+
+def load_all(encoder: Encoder, extra: str | None = None) -> dict:
     data = {}
+    if extra:  # our own judged outcomes: cheapest model as weak, costliest as strong (MT-Bench training only)
+        table = load_outcomes(extra)
+        vectors, tokens = embed(table.prompts, encoder, desc="embed extra")
+        frame = pd.DataFrame({"prompt": table.frame["prompt"], "subject": "own-" + table.frame["task"].astype(str),
+                              WEAK: table.frame[table.models[0]], STRONG: table.frame[table.models[-1]]})
+        data["extra"] = (frame, feature_matrix(vectors, tokens))
     for name in ("mmlu", "gsm8k"):
         table = load_routellm(name)
         vectors, tokens = embed(table.prompts, encoder, desc=f"embed {name}")
-        data[name] = (table.frame[["prompt"]].assign(**{WEAK: table.frame[WEAK], STRONG: table.frame[STRONG]}),
-                      feature_matrix(vectors, tokens))
+        data[name] = (table.frame[["prompt", "subject", WEAK, STRONG]], feature_matrix(vectors, tokens))
     mt = load_mt_bench()
     vectors, tokens = embed(mt["prompt"].tolist(), encoder, desc="embed mt_bench")
-    data["mt_bench"] = (mt, feature_matrix(vectors, tokens))
+    data["mt_bench"] = (mt.assign(subject="mt_bench"), feature_matrix(vectors, tokens))
+    return data
 
-    results = []
-    for seed in SEEDS:
+
+def training_set(data: dict, bench: str, splits: dict, with_extra: bool = False) -> TrainSet:
+    # MT-Bench is never trained on: it learns from this seed's MMLU and GSM8K training prompts (and our own table)
+    sources = ("mmlu", "gsm8k") + (("extra",) if with_extra else ()) if bench == "mt_bench" else (bench,)
+    rows = {n: splits[n][0] if n in splits else np.arange(len(data[n][0])) for n in sources}
+    pick = lambda col: np.concatenate([data[n][0][col].to_numpy()[rows[n]] for n in sources])  # noqa: E731
+    return TrainSet(x=np.vstack([data[n][1][rows[n]] for n in sources]), prompts=pick("prompt"),
+                    weak=pick(WEAK).astype(float), strong=pick(STRONG).astype(float), domain=pick("subject"))
+
+
+def decision_latency_ms(encoder: Encoder, scorer, prompts, n: int) -> tuple[float, float]:
+    """p50/p99 of one routing decision: embed one prompt, then score it, as the router does per request."""
+    times = []
+    for prompt in prompts[:n]:
+        start = time.perf_counter()
+        x = feature_matrix(encoder.encode([prompt]), [encoder.count_tokens(prompt)])
+        scorer(x, np.array([prompt], dtype=object))
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default="bench/routellm")
+    parser.add_argument("--router", default=CHOSEN, choices=list(VARIANTS), help="the variant whose scores are written")
+    parser.add_argument("--variants", default="all", help="variants to tabulate, separated by ';' (default: all)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--latency-prompts", type=int, default=300)
+    parser.add_argument("--mt-bench-extra", default=str(ROOT / "data/outcomes/default.csv"),
+                        help="an outcome table whose prompts are added to MT-Bench's training set ('' for none); "
+                             "its cheapest model plays the weak one, its costliest the strong one")
+    args = parser.parse_args(argv)
+    names = list(VARIANTS) if args.variants == "all" else args.variants.split(";")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    names = list(dict.fromkeys([args.router, *names]))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = Encoder(threads=2)
+    data = load_all(encoder, args.mt_bench_extra or None)
+
+    results, latency, timed = [], {}, {}
+    for seed in seeds:
         splits = {name: split(data[name][0], MAX_TRAIN[name], seed) for name in ("mmlu", "gsm8k")}
-        for bench in ("mmlu", "gsm8k", "mt_bench"):
+        runs = [("mmlu", False), ("gsm8k", False), ("mt_bench", "extra" in data)]
+        if "extra" in data:
+            runs.append(("mt_bench", False))  # the same variants without our own table, for comparison
+        for bench, with_extra in runs:
             frame, x = data[bench]
-            if bench == "mt_bench":  # never trained on: learn from this seed's MMLU and GSM8K training prompts
-                xtr = np.vstack([data[n][1][splits[n][0]] for n in ("mmlu", "gsm8k")])
-                wtr = np.concatenate([data[n][0][WEAK].to_numpy()[splits[n][0]] for n in ("mmlu", "gsm8k")])
-                str_ = np.concatenate([data[n][0][STRONG].to_numpy()[splits[n][0]] for n in ("mmlu", "gsm8k")])
-                train_prompts = pd.concat([data[n][0]["prompt"].iloc[splits[n][0]] for n in ("mmlu", "gsm8k")])
-                test = np.arange(len(frame))
-            else:
-                tr, test = splits[bench]
-                xtr, wtr, str_ = x[tr], frame[WEAK].to_numpy()[tr], frame[STRONG].to_numpy()[tr]
-                train_prompts = frame["prompt"].iloc[tr]
-            weak, strong = frame[WEAK].to_numpy()[test], frame[STRONG].to_numpy()[test]
-            rng = np.random.default_rng(seed)
-            results.append({"benchmark": bench, "seed": seed, "router": "random",
-                            **evaluate(rng.random(len(test)), weak, strong)})
-            for vname, fn in VARIANTS.items():
-                score = fn(xtr, wtr, str_, x[test])
-                results.append({"benchmark": bench, "seed": seed, "router": vname, **evaluate(score, weak, strong)})
-                if vname == args.router:
-                    pd.DataFrame({"prompt": train_prompts}).to_csv(out / f"{bench}-seed{seed}-train.csv", index=False)
-                    pd.DataFrame({"prompt": frame["prompt"].to_numpy()[test], "score": score}).to_csv(
+            train = training_set(data, bench, splits, with_extra)
+            test = splits[bench][1] if bench in splits else np.arange(len(frame))
+            test_prompts = frame["prompt"].to_numpy()[test]
+            assert_disjoint(train.prompts, test_prompts)
+            weak, strong = frame[WEAK].to_numpy(float)[test], frame[STRONG].to_numpy(float)[test]
+            rows = [("random", np.random.default_rng(seed).random(len(test))), ("oracle", strong - weak)]
+            suffix = " [MMLU+GSM8K only]" if bench == "mt_bench" and not with_extra and "extra" in data else ""
+            for name in tqdm(names, desc=f"{bench}{suffix} seed {seed}", unit="variant"):
+                scorer = VARIANTS[name](train)
+                score = scorer(x[test], test_prompts)
+                rows.append((name + suffix, score))
+                if name == args.router and not suffix:
+                    pd.DataFrame({"prompt": train.prompts}).to_csv(out / f"{bench}-seed{seed}-train.csv", index=False)
+                    pd.DataFrame({"prompt": test_prompts, "score": score}).to_csv(
                         out / f"{bench}-seed{seed}-test.csv", index=False)
-    df = pd.DataFrame(results)
+                    if seed == seeds[0]:
+                        timed[bench] = (scorer, test_prompts)
+            results += [{"benchmark": bench, "seed": seed, "router": n, **evaluate(s, weak, strong)} for n, s in rows
+                        if not (suffix and n in ("random", "oracle"))]
+    # one BLAS thread, as the router runs (router/service.py): OpenBLAS threads that spin after each small
+    # matmul fight onnxruntime's threads for the 2 cores and double the decision time
+    with threadpool_limits(1, user_api="blas"):
+        for bench, (scorer, prompts) in timed.items():
+            if args.latency_prompts:
+                latency[bench] = decision_latency_ms(encoder, scorer, prompts, args.latency_prompts)
+    write_results(out, pd.DataFrame(results), latency, args.router)
+
+
+def write_results(out: Path, df: pd.DataFrame, latency: dict, chosen: str) -> None:
     summary = df.groupby(["benchmark", "router"]).agg(
         apgr=("apgr", "mean"), apgr_sd=("apgr", "std"), apgr_paper=("apgr_paper", "mean"),
         cpt50=("cpt50", "mean"), cpt50_sd=("cpt50", "std"), cpt80=("cpt80", "mean")).reset_index()
-    (out / "results.json").write_text(json.dumps({"per_seed": results, "protocol": __doc__}, indent=1))
-    lines = ["| benchmark | router | APGR (RouteLLM code) | APGR (paper) | CPT(50%) | CPT(80%) |", "|---|---|---|---|---|---|"]
+    summary = summary.fillna(0.0).sort_values(["benchmark", "apgr"], ascending=[True, False])
+    lines = [f"Router written to the CSVs: `{chosen}`. Mean ± sd over seeds {sorted(df.seed.unique().tolist())}. "
+             "APGR (RouteLLM code): 10-quantile operating points, trapezoid AUC. APGR (paper): integrated over "
+             "call budgets. CPT(x%): share of calls to the strong model to recover x% of the gap.", "",
+             "| benchmark | router | APGR (RouteLLM code) | APGR (paper) | CPT(50%) | CPT(80%) |", "|---|---|---|---|---|---|"]
     for r in summary.itertuples():
         lines.append(f"| {r.benchmark} | {r.router} | {r.apgr:.3f} ± {r.apgr_sd:.3f} | {r.apgr_paper:.3f} | "
                      f"{r.cpt50:.1f}% ± {r.cpt50_sd:.1f} | {r.cpt80:.1f}% |")
+    lines += ["", "| benchmark | router | APGR | CPT(50%) | CPT(80%) | decision p50 / p99 (ms, 2 threads) |",
+              "|---|---|---|---|---|---|"]
+    for bench, (label, apgr, cpt50, cpt80) in PUBLISHED.items():
+        lines.append(f"| {bench} | RouteLLM best: {label} (published) | {apgr:.3f} | {cpt50:.1f}% | {cpt80:.1f}% | |")
+        for name in ("random", "oracle", chosen):
+            r = summary[(summary.benchmark == bench) & (summary.router == name)].iloc[0]
+            lat = f"{latency[bench][0]:.2f} / {latency[bench][1]:.2f}" if name == chosen and bench in latency else ""
+            lines.append(f"| {bench} | {'this project: ' + name if name == chosen else name} | {r.apgr:.3f} | "
+                         f"{r.cpt50:.1f}% | {r.cpt80:.1f}% | {lat} |")
+    (out / "results.json").write_text(json.dumps({"per_seed": df.to_dict("records"), "latency_ms": latency,
+                                                  "router": chosen, "protocol": __doc__}, indent=1))
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

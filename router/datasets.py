@@ -28,7 +28,8 @@ def _contaminated(folder: Path) -> set[str]:
 
 def _to_table(frame: pd.DataFrame, eval_name: str, source: str) -> OutcomeTable:
     out = pd.DataFrame({"sample_id": [f"{eval_name}-{i}" for i in range(len(frame))], "prompt": frame["prompt"].values,
-                        "eval_name": eval_name, "task": eval_name})
+                        "eval_name": eval_name, "task": eval_name,
+                        "subject": frame["subject"].values if "subject" in frame else eval_name})
     tokens = out["prompt"].str.len() / 4 + ANSWER_TOKENS
     for column, name in NAMES.items():
         out[name] = frame[column].astype(str).str.lower().map({"true": 1.0, "false": 0.0}).values
@@ -41,7 +42,9 @@ def load_routellm(benchmark: str, data_dir: Path = DATA) -> OutcomeTable:
         raise ValueError(f"unknown RouteLLM benchmark {benchmark!r}; choose one of {list(BENCHMARKS)}")
     folder = data_dir / benchmark
     if benchmark == "mmlu":
-        frame = pd.concat([pd.read_csv(f) for f in sorted(folder.glob("mmlu_*.csv"))], ignore_index=True)
+        # the subject comes from the file name (mmlu_<subject>.csv); the benchmark's domain prior learns from it
+        frame = pd.concat([pd.read_csv(f).assign(subject=f.stem.removeprefix("mmlu_"))
+                           for f in sorted(folder.glob("mmlu_*.csv"))], ignore_index=True)
     else:
         frame = pd.read_csv(folder / "gsm8k_responses.csv")
     frame = frame[~frame["prompt"].isin(_contaminated(folder))].reset_index(drop=True)

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from models.catalogue import Catalogue, load_catalogue
 from router.classifier import AdequacyClassifier, feature_matrix
 from router.decision import Decision, decide, pin
@@ -29,6 +31,9 @@ class RoutingService:
     def __init__(self, encoder: Encoder | None = None, catalogue: Catalogue | None = None):
         self.catalogue = catalogue or load_catalogue()
         self.encoder = encoder or Encoder(self.catalogue.encoder)
+        # one BLAS thread for the classifier's small matmuls: OpenBLAS threads that spin after each call fight
+        # onnxruntime's threads for the cores and double the decision time on 2 cores (bench/routellm_benchmark.py)
+        threadpool_limits(1, user_api="blas")
         self._live: LivePolicy | None = None
         self.last_error: str | None = None
         self._lock = threading.Lock()

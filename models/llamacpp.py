@@ -93,7 +93,8 @@ class LlamaCppBackend(ChatBackend):
                 choice = (chunk.get("choices") or [{}])[0]
                 usage = chunk.get("usage") or {}
                 timings = chunk.get("timings") or {}
-                yield StreamDelta(text=(choice.get("delta") or {}).get("content") or "",
+                # chat chunks carry choices[0].delta.content; text-completion chunks carry choices[0].text
+                yield StreamDelta(text=(choice.get("delta") or {}).get("content") or choice.get("text") or "",
                                   finish_reason=choice.get("finish_reason"),
                                   input_tokens=usage.get("prompt_tokens", timings.get("prompt_n", 0)),
                                   output_tokens=usage.get("completion_tokens", timings.get("predicted_n", 0)))

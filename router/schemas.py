@@ -142,7 +142,7 @@ def moderation_result(flagged: bool, probability: float, decided_by: str) -> dic
 
 
 class CompletionRequest(BaseModel):
-    """OpenAI's legacy completions body (one prompt, no streaming yet)."""
+    """OpenAI's legacy completions body: one prompt per request (each prompt is routed on its own)."""
 
     model_config = ConfigDict(extra="ignore")
     model: str = Field("auto", min_length=1)
@@ -152,7 +152,7 @@ class CompletionRequest(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: int | None = None
-    stream: Literal[False] = Field(False, description="streaming is only on /v1/chat/completions for now")
+    stream: bool = False
 
     @field_validator("prompt")
     @classmethod

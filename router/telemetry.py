@@ -12,6 +12,7 @@ NAMES = {
     "cost": "router_cost_dollars",
     "tokens": "router_tokens",
     "escalations": "router_cascade_escalations",
+    "feedback": "router_feedback",
 }
 
 
@@ -31,6 +32,14 @@ class RouterMetrics:
         self.tokens = metrics.Counter(NAMES["tokens"], "tokens in and out by model", tag_keys=("model", "direction"))
         self.escalations = metrics.Counter(NAMES["escalations"], "cascade escalations, by the model that was not "
                                            "confident enough", tag_keys=("model",))
+        self.feedback_count = metrics.Counter(NAMES["feedback"], "feedback on answers, by the model that answered "
+                                              "and the verdict (score >= 0.5 is good)", tag_keys=("model", "verdict"))
+
+    def feedback(self, model: str, score: float) -> None:
+        self.feedback_count.inc(tags={"model": model, "verdict": "good" if score >= 0.5 else "bad"})
+
+    def failed_mid_stream(self, model: str) -> None:
+        self.fallbacks.inc(tags={"model": model, "reason": "mid_stream"})
 
     def escalated(self, model: str) -> None:
         self.escalations.inc(tags={"model": model})
@@ -43,9 +52,13 @@ class RouterMetrics:
     def answered(self, model: str, rule: str, input_tokens: int, output_tokens: int, cost: float,
                  failures: list[str]) -> None:
         self.requests.inc(tags={"model": model, "rule": rule})
-        self.tokens.inc(input_tokens, tags={"model": model, "direction": "in"})
-        self.tokens.inc(output_tokens, tags={"model": model, "direction": "out"})
-        self.cost.inc(cost, tags={"model": model})
+        # Ray's Counter.inc refuses values <= 0 (an empty answer has 0 output tokens): skip those
+        if input_tokens > 0:
+            self.tokens.inc(input_tokens, tags={"model": model, "direction": "in"})
+        if output_tokens > 0:
+            self.tokens.inc(output_tokens, tags={"model": model, "direction": "out"})
+        if cost > 0:
+            self.cost.inc(cost, tags={"model": model})
         for failure in failures:
             failed, reason = failure.split(" ", 1)
             self.fallbacks.inc(tags={"model": failed, "reason": "timeout" if "timed out" in reason else "error"})

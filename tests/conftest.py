@@ -1,12 +1,16 @@
 """A real Ray Serve ensemble on 127.0.0.1 with the real models, deployed from the real serve_config.yaml,
 shared by every test that needs it."""
+import os
+
 import pytest
 
 from router.local_ensemble import local_ensemble
 
 
 @pytest.fixture(scope="session")
-def ensemble():
+def ensemble(tmp_path_factory):
+    # the Ray workers inherit this: the ingress writes /v1/feedback here, not into the user's cache
+    os.environ["ROUTER_FEEDBACK_LOG"] = str(tmp_path_factory.mktemp("feedback") / "feedback.jsonl")
     with local_ensemble() as ens:
         yield ens
 

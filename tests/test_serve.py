@@ -1,11 +1,12 @@
 """End to end: real Ray Serve on 127.0.0.1, the real models, the official `openai` client."""
 import json
+import os
 import time
 
 import httpx
 import pytest
 
-from router.local_ensemble import serve_config, wait_for
+from router.local_ensemble import http_ok, serve_config, wait_for
 
 pytestmark = pytest.mark.serve
 
@@ -198,6 +199,22 @@ def test_every_response_carries_a_request_id(ensemble):
     assert first.headers["x-request-id"] != second.headers["x-request-id"]
 
 
+def test_feedback_names_an_answer_by_its_request_id(ensemble, client, tmp_path):
+    completion, headers = ask(client, GREETING)
+    request_id = headers["x-request-id"]
+    reply = httpx.post(f"{ensemble.base}/v1/feedback", json={"request_id": request_id, "score": 0, "comment": "too short"})
+    assert reply.status_code == 200 and reply.headers["x-request-id"]
+    assert reply.json()["model"] == completion.model == SMOL and reply.json()["rule"] == headers["x-router-rule"]
+    logged = [json.loads(line) for line in open(os.environ["ROUTER_FEEDBACK_LOG"])]
+    mine = [entry for entry in logged if entry["request_id"] == request_id]
+    assert len(mine) == 1 and mine[0]["score"] == 0 and mine[0]["comment"] == "too short"
+    assert mine[0]["decision"]["model"] == SMOL and len(mine[0]["decision"]["prompt_sha256"]) == 64
+    unknown = httpx.post(f"{ensemble.base}/v1/feedback", json={"request_id": "never-seen", "score": 1})
+    assert unknown.status_code == 404 and "never-seen" in unknown.json()["error"]["message"]
+    bad = httpx.post(f"{ensemble.base}/v1/feedback", json={"request_id": request_id, "score": 7})
+    assert bad.status_code == 400 and "score" in bad.json()["error"]["message"]
+
+
 def test_a_model_that_times_out_falls_back_with_the_reason_stated(ensemble, client):
     original = _policy(ensemble)["policy"]
     slow = json.loads(json.dumps(original))
@@ -288,7 +305,7 @@ def test_metric_names_appear_on_rays_metrics_endpoint_after_traffic(ensemble, cl
     assert NAMES == {"decision_latency": "router_decision_latency_ms", "requests": "router_requests",
                      "fallbacks": "router_fallbacks", "confidence": "router_classifier_confidence",
                      "cost": "router_cost_dollars", "tokens": "router_tokens",
-                     "escalations": "router_cascade_escalations"}
+                     "escalations": "router_cascade_escalations", "feedback": "router_feedback"}
     expected = ["ray_router_decision_latency_ms_bucket", "ray_router_requests", "ray_router_classifier_confidence_bucket",
                 "ray_router_cost_dollars", "ray_router_tokens"]
 
@@ -323,6 +340,9 @@ def test_limits_and_api_key_come_from_the_live_policy(ensemble, tmp_path):
         assert httpx.post(url, json={"messages": [msg(GREETING)]},
                           headers={"authorization": "Bearer wrong"}).status_code == 401
         assert httpx.get(f"{ensemble.base}/v1/models").status_code == 401
+        # a malformed body without the key is refused for the key, before anything is said about the body
+        assert httpx.post(url, json={"messages": "not a list"}).status_code == 401
+        assert httpx.post(url, json={"messages": "not a list"}, headers=auth).status_code == 400
         assert httpx.get(f"{ensemble.base}/healthz").status_code == 200  # health stays open
         keyed = openai.OpenAI(base_url=f"{ensemble.base}/v1", api_key="s3cret-key", max_retries=0)
         assert keyed.chat.completions.create(model="auto", messages=[msg(GREETING)], max_tokens=8).model == SMOL
@@ -403,3 +423,46 @@ def test_legacy_completions_are_routed_too(client):
     assert completion.choices[0].text.strip() and completion.usage.completion_tokens > 0
     pinned = client.completions.create(model=LARGE, prompt="def add(a, b):", max_tokens=12, temperature=0)
     assert pinned.model == LARGE and pinned.choices[0].text
+
+
+def test_legacy_completions_stream_too(client):
+    with client.completions.with_streaming_response.create(
+            model="auto", prompt="Hello there! How are you?", max_tokens=12, temperature=0, stream=True) as response:
+        assert response.headers["x-router-model"] == SMOL  # known before any token is read
+        chunks = list(response.parse())
+    assert {c.model for c in chunks} == {SMOL} and {c.object for c in chunks} == {"text_completion"}
+    assert "".join(c.choices[0].text for c in chunks).strip()
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def _replica_actor(deployment: str):
+    import ray
+
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if "REPLICA" in actor["name"] and f"#{deployment}#" in actor["name"]:
+            return ray.get_actor(actor["name"], namespace=actor["namespace"])
+    raise LookupError(f"no replica of {deployment}")
+
+
+def test_a_replica_killed_mid_stream_ends_the_stream_with_an_error_event(ensemble, client):
+    import ray
+
+    body = {"model": SMOL, "stream": True, "max_tokens": 400, "temperature": 0,
+            "messages": [{"role": "user", "content": "Count from 1 to 400, one number per line."}]}
+    events, killed = [], False
+    with httpx.stream("POST", f"{ensemble.base}/v1/chat/completions", json=body, timeout=120) as reply:
+        assert reply.status_code == 200 and reply.headers["x-router-model"] == SMOL
+        for line in reply.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            events.append(line[6:])
+            if len(events) == 4 and not killed:  # a few tokens are out: kill the replica that makes them
+                ray.kill(_replica_actor(SMOL), no_restart=False)
+                killed = True
+    assert killed and events[-1] == "[DONE]"  # the stream ended; nothing hangs
+    error = json.loads(events[-2])["error"]
+    assert "smollm2-135m failed mid-stream" in error["message"] and error["type"] == "server_error"
+    assert all("choices" in json.loads(e) for e in events[:-2])  # every event before it was a normal chunk
+    # Serve replaces the replica; the ensemble is healthy again and the tiny model answers
+    wait_for(lambda: http_ok(f"{ensemble.base}/healthz"), 180, "a new smollm2-135m replica")
+    assert ask(client, GREETING, model=SMOL)[0].model == SMOL

@@ -1,0 +1,44 @@
+"""OpenAI-style server-sent events from a model's token stream: chat.completion.chunk events for
+/v1/chat/completions, text_completion events for /v1/completions. A failure mid-stream ends the stream with
+an OpenAI-shaped error event and [DONE], never a hung connection."""
+from __future__ import annotations
+
+import json
+import time
+from typing import AsyncIterator, Callable
+
+from router.schemas import completion_id, error_body
+
+
+def sse_events(deltas: AsyncIterator[dict], model: str, text_completion: bool,
+               on_failure: Callable[[Exception], None]) -> AsyncIterator[str]:
+    cid, created = completion_id(), int(time.time())
+    if text_completion:
+        cid = "cmpl-" + cid[9:]
+
+    def chunk(text: str | None, finish: str | None, role: bool = False) -> str:
+        if text_completion:
+            body = {"id": cid, "object": "text_completion", "created": created, "model": model,
+                    "choices": [{"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}]}
+        else:
+            delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(body)}\n\n"
+
+    async def events():
+        if not text_completion:
+            yield chunk(None, None, role=True)
+        try:
+            async for delta in deltas:
+                if delta["text"]:
+                    yield chunk(delta["text"], None)
+                if delta["finish_reason"]:
+                    yield chunk(None, delta["finish_reason"])
+        except Exception as exc:  # end the stream with a well-formed error event, never a hang
+            on_failure(exc)
+            message = f"{model} failed mid-stream: {type(exc).__name__}: {str(exc)[:200]}"
+            yield f"data: {json.dumps(error_body(message, 'server_error', code='model_failed_mid_stream'))}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return events()

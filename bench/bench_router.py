@@ -28,10 +28,11 @@ def percentiles(samples_ms: list[float]) -> dict:
 
 def bench_in_process(n: int) -> dict:
     from router.decision import decide
+    from router.features import Encoder
     from router.policy import load_policy
     from router.service import RoutingService
 
-    service = RoutingService()
+    service = RoutingService(Encoder(threads=2))  # as the ingress runs it (serve_config.yaml)
     service.apply_policy(load_policy().model_dump(mode="json"))
     for p in PROMPTS:  # warm-up
         service.route(p, 20)
@@ -135,6 +136,46 @@ def stream_tokens(base: str, streams: int, max_tokens: int = 64) -> float:
     return round(asyncio.run(run()), 1)
 
 
+OVERHEAD_PROMPT, OVERHEAD_TOKENS, OVERHEAD_RUNS = "Hi! How are you today?", 32, 20
+
+
+def ensemble_answer_ms(base: str) -> dict:
+    """The tiny model's whole answer through the ensemble: HTTP, routing, the Serve hops, generation."""
+    samples, tokens = [], set()
+    with httpx.Client(timeout=300) as http:
+        for _ in range(OVERHEAD_RUNS + 2):
+            t = time.perf_counter()
+            reply = http.post(f"{base}/v1/chat/completions", json={
+                "model": "auto", "max_tokens": OVERHEAD_TOKENS, "temperature": 0,
+                "messages": [{"role": "user", "content": OVERHEAD_PROMPT}]}).json()
+            samples.append((time.perf_counter() - t) * 1000)
+            tokens.add((reply["model"], reply["usage"]["completion_tokens"]))
+    return {**percentiles(samples[2:]), "answered_by_tokens": sorted(tokens)}
+
+
+def direct_answer_ms() -> dict:
+    """The same answer from the same model and runtime settings, called in-process with no router or Serve."""
+    import asyncio
+
+    import yaml
+
+    from models.backend import GenerationRequest, make_backend
+    from models.catalogue import load_catalogue
+
+    runtime = yaml.safe_load((Path(__file__).resolve().parent.parent / "serve_config.yaml").read_text())
+    runtime = runtime["applications"][0]["args"]["runtime"]
+    backend = make_backend(load_catalogue().model("smollm2-135m"), **runtime)
+    request = GenerationRequest(messages=[{"role": "user", "content": OVERHEAD_PROMPT}], max_tokens=OVERHEAD_TOKENS,
+                                temperature=0.0)
+    samples, tokens = [], set()
+    for _ in range(OVERHEAD_RUNS + 2):
+        t = time.perf_counter()
+        result = asyncio.run(backend.generate(request))
+        samples.append((time.perf_counter() - t) * 1000)
+        tokens.add(("smollm2-135m", result.output_tokens))
+    return {**percentiles(samples[2:]), "answered_by_tokens": sorted(tokens)}
+
+
 def bench_serve(n: int) -> dict:
     from router.local_ensemble import local_ensemble
 
@@ -164,6 +205,11 @@ def bench_serve(n: int) -> dict:
             result["tokens_per_s_end_to_end"] = speeds
         result["route_load"] = route_load(ens.base, n)
         result["tiny_model_stream_tokens_per_s"] = {f"{k}_streams": stream_tokens(ens.base, k) for k in (1, 8)}
+        result["tiny_answer_via_ensemble"] = ensemble_answer_ms(ens.base)
+    # measured after the ensemble is down, so that nothing else runs beside the model
+    direct = result["tiny_answer_direct"] = direct_answer_ms()
+    via = result["tiny_answer_via_ensemble"]
+    result["ensemble_overhead_share"] = round((via["p50_ms"] - direct["p50_ms"]) / via["p50_ms"], 3)
     return result
 
 

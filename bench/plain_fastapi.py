@@ -5,12 +5,13 @@ import sys
 import uvicorn
 from fastapi import FastAPI
 
+from router.features import Encoder
 from router.policy import load_policy
 from router.schemas import ChatCompletionRequest
 from router.service import RoutingService
 
 app = FastAPI()
-service = RoutingService()
+service = RoutingService(Encoder(threads=2))  # as the Serve ingress runs it
 service.apply_policy(load_policy().model_dump(mode="json"))
 
 

@@ -344,6 +344,10 @@ def test_limits_and_api_key_come_from_the_live_policy(ensemble, tmp_path):
         assert httpx.post(url, json={"messages": "not a list"}).status_code == 401
         assert httpx.post(url, json={"messages": "not a list"}, headers=auth).status_code == 400
         assert httpx.get(f"{ensemble.base}/healthz").status_code == 200  # health stays open
+        # CORS is off: a browser preflight from another origin gets no allow-origin header
+        preflight = httpx.options(url, headers={"origin": "http://elsewhere.example",
+                                                "access-control-request-method": "POST"})
+        assert "access-control-allow-origin" not in preflight.headers
         keyed = openai.OpenAI(base_url=f"{ensemble.base}/v1", api_key="s3cret-key", max_retries=0)
         assert keyed.chat.completions.create(model="auto", messages=[msg(GREETING)], max_tokens=8).model == SMOL
         with pytest.raises(openai.AuthenticationError):
@@ -463,6 +467,11 @@ def test_a_replica_killed_mid_stream_ends_the_stream_with_an_error_event(ensembl
     error = json.loads(events[-2])["error"]
     assert "smollm2-135m failed mid-stream" in error["message"] and error["type"] == "server_error"
     assert all("choices" in json.loads(e) for e in events[:-2])  # every event before it was a normal chunk
+    # while Serve replaces the replica, a request for the tiny model still gets one answer: from the tiny model
+    # if its new replica is already up, otherwise from the next candidate with the reason stated
+    completion, headers = ask(client, GREETING)
+    assert completion.choices[0].message.content.strip()
+    assert completion.model == SMOL or SMOL in headers["x-router-fallback"]
     # Serve replaces the replica; the ensemble is healthy again and the tiny model answers
     wait_for(lambda: http_ok(f"{ensemble.base}/healthz"), 180, "a new smollm2-135m replica")
     assert ask(client, GREETING, model=SMOL)[0].model == SMOL

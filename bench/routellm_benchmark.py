@@ -130,6 +130,8 @@ def main(argv=None) -> None:
     parser.add_argument("--variants", default="all", help="variants to tabulate, separated by ';' (default: all)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--latency-prompts", type=int, default=300)
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="embed only a prompt's first N tokens (faster, coarser); default: the catalogue's 256")
     parser.add_argument("--mt-bench-extra", default=str(ROOT / "data/outcomes/default.csv"),
                         help="an outcome table whose prompts are added to MT-Bench's training set ('' for none); "
                              "its cheapest model plays the weak one, its costliest the strong one")
@@ -143,6 +145,8 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     encoder = Encoder(threads=2)
+    if args.max_tokens:
+        encoder.max_tokens = args.max_tokens  # the embedding cache is keyed by it too
     data = load_all(encoder, args.mt_bench_extra or None)
 
     results, latency, timed = [], {}, {}

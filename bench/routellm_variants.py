@@ -188,4 +188,8 @@ VARIANTS: dict[str, Callable[[TrainSet], Scorer]] = {
     "blend(knn64,domain-prior,hand)": rank_blend(knn_gain, domain_prior, hand_ridge),
     "blend(knn64,tfidf+minilm,domain-prior)": rank_blend(knn_gain, lambda t: tfidf_gain(t, with_embedding=True),
                                                          domain_prior),
+    "blend(knn64,domain-prior,lr-adequacy,tfidf lr-adequacy)": rank_blend(knn_gain, domain_prior, lr_adequacy,
+                                                                          tfidf_adequacy),
+    "blend(domain-prior,lr-adequacy,tfidf lr-adequacy)": rank_blend(domain_prior, lr_adequacy, tfidf_adequacy),
+    "blend(knn64,domain-prior,lr-adequacy,hand)": rank_blend(knn_gain, domain_prior, lr_adequacy, hand_ridge),
 }

@@ -21,14 +21,16 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from router.decision import Decision, apply_session_floor, blended_cost, fallback_chain, should_escalate
+from router import replica
+from router.decision import (Decision, apply_session_floor, blended_cost, fallback_chain, large_model_flags,
+                             moderation_needs_large_model, should_escalate, specialist_flags)
 from router.features import Encoder
 from router.feedback import DecisionLog, FeedbackRequest, append_feedback
 from router.model_server import EmbeddingServer, ModelServer, ModerationServer
-from router import replica
 from router.policy import DEFAULT_POLICY_PATH, load_policy
 from router.schemas import (MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
-                            ModerationRequest, chat_completion, completion_id, error_body, moderation_result)
+                            ModerationRequest, chat_completion, completion_id, error_body, moderation_result,
+                            text_completion)
 from router.service import RoutingService
 from router.sessions import SessionTiers
 from router.streaming import sse_events
@@ -238,13 +240,10 @@ class RouterIngress:
         self._remember(body.prompt, decision, model, fallback_reason, "completions")
         headers = _headers(decision, policy.version, fallback_reason)
         headers["x-router-model"] = model
-        return JSONResponse({
-            "id": "cmpl-" + completion_id()[9:], "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "text": result["text"], "finish_reason": result["finish_reason"], "logprobs": None}],
-            "usage": {"prompt_tokens": result["input_tokens"], "completion_tokens": result["output_tokens"],
-                      "total_tokens": result["input_tokens"] + result["output_tokens"]},
-            "router": {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "cascade": cascade,
-                       "policy_version": policy.version}}, headers=headers)
+        router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "cascade": cascade,
+                       "policy_version": policy.version}
+        return JSONResponse(text_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
+                                            result["output_tokens"], router_info), headers=headers)
 
     @api.post("/v1/feedback")
     async def feedback(self, body: FeedbackRequest, request: Request):
@@ -292,17 +291,15 @@ class RouterIngress:
                           code="model_not_found")
         texts = body.texts()
         probabilities = await self.moderator.probabilities.remote(texts)
-        low, high = policy.moderation.uncertain_band
         results = []
         for text, p in zip(texts, probabilities):
-            if low <= p <= high:
+            if moderation_needs_large_model(p, policy):
                 reply = await self.handles[policy.fallback].generate.remote({
                     "messages": [{"role": "user", "content": MODERATION_PROMPT.format(text=text)}],
                     "max_tokens": 8, "temperature": 0.0, "seed": 0})
-                words = reply["text"].strip().lower().split()
-                results.append(moderation_result(bool(words) and words[-1].startswith("yes"), p, policy.fallback))
+                results.append(moderation_result(large_model_flags(reply["text"]), p, policy.fallback))
             else:
-                results.append(moderation_result(p >= policy.moderation.flag_threshold, p, name))
+                results.append(moderation_result(specialist_flags(p, policy), p, name))
         return {"id": "modr-" + completion_id()[9:], "model": name, "results": results}
 
     # --- helpers -------------------------------------------------------------------------------------------

@@ -109,3 +109,19 @@ def should_escalate(mean_logprob: float | None, min_logprob: float | None) -> bo
     """Cascade rule (FrugalGPT-style): escalate when the model's own confidence, its mean token
     log-probability, is below the policy's floor. No floor, or no log-probabilities, means no escalation."""
     return min_logprob is not None and mean_logprob is not None and mean_logprob < min_logprob
+
+
+def moderation_needs_large_model(probability: float, policy: Policy) -> bool:
+    """The specialist's P(offensive) inside the policy's uncertain band (inclusive): the large model decides."""
+    low, high = policy.moderation.uncertain_band
+    return low <= probability <= high
+
+
+def specialist_flags(probability: float, policy: Policy) -> bool:
+    return probability >= policy.moderation.flag_threshold
+
+
+def large_model_flags(reply: str) -> bool:
+    """The moderation rubric asks for a last word of yes or no; anything else is not a flag."""
+    words = reply.strip().lower().split()
+    return bool(words) and words[-1].strip(".!\"'").startswith("yes")

@@ -84,6 +84,15 @@ def chat_completion(model: str, text: str, finish_reason: str, input_tokens: int
             "router": router}
 
 
+def text_completion(model: str, text: str, finish_reason: str, input_tokens: int, output_tokens: int,
+                    router: dict) -> dict:
+    return {"id": "cmpl-" + completion_id()[9:], "object": "text_completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+            "usage": {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
+                      "total_tokens": input_tokens + output_tokens},
+            "router": router}
+
+
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}

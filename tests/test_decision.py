@@ -108,3 +108,16 @@ def test_should_escalate():
 
     assert should_escalate(-1.5, -1.0) and not should_escalate(-0.5, -1.0)
     assert not should_escalate(None, -1.0) and not should_escalate(-9.0, None)
+
+
+def test_moderation_band_is_inclusive_and_outside_it_the_specialist_decides():
+    from router.decision import large_model_flags, moderation_needs_large_model, specialist_flags
+
+    data = {"version": "t", "fallback": LARGE, "models": {LARGE: {}},
+            "moderation": {"uncertain_band": [0.3, 0.6], "flag_threshold": 0.5}}
+    moderated = parse_policy(data, "test", CATALOGUE)
+    assert [moderation_needs_large_model(p, moderated) for p in (0.29, 0.3, 0.45, 0.6, 0.61)] == \
+        [False, True, True, True, False]
+    assert not specialist_flags(0.29, moderated) and specialist_flags(0.61, moderated)
+    assert large_model_flags("Offensive: Yes.") and large_model_flags("yes")
+    assert not large_model_flags("No") and not large_model_flags("") and not large_model_flags("yes, but no")

@@ -141,7 +141,7 @@ OVERHEAD_PROMPT, OVERHEAD_TOKENS, OVERHEAD_RUNS = "Hi! How are you today?", 32, 
 
 def ensemble_answer_ms(base: str) -> dict:
     """The tiny model's whole answer through the ensemble: HTTP, routing, the Serve hops, generation."""
-    samples, tokens = [], set()
+    samples, in_model, tokens = [], [], set()
     with httpx.Client(timeout=300) as http:
         for _ in range(OVERHEAD_RUNS + 2):
             t = time.perf_counter()
@@ -149,8 +149,11 @@ def ensemble_answer_ms(base: str) -> dict:
                 "model": "auto", "max_tokens": OVERHEAD_TOKENS, "temperature": 0,
                 "messages": [{"role": "user", "content": OVERHEAD_PROMPT}]}).json()
             samples.append((time.perf_counter() - t) * 1000)
+            in_model.append(reply["router"]["model_latency_s"] * 1000)  # generation alone, timed in the replica
             tokens.add((reply["model"], reply["usage"]["completion_tokens"]))
-    return {**percentiles(samples[2:]), "answered_by_tokens": sorted(tokens)}
+    path = [total - model for total, model in zip(samples, in_model)]
+    return {**percentiles(samples[2:]), "answered_by_tokens": sorted(tokens),
+            "generation_in_replica": percentiles(in_model[2:]), "request_path": percentiles(path[2:])}
 
 
 def direct_answer_ms() -> dict:
@@ -210,6 +213,8 @@ def bench_serve(n: int) -> dict:
     direct = result["tiny_answer_direct"] = direct_answer_ms()
     via = result["tiny_answer_via_ensemble"]
     result["ensemble_overhead_share"] = round((via["p50_ms"] - direct["p50_ms"]) / via["p50_ms"], 3)
+    # of that: the request path (HTTP, proxy, routing, Serve hops) against generation slowed by the cluster beside it
+    result["request_path_share"] = round(via["request_path"]["p50_ms"] / via["p50_ms"], 3)
     return result
 
 

@@ -207,7 +207,7 @@ class RouterIngress:
         fallback_reason = "; ".join(failures) or None
         self._remember(body.routing_text(), decision, model, fallback_reason, "chat.completions")
         router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "cascade": cascade,
-                       "policy_version": policy.version}
+                       "policy_version": policy.version, "model_latency_s": round(result.get("latency_s", 0.0), 4)}
         headers = _headers(decision, policy.version, fallback_reason)
         headers["x-router-model"] = model
         if cascade:
@@ -241,7 +241,7 @@ class RouterIngress:
         headers = _headers(decision, policy.version, fallback_reason)
         headers["x-router-model"] = model
         router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "cascade": cascade,
-                       "policy_version": policy.version}
+                       "policy_version": policy.version, "model_latency_s": round(result.get("latency_s", 0.0), 4)}
         return JSONResponse(text_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
                                             result["output_tokens"], router_info), headers=headers)
 

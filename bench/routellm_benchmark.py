@@ -31,7 +31,7 @@ from router.datasets import DATA, load_routellm  # noqa: E402
 from router.features import Encoder  # noqa: E402
 from router.outcomes import load_outcomes  # noqa: E402
 from router.train import embed  # noqa: E402
-from routellm_variants import VARIANTS, TrainSet  # noqa: E402
+from routellm_variants import LEXICAL, VARIANTS, TrainSet  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 SEEDS = (0, 1, 2)
@@ -112,12 +112,13 @@ def training_set(data: dict, bench: str, splits: dict, with_extra: bool = False)
                     weak=pick(WEAK).astype(float), strong=pick(STRONG).astype(float), domain=pick("subject"))
 
 
-def decision_latency_ms(encoder: Encoder, scorer, prompts, n: int) -> tuple[float, float]:
-    """p50/p99 of one routing decision: embed one prompt, then score it, as the router does per request."""
+def decision_latency_ms(encoder: Encoder, scorer, prompts, n: int, lexical: bool = False) -> tuple[float, float]:
+    """p50/p99 of one routing decision: embed one prompt (unless the router reads only its text), then score it,
+    as the router does per request."""
     times = []
     for prompt in prompts[:n]:
         start = time.perf_counter()
-        x = feature_matrix(encoder.encode([prompt]), [encoder.count_tokens(prompt)])
+        x = None if lexical else feature_matrix(encoder.encode([prompt]), [encoder.count_tokens(prompt)])
         scorer(x, np.array([prompt], dtype=object))
         times.append((time.perf_counter() - start) * 1000)
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
@@ -181,7 +182,8 @@ def main(argv=None) -> None:
     with threadpool_limits(1, user_api="blas"):
         for bench, (scorer, prompts) in timed.items():
             if args.latency_prompts:
-                latency[bench] = decision_latency_ms(encoder, scorer, prompts, args.latency_prompts)
+                latency[bench] = decision_latency_ms(encoder, scorer, prompts, args.latency_prompts,
+                                                     lexical=args.router in LEXICAL)
     write_results(out, pd.DataFrame(results), latency, args.router)
 
 

@@ -90,7 +90,7 @@ def domain_prior(t: TrainSet, smoothing: float = 10.0, lexical: bool = False) ->
     overall = t.gain.mean()
     domains = np.unique(t.domain)
     if len(domains) < 2:
-        return lambda x, p: np.full(len(x), overall)
+        return lambda x, p: np.full(len(p), overall)
     feats = _tfidf(t).transform if lexical else None
     model = _lr(3.0 if not lexical else 10.0).fit(feats(t.prompts) if lexical else t.x, t.domain)
     priors = np.array([(t.gain[t.domain == d].sum() + smoothing * overall) / ((t.domain == d).sum() + smoothing)
@@ -160,6 +160,11 @@ def rank_blend(*fits: Callable[[TrainSet], Scorer]) -> Callable[[TrainSet], Scor
                                 for s, ref in zip(scorers, references))
     return fit
 
+
+# variants that read only the prompt text: the router need not embed the prompt for them
+LEXICAL = {"tfidf+lr-gain", "tfidf domain-prior", "tfidf lr-adequacy", "hand-features ridge",
+           "lexical blend(tfidf domain-prior,tfidf lr-gain)",
+           "lexical blend(tfidf domain-prior,tfidf lr-gain,tfidf lr-adequacy)"}
 
 VARIANTS: dict[str, Callable[[TrainSet], Scorer]] = {
     "lr-adequacy": lr_adequacy,

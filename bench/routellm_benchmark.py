@@ -72,8 +72,7 @@ def assert_disjoint(train_prompts, test_prompts) -> None:
 
 
 def evaluate(score, weak, strong) -> dict:
-    scale = 1.0
-    points = M.routellm_operating_points(score, weak, strong, scale=scale)
+    points = M.routellm_operating_points(score, weak, strong, scale=1.0)
     wq, sq = float(np.mean(weak)), float(np.mean(strong))
     return {"apgr": M.routellm_apgr(points, wq, sq), "apgr_paper": M.paper_apgr(points, wq, sq),
             "cpt50": M.routellm_cpt(points, 0.5, wq, sq), "cpt80": M.routellm_cpt(points, 0.8, wq, sq)}
@@ -178,7 +177,7 @@ def main(argv=None) -> None:
             results += [{"benchmark": bench, "seed": seed, "router": n, **evaluate(s, weak, strong)} for n, s in rows
                         if not (suffix and n in ("random", "oracle"))]
     # one BLAS thread, as the router runs (router/service.py): OpenBLAS threads that spin after each small
-    # matmul fight onnxruntime's threads for the 2 cores and double the decision time
+    # matmul fight onnxruntime's threads for the 2 cores and slow the decision
     with threadpool_limits(1, user_api="blas"):
         for bench, (scorer, prompts) in timed.items():
             if args.latency_prompts:

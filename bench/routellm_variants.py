@@ -1,6 +1,6 @@
 """Lightweight router variants for the RouteLLM benchmark: each fits on a training set and returns a scorer
 (features, prompts) -> score, where a higher score means "send to the strong model". Every variant is
-CPU-only and scores one prompt in well under a millisecond after the MiniLM embedding (measured by the bench).
+CPU-only and scores one prompt at a time; the benchmark times the whole decision, embedding included.
 """
 from __future__ import annotations
 

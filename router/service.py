@@ -32,7 +32,7 @@ class RoutingService:
         self.catalogue = catalogue or load_catalogue()
         self.encoder = encoder or Encoder(self.catalogue.encoder)
         # one BLAS thread for the classifier's small matmuls: OpenBLAS threads that spin after each call fight
-        # onnxruntime's threads for the cores and double the decision time on 2 cores (bench/routellm_benchmark.py)
+        # onnxruntime's threads for the cores and slow the decision
         threadpool_limits(1, user_api="blas")
         self._live: LivePolicy | None = None
         self.last_error: str | None = None

@@ -6,7 +6,9 @@ Protocol: decontaminated as RouteLLM does; MMLU trains on at most 1,500 unique p
 others; GSM8K trains on at most 300; MT-Bench is never trained on (the router learns from that seed's MMLU and
 GSM8K training prompts, plus the project's own judged table data/outcomes/default.csv, none of whose prompts is
 from MT-Bench; rows marked [MMLU+GSM8K only] leave that table out) and routes on the first turn, scored with the
-GPT-4 judge's scores, both turns averaged as RouteLLM's MTBench.evaluate does. Splits are by unique prompt text; 3 seeds, mean and spread reported.
+GPT-4 judge's scores, both turns averaged as RouteLLM's MTBench.evaluate does. The answer-length variants also
+learn from the GPT-4 answers of the GSM8K training prompts (a training-only target; no test prompt's answer is
+read). Splits are by unique prompt text; 3 seeds, mean and spread reported.
 For each benchmark and seed it writes DIR/<benchmark>-seed<k>-train.csv (prompt) and -test.csv (prompt, score;
 higher means send to the strong model), so anyone can recompute the metrics from these files and the public data.
 """
@@ -95,20 +97,32 @@ def load_all(encoder: Encoder, extra: str | None = None) -> dict:
     for name in ("mmlu", "gsm8k"):
         table = load_routellm(name)
         vectors, tokens = embed(table.prompts, encoder, desc=f"embed {name}")
-        data[name] = (table.frame[["prompt", "subject", WEAK, STRONG]], feature_matrix(vectors, tokens))
+        frame = table.frame[["prompt", "subject", WEAK, STRONG]].assign(answer_length=answer_lengths(name, table))
+        data[name] = (frame, feature_matrix(vectors, tokens))
     mt = load_mt_bench()
     vectors, tokens = embed(mt["prompt"].tolist(), encoder, desc="embed mt_bench")
     data["mt_bench"] = (mt.assign(subject="mt_bench"), feature_matrix(vectors, tokens))
     return data
 
 
+def answer_lengths(name: str, table) -> np.ndarray:
+    """log(1 + chars) of GPT-4's answer per prompt where the public data has the answers (GSM8K), else NaN."""
+    if name != "gsm8k":
+        return np.full(len(table.prompts), np.nan)
+    raw = pd.read_csv(DATA / "gsm8k" / "gsm8k_responses.csv")
+    chars = dict(zip(raw["prompt"], raw["gpt-4-1106-preview_response"].fillna("").astype(str).str.len()))
+    return np.log1p(table.frame["prompt"].map(chars).to_numpy(float))
+
+
 def training_set(data: dict, bench: str, splits: dict, with_extra: bool = False) -> TrainSet:
     # MT-Bench is never trained on: it learns from this seed's MMLU and GSM8K training prompts (and our own table)
     sources = ("mmlu", "gsm8k") + (("extra",) if with_extra else ()) if bench == "mt_bench" else (bench,)
     rows = {n: splits[n][0] if n in splits else np.arange(len(data[n][0])) for n in sources}
-    pick = lambda col: np.concatenate([data[n][0][col].to_numpy()[rows[n]] for n in sources])  # noqa: E731
+    pick = lambda col: np.concatenate([data[n][0][col].to_numpy()[rows[n]] if col in data[n][0]  # noqa: E731
+                                       else np.full(len(rows[n]), np.nan) for n in sources])
     return TrainSet(x=np.vstack([data[n][1][rows[n]] for n in sources]), prompts=pick("prompt"),
-                    weak=pick(WEAK).astype(float), strong=pick(STRONG).astype(float), domain=pick("subject"))
+                    weak=pick(WEAK).astype(float), strong=pick(STRONG).astype(float), domain=pick("subject"),
+                    answer_length=pick("answer_length").astype(float))
 
 
 def decision_latency_ms(encoder: Encoder, scorer, prompts, n: int, lexical: bool = False) -> tuple[float, float]:

@@ -20,6 +20,7 @@ class TrainSet:
     weak: np.ndarray     # weak model's quality per prompt
     strong: np.ndarray   # strong model's quality per prompt
     domain: np.ndarray   # MMLU subject, or the benchmark's name: the label the domain prior learns
+    answer_length: np.ndarray | None = None  # log chars of the strong model's answer (GSM8K only, else NaN)
 
     @property
     def gain(self) -> np.ndarray:
@@ -142,6 +143,21 @@ def hand_ridge(t: TrainSet, alpha: float = 10.0) -> Scorer:
     return lambda x, p: model.predict(scaler.transform(hand_features(p)))
 
 
+def answer_length(t: TrainSet, alpha: float = 10.0) -> Scorer:
+    """Predicted length of the strong model's answer, a difficulty proxy learned from the training rows' answers
+    (privileged information: the answers are a training-only target, never a feature). A long worked solution
+    means many steps, where the weak model slips more often; the target is dense, unlike the binary gain."""
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+    known = np.isfinite(t.answer_length) if t.answer_length is not None else np.zeros(len(t.prompts), bool)
+    if known.sum() < 10:  # no answers in this training set (MMLU has none): a constant, i.e. no opinion
+        return lambda x, p: np.zeros(len(p))
+    scaler = StandardScaler().fit(hand_features(t.prompts[known]))
+    feats = lambda x, p: np.hstack([scaler.transform(hand_features(p)), x])  # noqa: E731
+    model = Ridge(alpha=alpha).fit(feats(t.x[known], t.prompts[known]), t.answer_length[known])
+    return lambda x, p: model.predict(feats(x, p))
+
+
 def hgb_gain(t: TrainSet) -> Scorer:
     """Gradient boosting on the gain (a regression, so its output is an expected gain, calibrated by construction)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -197,4 +213,6 @@ VARIANTS: dict[str, Callable[[TrainSet], Scorer]] = {
                                                                           tfidf_adequacy),
     "blend(domain-prior,lr-adequacy,tfidf lr-adequacy)": rank_blend(domain_prior, lr_adequacy, tfidf_adequacy),
     "blend(knn64,domain-prior,lr-adequacy,hand)": rank_blend(knn_gain, domain_prior, lr_adequacy, hand_ridge),
+    "answer-length ridge (GPT-4 answer length, a training-only target)": answer_length,
+    "blend(knn64,hand,answer-length)": rank_blend(knn_gain, hand_ridge, answer_length),
 }

@@ -41,6 +41,41 @@ def test_overlapping_train_and_test_prompts_are_refused():
         assert_disjoint(["a", "b"], ["b", "c"])
 
 
+def test_learning_curve_keeps_one_test_set_and_nests_training_sets():
+    from routellm_learning_curve import nested_splits
+    prompts = ["a", "a", "b", "c", "d", "d", "e", "f", "g"]
+    test, train = nested_splits(prompts, test_size=2, sizes=[2, 4, None], seed=1)
+    test_prompts = {prompts[i] for i in test}
+    sets = {n: {prompts[i] for i in rows} for n, rows in train.items()}
+    assert len(test_prompts) == 2 and sorted(sets) == [2, 4, 5]  # None = the 5 prompts outside the test set
+    assert sets[2] < sets[4] < sets[5] and not sets[5] & test_prompts
+    assert sets[5] | test_prompts == set(prompts)
+    with pytest.raises(ValueError, match="training size 6 exceeds the 5 prompts"):
+        nested_splits(prompts, test_size=2, sizes=[6], seed=1)
+    with pytest.raises(ValueError, match="leaves no training prompt"):
+        nested_splits(prompts, test_size=7, sizes=[1], seed=1)
+
+
+def test_subject_prior_is_the_smoothed_training_mean_of_the_subject():
+    from routellm_learning_curve import subject_prior
+    # overall training mean 0.5; subject x: (1 + 1 + 2*0.5) / (2 + 2) = 0.75; unseen subject z: the overall mean
+    got = subject_prior(["x", "x", "y", "y"], [1.0, 1.0, 0.0, 0.0], ["x", "y", "z"], smoothing=2.0)
+    assert got.tolist() == [0.75, 0.25, 0.5]
+
+
+def test_answer_length_variant_learns_from_answers_only_where_the_data_has_them():
+    from routellm_variants import TrainSet, answer_length
+    rng = np.random.default_rng(0)
+    prompts = np.array([f"Q{i}: " + "word " * (i % 7) + "1 + 2" * (i % 3) for i in range(40)], dtype=object)
+    x = rng.normal(size=(40, 5))
+    lengths = np.log1p(50 + 30 * (np.arange(40) % 7))  # longer questions get longer answers here
+    t = TrainSet(x=x, prompts=prompts, weak=np.zeros(40), strong=np.ones(40), domain=np.array(["g"] * 40),
+                 answer_length=lengths)
+    assert np.corrcoef(answer_length(t)(x, prompts), lengths)[0, 1] > 0.5
+    no_answers = TrainSet(**{**t.__dict__, "answer_length": np.full(40, np.nan)})
+    assert np.all(answer_length(no_answers)(x, prompts) == 0.0)  # MMLU has no answers: no opinion, not a crash
+
+
 def test_benchmark_command_follows_the_protocol(tmp_path):
     """One seed of the real command on the shipped RouteLLM data: caps, decontamination, disjoint splits."""
     from routellm_benchmark import main

@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S := 30
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S := 30
 
-.PHONY: install weights browser run test bench report routellm-benchmark routellm-learning-curve
+.PHONY: install weights browser run test bench report routellm-benchmark routellm-learning-curve routellm-small-lm
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -45,3 +45,6 @@ routellm-benchmark: weights
 
 routellm-learning-curve: weights
 	$(BIN)/python bench/routellm_learning_curve.py --out $(OUT)
+
+routellm-small-lm: weights
+	$(BIN)/python bench/routellm_small_lm_signal.py --out $(OUT)

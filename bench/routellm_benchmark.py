@@ -137,12 +137,20 @@ def decision_latency_ms(encoder: Encoder, scorer, prompts, n: int, lexical: bool
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
+def seed_list(text: str) -> list[int]:
+    """argparse type for --seeds: comma-separated integers."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="bench/routellm")
     parser.add_argument("--router", default=CHOSEN, choices=list(VARIANTS), help="the variant whose scores are written")
     parser.add_argument("--variants", default="all", help="variants to tabulate, separated by ';' (default: all)")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2])
     parser.add_argument("--latency-prompts", type=int, default=300)
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="embed only a prompt's first N tokens (faster, coarser); default: the catalogue's 256")
@@ -155,7 +163,7 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     names = list(dict.fromkeys([args.router, *names]))
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     encoder = Encoder(threads=2)

@@ -21,7 +21,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from routellm_benchmark import CHOSEN, MAX_TRAIN, STRONG, WEAK, assert_disjoint, evaluate, load_all  # noqa: E402
+from routellm_benchmark import (CHOSEN, MAX_TRAIN, STRONG, WEAK, assert_disjoint, evaluate, load_all,  # noqa: E402
+                                seed_list)
 from routellm_variants import VARIANTS, TrainSet  # noqa: E402
 from router.features import Encoder  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -105,10 +106,10 @@ def table(df: pd.DataFrame) -> list[str]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="bench/routellm")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2])
     parser.add_argument("--benchmarks", default="mmlu,gsm8k")
     args = parser.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     benches = args.benchmarks.split(",")
     if unknown := [b for b in benches if b not in PLAN]:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(PLAN)}")

@@ -1,4 +1,5 @@
 """The RouteLLM benchmark protocol's data handling: MT-Bench decontamination and scoring, prompt-level splits."""
+import math
 import sys
 from pathlib import Path
 
@@ -74,6 +75,17 @@ def test_answer_length_variant_learns_from_answers_only_where_the_data_has_them(
     assert np.corrcoef(answer_length(t)(x, prompts), lengths)[0, 1] > 0.5
     no_answers = TrainSet(**{**t.__dict__, "answer_length": np.full(40, np.nan)})
     assert np.all(answer_length(no_answers)(x, prompts) == 0.0)  # MMLU has no answers: no opinion, not a crash
+
+
+def test_small_lm_letter_probabilities_renormalise_over_the_options():
+    from routellm_small_lm_signal import entropy, letter_probs, uncertainty
+    top = [{"token": "To", "logprob": math.log(0.5)}, {"token": "B", "logprob": math.log(0.3)},
+           {"token": " A", "logprob": math.log(0.1)}, {"token": "D", "logprob": math.log(0.1)}]
+    probs = letter_probs(top)  # "To" is not an option; C is missing from the top tokens
+    assert probs == pytest.approx([0.2, 0.6, 0.0, 0.2])
+    assert uncertainty(probs) == pytest.approx(0.4)
+    assert letter_probs([{"token": "The", "logprob": -0.1}]) == [0.25] * 4  # no letter at all: no opinion
+    assert entropy([0.25] * 4) == pytest.approx(math.log(4)) and entropy([1.0, 0, 0, 0]) == 0.0
 
 
 def test_benchmark_command_follows_the_protocol(tmp_path):

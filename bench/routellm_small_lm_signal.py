@@ -80,7 +80,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="bench/routellm")
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
-    parser.add_argument("--prompts", type=int, default=800)
+    parser.add_argument("--prompts", type=int, default=1600)
     args = parser.parse_args(argv)
     from models.catalogue import load_catalogue
     if args.model not in load_catalogue().names():

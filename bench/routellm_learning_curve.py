@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from routellm_benchmark import (CHOSEN, MAX_TRAIN, STRONG, WEAK, assert_disjoint, evaluate, load_all,  # noqa: E402
                                 seed_list)
-from routellm_variants import VARIANTS, TrainSet  # noqa: E402
+from routellm_variants import VARIANTS, TrainSet, smoothed_domain_gain  # noqa: E402
 from router.features import Encoder  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -54,10 +54,10 @@ def nested_splits(prompts, test_size: int, sizes: list[int | None], seed: int) -
 
 def subject_prior(train_subject, train_gain, test_subject, smoothing: float = 10.0) -> np.ndarray:
     """Each test prompt's subject's mean training gain, shrunk towards the overall mean (as domain_prior does)."""
-    overall = float(np.mean(train_gain))
-    by = pd.Series(train_gain).groupby(np.asarray(train_subject)).agg(["sum", "count"])
-    prior = ((by["sum"] + smoothing * overall) / (by["count"] + smoothing)).to_dict()
-    return np.array([prior.get(s, overall) for s in test_subject], dtype=float)
+    train_gain, train_subject = np.asarray(train_gain, dtype=float), np.asarray(train_subject)
+    subjects = np.unique(train_subject)
+    prior = dict(zip(subjects, smoothed_domain_gain(train_gain, train_subject, subjects, smoothing)))
+    return np.array([prior.get(s, float(np.mean(train_gain))) for s in test_subject], dtype=float)
 
 
 def run(data: dict, bench: str, test_size: int, sizes: list[int | None], variants: list[str], seeds) -> list[dict]:

@@ -52,28 +52,13 @@ def entropy(probs) -> float:
     return -sum(p * math.log(p) for p in probs if p > 0)
 
 
-def ask(server, prompt: str) -> tuple[list[float], float]:
+def ask(backend, prompt: str) -> tuple[list[float], float]:
     started = time.perf_counter()
-    reply = server.handle_chat_completions({
+    reply = backend.raw({
         "messages": [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": prompt}],
         "max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 10})
-    if "error" in reply:
-        raise RuntimeError(reply["error"])
     content = reply["choices"][0]["logprobs"]["content"]
     return letter_probs(content[0]["top_logprobs"] if content else []), (time.perf_counter() - started) * 1000
-
-
-def start_server(model: str):
-    import xllamacpp
-
-    from models.catalogue import load_catalogue
-    from models.fetch import verified_path
-    params = xllamacpp.CommonParams()
-    params.model.path = str(verified_path(load_catalogue().model(model).weights[0]))  # sha256-checked weights
-    params.n_ctx = 4096
-    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = 2
-    params.verbosity = 0
-    return xllamacpp.Server(params)
 
 
 def main(argv=None) -> None:
@@ -102,10 +87,11 @@ def main(argv=None) -> None:
     done = {r["row"]: r for r in map(json.loads, cache.open())} if cache.exists() else {}
     todo = [int(r) for r in rows if int(r) not in done]
     if todo:
-        server = start_server(args.model)
+        from models.llamacpp import LlamaCppBackend  # the serving backend: sha256-checked weights, 2 threads
+        backend = LlamaCppBackend(load_catalogue().model(args.model), n_parallel=1)
         with cache.open("a") as sink:
             for row in tqdm(todo, desc=f"{args.model} on MMLU", unit="prompt"):
-                probs, ms = ask(server, frame["prompt"].iloc[row])
+                probs, ms = ask(backend, frame["prompt"].iloc[row])
                 done[row] = {"row": row, "probs": probs, "ms": ms}
                 sink.write(json.dumps(done[row]) + "\n")
                 sink.flush()

@@ -85,6 +85,13 @@ def knn_gain(t: TrainSet, k: int = 64, temperature: float | None = None) -> Scor
     return score
 
 
+def smoothed_domain_gain(gain: np.ndarray, domain: np.ndarray, domains, smoothing: float) -> np.ndarray:
+    """Each domain's mean gain, shrunk towards the overall mean: (sum + smoothing * overall) / (n + smoothing)."""
+    overall = float(np.mean(gain))
+    return np.array([(gain[domain == d].sum() + smoothing * overall) / ((domain == d).sum() + smoothing)
+                     for d in domains])
+
+
 def domain_prior(t: TrainSet, smoothing: float = 10.0, lexical: bool = False) -> Scorer:
     """Per-domain prior: predict the domain (MMLU subject) from the embedding (or from TF-IDF), then take the
     expected smoothed mean gain of that domain. Smoothing shrinks small domains towards the overall mean."""
@@ -94,8 +101,7 @@ def domain_prior(t: TrainSet, smoothing: float = 10.0, lexical: bool = False) ->
         return lambda x, p: np.full(len(p), overall)
     feats = _tfidf(t).transform if lexical else None
     model = _lr(3.0 if not lexical else 10.0).fit(feats(t.prompts) if lexical else t.x, t.domain)
-    priors = np.array([(t.gain[t.domain == d].sum() + smoothing * overall) / ((t.domain == d).sum() + smoothing)
-                       for d in model.classes_])
+    priors = smoothed_domain_gain(t.gain, t.domain, model.classes_, smoothing)
     return lambda x, p: model.predict_proba(feats(p) if lexical else x) @ priors
 
 

@@ -47,13 +47,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _local_file(weight: WeightFile, directory: Path | None) -> Path:
+    path = (directory or weights_dir()) / weight.file
+    if not path.is_file():
+        raise FetchError(f"{weight.file} is missing from {path.parent}; run `router fetch-models` (or `make weights`)")
+    return path
+
+
 def verified_path(weight: WeightFile, directory: Path | None = None) -> Path:
     """The local path of a weight file, checked against its pinned sha256 (re-hashed if the stamp is stale).
     The stamp saves hashing a 1 GB GGUF on every replica start; loading a GGUF runs no code. Pickles use
     `verified_bytes`, which always hashes."""
-    path = (directory or weights_dir()) / weight.file
-    if not path.is_file():
-        raise FetchError(f"{weight.file} is missing from {path.parent}; run `router fetch-models` (or `make weights`)")
+    path = _local_file(weight, directory)
     stamp = _stamp_path(path)
     if stamp.is_file() and stamp.read_text() == _stamp_for(path, weight.sha256):
         return path
@@ -68,9 +73,7 @@ def verified_path(weight: WeightFile, directory: Path | None = None) -> Path:
 def verified_bytes(weight: WeightFile, directory: Path | None = None) -> bytes:
     """The file's bytes, hashed every time (no stamp shortcut): for pickles, whose loading runs code, the bytes
     that are unpickled must be exactly the bytes that were checked."""
-    path = (directory or weights_dir()) / weight.file
-    if not path.is_file():
-        raise FetchError(f"{weight.file} is missing from {path.parent}; run `router fetch-models` (or `make weights`)")
+    path = _local_file(weight, directory)
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if actual != weight.sha256:

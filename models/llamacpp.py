@@ -44,7 +44,8 @@ class LlamaCppBackend(ChatBackend):
         params.verbosity = 0
         self._server = xllamacpp.Server(params)
 
-    def _call(self, body: dict, callback=None) -> dict | None:
+    def raw(self, body: dict, callback=None) -> dict | None:
+        """One OpenAI-shaped body (chat, or completion when it has a prompt) as llama.cpp answers it; blocking."""
         handle = self._server.handle_completions if "prompt" in body else self._server.handle_chat_completions
         try:
             result = handle(body, callback) if callback else handle(body)
@@ -56,7 +57,7 @@ class LlamaCppBackend(ChatBackend):
 
     async def generate(self, request: GenerationRequest) -> Generation:
         started = time.perf_counter()
-        result = await asyncio.to_thread(self._call, _body(request, stream=False))
+        result = await asyncio.to_thread(self.raw, _body(request, stream=False))
         choice = result["choices"][0]
         usage = result.get("usage", {})
         tokens = (choice.get("logprobs") or {}).get("content") or []
@@ -78,7 +79,7 @@ class LlamaCppBackend(ChatBackend):
 
         async def run() -> None:
             try:
-                await asyncio.to_thread(self._call, _body(request, stream=True), on_chunk)
+                await asyncio.to_thread(self.raw, _body(request, stream=True), on_chunk)
                 queue.put_nowait(done)
             except BackendError as exc:
                 queue.put_nowait(exc)

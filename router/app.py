@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -40,6 +40,13 @@ from router.yaml_source import ConfigError
 logger = logging.getLogger("ray.serve")
 MODERATION_PROMPT = (Path(__file__).parent / "rubrics" / "moderation.txt").read_text()
 api = FastAPI(title="ensemble-router", version="0.1.0")
+
+
+class Failure(NamedTuple):
+    """One candidate that did not answer: its model, the kind (timeout or error) and the message for clients."""
+    model: str
+    kind: str
+    message: str
 
 
 def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
@@ -192,13 +199,11 @@ class RouterIngress:
         if body.stream:
             if session:
                 self.sessions.record(session, decision.model, tier_cost)
-            self._remember(body.routing_text(), decision, decision.model, None, "chat.completions")
-            return self._stream(decision, generation, policy.version)
-        outcome = await self._answer(decision, generation, policy)
-        if isinstance(outcome, JSONResponse):
-            return outcome
-        model, result, router_info, headers = self._answered(decision, outcome, policy, body.routing_text(),
-                                                             "chat.completions")
+            return self._stream(decision, generation, policy.version, body.routing_text(), "chat.completions")
+        answered = await self._complete(decision, generation, policy, body.routing_text(), "chat.completions")
+        if isinstance(answered, JSONResponse):
+            return answered
+        model, result, router_info, headers = answered
         if session:
             self.sessions.record(session, model, tier_cost)
         return JSONResponse(chat_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
@@ -215,16 +220,16 @@ class RouterIngress:
         if error is not None:
             return error
         policy = self.service.live.policy
-        generation = {"messages": [], "prompt": body.prompt, "max_tokens": min(body.max_tokens, policy.limits.max_output_tokens),
+        generation = {"messages": [], "prompt": body.prompt,
+                      "max_tokens": min(body.max_tokens, policy.limits.max_output_tokens),
                       "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed,
                       "stop": [body.stop] if isinstance(body.stop, str) else body.stop}
         if body.stream:
-            self._remember(body.prompt, decision, decision.model, None, "completions")
-            return self._stream(decision, generation, policy.version, text_completion=True)
-        outcome = await self._answer(decision, generation, policy)
-        if isinstance(outcome, JSONResponse):
-            return outcome
-        model, result, router_info, headers = self._answered(decision, outcome, policy, body.prompt, "completions")
+            return self._stream(decision, generation, policy.version, body.prompt, "completions", text_completion=True)
+        answered = await self._complete(decision, generation, policy, body.prompt, "completions")
+        if isinstance(answered, JSONResponse):
+            return answered
+        model, result, router_info, headers = answered
         return JSONResponse(text_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
                                             result["output_tokens"], router_info), headers=headers)
 
@@ -286,16 +291,20 @@ class RouterIngress:
         return {"id": "modr-" + completion_id()[9:], "model": name, "results": results}
 
     # --- helpers -------------------------------------------------------------------------------------------
-    def _answered(self, decision: Decision, outcome: tuple, policy, prompt: str, endpoint: str):
-        """What every non-streamed answer shares: the log line, metrics, the decision log for feedback, the body's
-        router block and the x-router-* headers. Returns (model, result, router_info, headers)."""
+    async def _complete(self, decision: Decision, generation: dict, policy, prompt: str, endpoint: str):
+        """A non-streamed answer and what every one shares: the log line, metrics, the decision log for feedback,
+        the body's router block and the x-router-* headers. Returns (model, result, router_info, headers), or an
+        error response."""
+        outcome = await self._answer(decision, generation, policy)
+        if isinstance(outcome, JSONResponse):
+            return outcome
         model, result, failures, cascade = outcome
         catalogue = self.service.catalogue  # the policy is the one the request was routed under
         logger.info("request %s: %s by %s (%s)", current_request_id(), decision.rule, model, decision.reason)
         tokens_in, tokens_out = result["input_tokens"], result["output_tokens"]
-        self.metrics.answered(model, decision.rule, tokens_in, tokens_out, catalogue.model(model).cost(tokens_in, tokens_out),
-                              failures)
-        fallback_reason = "; ".join(failures) or None
+        self.metrics.answered(model, decision.rule, tokens_in, tokens_out,
+                              catalogue.model(model).cost(tokens_in, tokens_out), [(f.model, f.kind) for f in failures])
+        fallback_reason = "; ".join(f.message for f in failures) or None
         self._remember(prompt, decision, model, fallback_reason, endpoint)
         router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "cascade": cascade,
                        "policy_version": policy.version, "model_latency_s": round(result.get("latency_s", 0.0), 4)}
@@ -325,9 +334,9 @@ class RouterIngress:
                 return _error(503, f"{model} is at capacity; retry shortly", "server_error", code="overloaded",
                               headers={"retry-after": "1"})
             except asyncio.TimeoutError:
-                failures.append(f"{model} timed out after {timeout:g}s")
+                failures.append(Failure(model, "timeout", f"{model} timed out after {timeout:g}s"))
             except Exception as exc:
-                failures.append(f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}")
+                failures.append(Failure(model, "error", f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}"))
             else:
                 floor = policy.models[model].cascade_min_logprob
                 if position + 1 < len(chain) and should_escalate(result.get("mean_logprob"), floor):
@@ -338,9 +347,10 @@ class RouterIngress:
                     result = None
                     continue
                 break
-            logger.warning("request %s: %s", current_request_id(), failures[-1])
+            logger.warning("request %s: %s", current_request_id(), failures[-1].message)
         if result is None:
-            return _error(502, "every candidate model failed: " + "; ".join(failures), "server_error")
+            return _error(502, "every candidate model failed: " + "; ".join(f.message for f in failures),
+                          "server_error")
         return model, result, failures, cascade
 
     def _decide(self, body: ChatCompletionRequest) -> tuple[Decision | None, JSONResponse | None]:
@@ -367,8 +377,10 @@ class RouterIngress:
             return None, _error(400, decision.reason, param="messages", code="context_length_exceeded")
         return decision, None
 
-    def _stream(self, decision: Decision, request: dict, version: str, text_completion: bool = False) -> StreamingResponse:
+    def _stream(self, decision: Decision, request: dict, version: str, prompt: str, endpoint: str,
+                text_completion: bool = False) -> StreamingResponse:
         model = decision.model
+        self._remember(prompt, decision, model, None, endpoint)
 
         def failed(exc: Exception) -> None:
             logger.warning("request %s: %s failed mid-stream: %s", current_request_id(), model, exc)

@@ -50,7 +50,8 @@ class RouterMetrics:
             self.confidence.observe(p, tags={"model": model})
 
     def answered(self, model: str, rule: str, input_tokens: int, output_tokens: int, cost: float,
-                 failures: list[str]) -> None:
+                 failures: list[tuple[str, str]]) -> None:
+        """failures: (model, kind) of each candidate that did not answer first; kind is timeout or error."""
         self.requests.inc(tags={"model": model, "rule": rule})
         # Ray's Counter.inc refuses values <= 0 (an empty answer has 0 output tokens): skip those
         if input_tokens > 0:
@@ -59,6 +60,5 @@ class RouterMetrics:
             self.tokens.inc(output_tokens, tags={"model": model, "direction": "out"})
         if cost > 0:
             self.cost.inc(cost, tags={"model": model})
-        for failure in failures:
-            failed, reason = failure.split(" ", 1)
-            self.fallbacks.inc(tags={"model": failed, "reason": "timeout" if "timed out" in reason else "error"})
+        for failed, kind in failures:
+            self.fallbacks.inc(tags={"model": failed, "reason": kind})

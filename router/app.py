@@ -26,6 +26,7 @@ from router.decision import (Decision, apply_session_floor, blended_cost, fallba
                              moderation_needs_large_model, should_escalate, specialist_flags)
 from router.features import Encoder
 from router.feedback import DecisionLog, FeedbackRequest, append_feedback
+from router.last_good import LastGoodPolicy
 from router.model_server import EmbeddingServer, ModelServer, ModerationServer
 from router.policy import DEFAULT_POLICY_PATH, load_policy
 from router.schemas import (MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
@@ -35,7 +36,6 @@ from router.service import RoutingService
 from router.sessions import SessionTiers
 from router.streaming import sse_events
 from router.telemetry import RouterMetrics
-from router.yaml_source import ConfigError
 
 logger = logging.getLogger("ray.serve")
 MODERATION_PROMPT = (Path(__file__).parent / "rubrics" / "moderation.txt").read_text()
@@ -90,6 +90,40 @@ def _headers(decision: Decision, version: str, fallback_reason: str | None = Non
     return headers
 
 
+# Defined above the class on purpose: Serve pickles the class by value when it is decorated, with the globals
+# its methods name that exist at that moment.
+async def _prepend(first: dict | None, rest):
+    if first is not None:
+        yield first
+    async for delta in rest:
+        yield delta
+
+
+async def _first_answer(chain: list[str], policy, call, accept=None):
+    """Try each model of `chain` in turn: `await call(model)`, bounded by the model's timeout_s. A timeout or a
+    failure moves on to the next model, and so does a result that accept(position, model, result) turns down.
+    Returns (model, result, failures), or an error response: 503 when a model is at capacity, 502 when none
+    answered."""
+    failures = []
+    for position, model in enumerate(chain):
+        timeout = policy.models[model].timeout_s
+        try:
+            result = await asyncio.wait_for(call(model), timeout)
+        except BackPressureError:  # past capacity: tell the client to retry rather than pile onto another model
+            return _error(503, f"{model} is at capacity; retry shortly", "server_error", code="overloaded",
+                          headers={"retry-after": "1"})
+        except asyncio.TimeoutError:
+            failures.append(Failure(model, "timeout", f"{model} timed out after {timeout:g}s"))
+        except Exception as exc:
+            failures.append(Failure(model, "error", f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}"))
+        else:
+            if accept is None or accept(position, model, result):
+                return model, result, failures
+            continue
+        logger.warning("request %s: %s", current_request_id(), failures[-1].message)
+    return _error(502, "every candidate model failed: " + "; ".join(f.message for f in failures), "server_error")
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, max_queued_requests=256)
 @serve.ingress(api)
 class RouterIngress:
@@ -103,17 +137,25 @@ class RouterIngress:
         self.metrics = RouterMetrics()
         # 2 intra-op threads by default: the embedding is most of the decision (make bench times it)
         self.service = RoutingService(Encoder(threads=encoder_threads))
+        self.last_good = LastGoodPolicy(serve.get_replica_context().app_name)
         replica.register(self)
 
     def reconfigure(self, user_config: dict) -> None:
+        """A new policy from the user_config. Valid: it goes live and is kept as the last good one. Refused: the
+        old one keeps serving; at a replica's start (when Serve restarts it with a refused edit) the last good
+        policy serves. With no last good policy, a refused first policy stops the deployment from starting."""
         data = (user_config or {}).get("policy")
-        try:
-            policy = self.service.apply_policy(data)
+        outcome, policy = self.service.take(data, self.last_good.load)
+        if outcome == "applied":
+            self.last_good.save(data)
             logger.info("policy %s is live", policy.version)
-        except ConfigError as exc:
-            if self.service._live is None:
-                raise  # the first policy must be valid, or the deployment must not start
-            logger.error("policy edit refused, keeping version %s:\n%s", self.service.live.policy.version, exc)
+        elif outcome == "refused":
+            logger.error("policy edit refused, keeping version %s:\n%s", policy.version, self.service.last_error)
+        else:
+            logger.error("POLICY REFUSED AT START: the user_config's policy is invalid, so this replica serves the "
+                         "last good policy %s. Deploy a valid policy to clear this.\n%s", policy.version,
+                         self.service.last_error)
+        self.metrics.policy_refused(self.service.refused is not None)
 
     # --- routes -------------------------------------------------------------------------------------------
     @api.get("/healthz")
@@ -127,7 +169,9 @@ class RouterIngress:
                 await asyncio.wait_for(handle.ready.remote(), timeout=5)
             except Exception:
                 not_ready.append(name)
+        refused = self.service.refused
         body = {"status": "ok" if not not_ready else "loading", "policy_version": self.service.live.policy.version,
+                "refused_policy_version": refused.version if refused else None, "policy_refused": refused is not None,
                 "models": list(self.handles), "not_ready": not_ready}
         return JSONResponse(body, status_code=503 if not_ready else 200)
 
@@ -168,8 +212,11 @@ class RouterIngress:
     @api.get("/v1/policy")
     def policy(self) -> dict:
         live = self.service.live
+        refused = self.service.refused
         return {"version": live.policy.version, "applied_at": live.applied_at, "replica_pid": os.getpid(),
-                "policy": live.policy.model_dump(mode="json"), "last_rejected_edit": self.service.last_error}
+                "replica": serve.get_replica_context().replica_id.unique_id,
+                "policy": live.policy.model_dump(mode="json"), "last_rejected_edit": self.service.last_error,
+                "refused_edit": refused.as_dict() if refused else None}
 
     @api.post("/v1/route")
     async def route(self, body: ChatCompletionRequest, request: Request):
@@ -197,9 +244,9 @@ class RouterIngress:
                       "max_tokens": min(body.output_budget(), policy.limits.max_output_tokens),
                       "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop, "seed": body.seed}
         if body.stream:
-            if session:
-                self.sessions.record(session, decision.model, tier_cost)
-            return self._stream(decision, generation, policy.version, body.routing_text(), "chat.completions")
+            on_model = (lambda model: self.sessions.record(session, model, tier_cost)) if session else None
+            return await self._stream(decision, generation, policy, body.routing_text(), "chat.completions",
+                                      on_model=on_model)
         answered = await self._complete(decision, generation, policy, body.routing_text(), "chat.completions")
         if isinstance(answered, JSONResponse):
             return answered
@@ -225,7 +272,7 @@ class RouterIngress:
                       "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed,
                       "stop": [body.stop] if isinstance(body.stop, str) else body.stop}
         if body.stream:
-            return self._stream(decision, generation, policy.version, body.prompt, "completions", text_completion=True)
+            return await self._stream(decision, generation, policy, body.prompt, "completions", text_completion=True)
         answered = await self._complete(decision, generation, policy, body.prompt, "completions")
         if isinstance(answered, JSONResponse):
             return answered
@@ -324,34 +371,21 @@ class RouterIngress:
         """Try the chosen model, then the next candidates, then the fallback. A failure or timeout moves on; so
         does a cascade escalation (an answer below the model's confidence floor, which is still paid for).
         Returns (model, result, failures, cascade steps), or an error response."""
-        failures, cascade, result, model = [], [], None, None
-        chain = fallback_chain(decision, policy)
-        for position, model in enumerate(chain):
-            timeout = policy.models[model].timeout_s
-            try:
-                result = await asyncio.wait_for(self.handles[model].generate.remote(generation), timeout)
-            except BackPressureError:  # past capacity: tell the client to retry rather than pile onto another model
-                return _error(503, f"{model} is at capacity; retry shortly", "server_error", code="overloaded",
-                              headers={"retry-after": "1"})
-            except asyncio.TimeoutError:
-                failures.append(Failure(model, "timeout", f"{model} timed out after {timeout:g}s"))
-            except Exception as exc:
-                failures.append(Failure(model, "error", f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}"))
-            else:
-                floor = policy.models[model].cascade_min_logprob
-                if position + 1 < len(chain) and should_escalate(result.get("mean_logprob"), floor):
-                    cascade.append({"model": model, "mean_logprob": result["mean_logprob"], "min_logprob": floor,
-                                    "cost": self.service.catalogue.model(model).cost(result["input_tokens"],
-                                                                                     result["output_tokens"])})
-                    self.metrics.escalated(model)
-                    result = None
-                    continue
-                break
-            logger.warning("request %s: %s", current_request_id(), failures[-1].message)
-        if result is None:
-            return _error(502, "every candidate model failed: " + "; ".join(f.message for f in failures),
-                          "server_error")
-        return model, result, failures, cascade
+        cascade, chain = [], fallback_chain(decision, policy)
+
+        def confident(position: int, model: str, result: dict) -> bool:
+            floor = policy.models[model].cascade_min_logprob
+            if position + 1 < len(chain) and should_escalate(result.get("mean_logprob"), floor):
+                cascade.append({"model": model, "mean_logprob": result["mean_logprob"], "min_logprob": floor,
+                                "cost": self.service.catalogue.model(model).cost(result["input_tokens"],
+                                                                                 result["output_tokens"])})
+                self.metrics.escalated(model)
+                return False
+            return True
+
+        outcome = await _first_answer(chain, policy, lambda model: self.handles[model].generate.remote(generation),
+                                      confident)
+        return outcome if isinstance(outcome, JSONResponse) else (*outcome, cascade)
 
     def _decide(self, body: ChatCompletionRequest) -> tuple[Decision | None, JSONResponse | None]:
         live = self.service.live
@@ -377,18 +411,44 @@ class RouterIngress:
             return None, _error(400, decision.reason, param="messages", code="context_length_exceeded")
         return decision, None
 
-    def _stream(self, decision: Decision, request: dict, version: str, prompt: str, endpoint: str,
-                text_completion: bool = False) -> StreamingResponse:
-        model = decision.model
-        self._remember(prompt, decision, model, None, endpoint)
+    async def _stream(self, decision: Decision, generation: dict, policy, prompt: str, endpoint: str,
+                      text_completion: bool = False, on_model=None):
+        """A streamed answer with the nets of a plain one: the model's timeout_s bounds the wait for its first
+        token, and a failure or timeout before it moves on along the same fallback chain. The headers go out once
+        the answering model is known. After the first token a failure ends the stream with an error event."""
+        async def first_token(model: str):
+            deltas = self.handles[model].options(stream=True).stream.remote(generation)
+            try:
+                return deltas, await deltas.__anext__()
+            except StopAsyncIteration:
+                return deltas, None
+            except BaseException:  # a timeout cancels this wait: stop the model's generation too
+                deltas.cancel()
+                raise
+
+        outcome = await _first_answer(fallback_chain(decision, policy), policy, first_token)
+        if isinstance(outcome, JSONResponse):
+            return outcome
+        model, (deltas, first), failures = outcome
+        fallback_reason = "; ".join(f.message for f in failures) or None
+        self._remember(prompt, decision, model, fallback_reason, endpoint)
+        if on_model is not None:
+            on_model(model)
+        logger.info("request %s: %s by %s, streamed (%s)", current_request_id(), decision.rule, model, decision.reason)
 
         def failed(exc: Exception) -> None:
             logger.warning("request %s: %s failed mid-stream: %s", current_request_id(), model, exc)
             self.metrics.failed_mid_stream(model)
 
-        deltas = self.handles[model].options(stream=True).stream.remote(request)
-        return StreamingResponse(sse_events(deltas, model, text_completion, failed), media_type="text/event-stream",
-                                 headers=_headers(decision, version))
+        def finished(tokens_in: int, tokens_out: int) -> None:
+            self.metrics.answered(model, decision.rule, tokens_in, tokens_out,
+                                  self.service.catalogue.model(model).cost(tokens_in, tokens_out),
+                                  [(f.model, f.kind) for f in failures], stream=True)
+
+        headers = _headers(decision, policy.version, fallback_reason)
+        headers["x-router-model"] = model
+        return StreamingResponse(sse_events(_prepend(first, deltas), model, text_completion, failed, finished),
+                                 media_type="text/event-stream", headers=headers)
 
 
 def build_app(args: dict[str, Any] | None = None):

@@ -7,6 +7,17 @@ import sys
 from pathlib import Path
 
 EXIT_BAD_INPUT = 2
+EXIT_POLICY_REFUSED = 1  # `router policy status`: the endpoint serves an older policy than the one deployed
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 def _fetch(args) -> None:
@@ -30,11 +41,28 @@ def _apply(args) -> None:
     print(apply_policy_file(Path(args.file), Path(args.config), args.address))
 
 
+def _status(args) -> int:
+    from router.live import policy_status
+
+    report, refused = policy_status(args.url)
+    print(report)
+    return EXIT_POLICY_REFUSED if refused else 0
+
+
+def _check_config(args) -> None:
+    from router.config_check import check_serve_config
+
+    print(check_serve_config(args.file))
+
+
 def _label(args) -> None:
     from router.label import label
+    from router.sandbox import Sandbox
 
+    sandbox = Sandbox(memory_mb=args.code_memory_mb, unsandboxed=args.unsafe_run_model_code_without_sandbox)
     table = label(Path(args.prompts), Path(args.out), args.models or None, limit=args.limit, rejudge_log=args.rejudge,
-                  grader=args.grader, per_model=args.per_model, threads=args.threads, address=args.address)
+                  grader=args.grader, per_model=args.per_model, threads=args.threads, address=args.address,
+                  sandbox=sandbox)
     print(f"wrote {table}")
 
 
@@ -74,6 +102,13 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--config", default="serve_config.yaml", help="the Serve config the app was deployed from")
     a.add_argument("--address", default="http://127.0.0.1:8265", help="Ray dashboard address (Serve REST API)")
     a.set_defaults(run=_apply)
+    st = pol.add_parser("status", help="the live policy of a running endpoint, and any refused edit (exit code 1)")
+    st.add_argument("--url", default="http://127.0.0.1:8000", help="the router's HTTP address")
+    st.set_defaults(run=_status)
+    cc = pol.add_parser("check-config", help="refuse a bad Serve config (schema, app args, policy) before "
+                        "`serve deploy`")
+    cc.add_argument("file")
+    cc.set_defaults(run=_check_config)
 
     lab = sub.add_parser("label", help="run every model over a prompt set, judge the answers, write the outcome table")
     lab.add_argument("--prompts", default="data/labels/prompts.jsonl")
@@ -85,6 +120,10 @@ def parser() -> argparse.ArgumentParser:
     lab.add_argument("--per-model", type=int, default=2, help="concurrent requests per model")
     lab.add_argument("--threads", type=int, help="llama.cpp threads per model (default: CPUs / models)")
     lab.add_argument("--address", help="Ray cluster to use, e.g. auto (default: a private local one)")
+    lab.add_argument("--code-memory-mb", type=_positive_int, default=1024, help="memory limit of judged code")
+    lab.add_argument("--unsafe-run-model-code-without-sandbox", action="store_true",
+                     help="run model-written code with the network and your files in reach when the sandbox cannot "
+                          "start (never on a machine that matters)")
     lab.set_defaults(run=_label)
 
     t = sub.add_parser("train", help="train the adequacy classifier on an outcome table")
@@ -131,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except KeyboardInterrupt:
         print(f"router {args.command}: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
@@ -139,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"router {args.command}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

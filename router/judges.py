@@ -1,6 +1,7 @@
 """Judges: decide whether a model's answer to a prompt is adequate (score 1.0) or not (0.0).
 
-- code: run the answer against the task's unit tests in a subprocess, with a timeout and no network;
+- code: run the answer against the task's unit tests in the sandbox (router/sandbox.py: no network, no writes
+  outside a scratch directory, bounded memory and time; it refuses to run code when it cannot isolate it);
 - math: exact match on the final number;
 - chat (small talk): a non-empty, short, plain-language reply;
 - open questions: the large model grades the answer against the reference on a fixed rubric
@@ -10,23 +11,20 @@
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-CODE_TIMEOUT_S = 10.0
+from router.sandbox import Sandbox, SandboxUnavailable
+
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.S)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
 @dataclass
 class Verdict:
-    score: float
+    score: float | None  # None: no verdict (the code judge refused to run the code); `reason` says why
     reason: str
 
 
@@ -38,14 +36,10 @@ def extract_code(answer: str) -> str:
     return unterminated.group(1) if unterminated else answer
 
 
-def _sandbox_prefix() -> list[str]:
-    # A fresh user+network namespace: the code sees no network interface but loopback-less isolation.
-    if shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0:
-        return ["unshare", "-rn"]
-    return []
-
-
-def judge_code(answer: str, reference: dict, timeout_s: float = CODE_TIMEOUT_S) -> Verdict:
+def judge_code(answer: str, reference: dict, sandbox: Sandbox | None = None) -> Verdict:
+    """Run the answer against the reference's tests in the sandbox. If the sandbox cannot isolate the code,
+    nothing runs and the verdict (score None: no verdict) says why."""
+    sandbox = sandbox or Sandbox()
     code = extract_code(answer)
     entry = reference["entry_point"]
     if re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.M):
@@ -53,16 +47,12 @@ def judge_code(answer: str, reference: dict, timeout_s: float = CODE_TIMEOUT_S) 
     else:  # the answer is only the function body: continue the stub
         program = reference.get("prelude", "") + code
     program += "\n\n" + reference["test"]
-    with tempfile.TemporaryDirectory(prefix="judge-") as tmp:
-        path = os.path.join(tmp, "candidate.py")
-        with open(path, "w") as fh:
-            fh.write(program)
-        cmd = _sandbox_prefix() + [sys.executable, "-I", path]
-        try:
-            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout_s,
-                                  env={"PATH": "/usr/bin:/bin", "HOME": tmp})
-        except subprocess.TimeoutExpired:
-            return Verdict(0.0, f"timed out after {timeout_s:g}s")
+    try:
+        proc = sandbox.run(program)
+    except subprocess.TimeoutExpired:
+        return Verdict(0.0, f"timed out after {sandbox.timeout_s:g}s")
+    except SandboxUnavailable as exc:
+        return Verdict(None, str(exc))
     if proc.returncode == 0:
         return Verdict(1.0, "tests passed")
     last = (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1]
@@ -147,8 +137,9 @@ def judge_open(answer: str, reference: dict, grader_reply: str) -> Verdict:
 JUDGES = {"code": judge_code, "math": judge_math, "chat": judge_small_talk}
 
 
-def judge(task: str, answer: str, reference) -> Verdict:
-    try:
-        return JUDGES[task](answer, reference)
-    except KeyError:
-        raise ValueError(f"no judge for task {task!r}; known: {sorted(JUDGES)}") from None
+def judge(task: str, answer: str, reference, sandbox: Sandbox | None = None) -> Verdict:
+    if task not in JUDGES:
+        raise ValueError(f"no judge for task {task!r}; known: {sorted(JUDGES)}")
+    if task == "code":
+        return judge_code(answer, reference, sandbox)
+    return JUDGES[task](answer, reference)

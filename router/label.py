@@ -5,6 +5,8 @@ and write one outcome table (RouterBench's wide layout, router/outcomes.py).
 - Resumable: each judged answer is appended to a JSONL log before anything else; a re-run skips the
   (prompt, model) pairs already there with the same generation settings, so an interrupted run continues.
 - Auditable: the log keeps every answer and the judge's verdict (the grader's reply for open questions).
+- Safe: model-written code runs only in the isolated sandbox (router/sandbox.py); when the sandbox cannot start,
+  the command stops before it runs anything.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from tqdm import tqdm
 from models.catalogue import Catalogue, load_catalogue
 from router.judges import grading_prompt, judge, judge_open
 from router.outcomes import COST, build_table, save_outcomes
+from router.sandbox import Sandbox, SandboxUnavailable
 
 DEFAULT_MAX_TOKENS = {"code": 400, "math": 512, "chat": 64}
 GRADER_MAX_TOKENS = 96  # room for a one-line comparison before the grade
@@ -71,7 +74,15 @@ def read_log(path: Path) -> dict[tuple[str, str], dict]:
     return done
 
 
-def rejudge(log_path: Path, prompts: list[dict], grader: str, catalogue: Catalogue) -> None:
+def judged(task: str, answer: str, reference, sandbox: Sandbox):
+    """judge(), but a refusal to run code stops the run instead of being logged as a verdict."""
+    verdict = judge(task, answer, reference, sandbox)
+    if verdict.score is None:
+        raise SandboxUnavailable(verdict.reason)
+    return verdict
+
+
+def rejudge(log_path: Path, prompts: list[dict], grader: str, catalogue: Catalogue, sandbox: Sandbox) -> None:
     """Judge logged answers again after a judge or the rubric changes, without generating answers anew.
     Open questions are graded again by the grader model, loaded in this process."""
     import asyncio
@@ -93,7 +104,7 @@ def rejudge(log_path: Path, prompts: list[dict], grader: str, catalogue: Catalog
             verdict = judge_open(e["response"], row["reference"], reply)
             e["grader"] = {"model": grader, "reply": reply}
         else:
-            verdict = judge(row["task"], e["response"], row.get("reference"))
+            verdict = judged(row["task"], e["response"], row.get("reference"), sandbox)
         e["score"], e["verdict"] = verdict.score, verdict.reason
     tmp = log_path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
@@ -128,7 +139,8 @@ def _request(content: str, max_tokens: int) -> dict:
 
 
 def run_labelling(prompts: list[dict], models: list[str], catalogue: Catalogue, log_path: Path,
-                  grader: str, per_model: int = 2, threads: int | None = None, address: str | None = None) -> None:
+                  grader: str, sandbox: Sandbox, per_model: int = 2, threads: int | None = None,
+                  address: str | None = None) -> None:
     import ray
 
     keys = {(p["sample_id"], m): generation_key(p, catalogue.model(m).weights[0].sha256) for p in prompts for m in models}
@@ -179,7 +191,7 @@ def run_labelling(prompts: list[dict], models: list[str], catalogue: Catalogue, 
                             grading_prompt(p["prompt"], p["reference"], result["text"]), GRADER_MAX_TOKENS))
                         in_flight[ref] = ("grade", model, p, entry)
                         continue
-                    verdict = judge(p["task"], result["text"], p.get("reference"))
+                    verdict = judged(p["task"], result["text"], p.get("reference"), sandbox)
                 else:
                     verdict = judge_open(entry["response"], p["reference"], result["text"])
                     entry["grader"] = {"model": grader, "reply": result["text"]}
@@ -216,15 +228,18 @@ def write_table(prompts: list[dict], models: list[str], catalogue: Catalogue, lo
 
 def label(prompts_path: Path, out_csv: Path, models: list[str] | None = None, catalogue: Catalogue | None = None,
           limit: int | None = None, rejudge_log: bool = False, grader: str | None = None, per_model: int = 2,
-          threads: int | None = None, address: str | None = None) -> Path:
+          threads: int | None = None, address: str | None = None, sandbox: Sandbox | None = None) -> Path:
     catalogue = catalogue or load_catalogue()
+    sandbox = sandbox or Sandbox()
     models = models or catalogue.names()
     grader = grader or catalogue.models[-1].name
     for name in [*models, grader]:
         catalogue.model(name)  # unknown names fail before any work
     prompts = read_prompts(prompts_path)[:limit]
+    if any(p["task"] == "code" for p in prompts):
+        sandbox.check()  # stop before any work when model-written code could not run isolated
     log_path = out_csv.with_suffix(".log.jsonl")
     if rejudge_log and log_path.exists():
-        rejudge(log_path, prompts, grader, catalogue)
-    run_labelling(prompts, models, catalogue, log_path, grader, per_model, threads, address)
+        rejudge(log_path, prompts, grader, catalogue, sandbox)
+    run_labelling(prompts, models, catalogue, log_path, grader, sandbox, per_model, threads, address)
     return write_table(prompts, models, catalogue, log_path, out_csv)

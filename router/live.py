@@ -36,3 +36,22 @@ def apply_policy_file(policy_file: Path, serve_config: Path, address: str) -> st
     config = yaml.safe_load(serve_config.read_text())
     deploy_config(config_with_policy(config, policy.model_dump(mode="json")), address)
     return f"policy {policy.version} from {policy_file} sent to {address}; check GET /v1/policy"
+
+
+def policy_status(url: str) -> tuple[str, bool]:
+    """What a running endpoint serves: (a readable report, whether a refused edit is pending)."""
+    try:
+        reply = httpx.get(f"{url.rstrip('/')}/v1/policy", timeout=30)
+        reply.raise_for_status()
+        body = reply.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise RuntimeError(f"cannot read the policy from {url}/v1/policy: {exc}") from None
+    lines = [f"live policy: {body['version']} (replica pid {body.get('replica_pid')})"]
+    refused = body.get("refused_edit")
+    if refused:
+        lines.append(f"REFUSED edit: {refused.get('version') or '(no version)'}; the live policy keeps serving "
+                     f"until a valid edit is deployed. Problems:")
+        lines.append(refused["message"])
+    else:
+        lines.append("no refused edit: the live policy is the one deployed")
+    return "\n".join(lines), bool(refused)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from router.live import deploy_config
+from router.live import config_with_policy, deploy_config
 from router.policy import PROJECT_ROOT
 
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
@@ -57,6 +57,24 @@ class Ensemble:
     started_at: float
     metrics: str = ""  # Ray's Prometheus endpoint for this cluster
     ready_after_s: float = 0.0
+
+    def policy(self) -> dict:
+        """GET /v1/policy: the live policy, the refused edit if any, and the replica that answered."""
+        return httpx.get(f"{self.base}/v1/policy", timeout=30).json()
+
+    def deploy_policy(self, policy: dict) -> None:
+        """Redeploy serve_config.yaml with `policy` as the ingress's user_config, as `serve deploy` would."""
+        deploy_config(config_with_policy(serve_config(self.port), policy), self.dashboard)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The sum of a metric's samples with these labels in Prometheus text, or None when there are none.
+    A counter may be exported as NAME or NAME_total."""
+    values = []
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + "_total{")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            values.append(float(line.rsplit(" ", 1)[1]))
+    return sum(values) if values else None
 
 
 @contextlib.contextmanager

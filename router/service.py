@@ -1,14 +1,15 @@
 """The routing core the ingress wraps: features → classifier → policy → decision. No Ray here.
 
 It holds the live policy; `apply_policy` validates a new one fully before swapping it in, so a bad edit
-leaves the old policy serving and the error readable at /v1/policy.
+leaves the old policy serving and the error readable at /v1/policy. `refused` names the edit that was refused
+until a valid one arrives; `restore` starts on the last good policy when the given one is refused.
 """
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from threadpoolctl import threadpool_limits
 
@@ -27,6 +28,22 @@ class LivePolicy:
     applied_at: float
 
 
+@dataclass(frozen=True)
+class RefusedEdit:
+    """A policy edit that did not go live: its version label (when it has one) and every problem found."""
+    version: str | None
+    message: str
+    at: float
+
+    def as_dict(self) -> dict:
+        return {"version": self.version, "message": self.message, "at": self.at}
+
+
+def version_label(data: Any) -> str | None:
+    version = data.get("version") if isinstance(data, dict) else None
+    return None if version is None else str(version)
+
+
 class RoutingService:
     def __init__(self, encoder: Encoder | None = None, catalogue: Catalogue | None = None):
         self.catalogue = catalogue or load_catalogue()
@@ -35,7 +52,7 @@ class RoutingService:
         # onnxruntime's threads for the cores and slow the decision
         threadpool_limits(1, user_api="blas")
         self._live: LivePolicy | None = None
-        self.last_error: str | None = None
+        self.refused: RefusedEdit | None = None  # the edit refused since the last valid one
         self._lock = threading.Lock()
 
     @property
@@ -43,6 +60,14 @@ class RoutingService:
         if self._live is None:
             raise RuntimeError("no policy has been applied yet")
         return self._live
+
+    @property
+    def has_policy(self) -> bool:
+        return self._live is not None
+
+    @property
+    def last_error(self) -> str | None:
+        return self.refused.message if self.refused else None
 
     def apply_policy(self, data: Any, source: str = "user_config.policy") -> Policy:
         """Validate `data` as a policy and swap it in; on any problem raise ConfigError and keep the old one."""
@@ -57,11 +82,38 @@ class RoutingService:
             if missing:
                 raise ConfigError(source, [f"{source}: classifier: {path.name} has no scores for {missing}"])
         except ConfigError as exc:
-            self.last_error = str(exc)
+            self.refused = RefusedEdit(version_label(data), str(exc), time.time())
             raise
         with self._lock:
             self._live = LivePolicy(policy, classifier, time.time())
-            self.last_error = None
+            self.refused = None
+        return policy
+
+    def take(self, data: Any, load_last_good: Callable[[], Any]) -> tuple[str, Policy]:
+        """A policy from the deployment's config. Returns ("applied", it) when it went live; ("refused", the one
+        still live) when it was refused; ("restored", the last good one) when it was refused at a start with no
+        policy live yet and the last good one went live instead. With no last good policy, a refused first
+        policy raises ConfigError: the deployment must not start on nothing."""
+        try:
+            return "applied", self.apply_policy(data)
+        except ConfigError:
+            if self.has_policy:
+                return "refused", self.live.policy
+            last_good = load_last_good()
+            if last_good is None:
+                raise
+            return "restored", self.restore(last_good)
+
+    def restore(self, last_good: Any) -> Policy:
+        """After `apply_policy` refused the policy given at start, go live on `last_good` and keep the refusal
+        on record. Raises ConfigError naming both if the last good policy no longer validates either."""
+        refused = self.refused
+        try:
+            policy = self.apply_policy(last_good, "last good policy")
+        except ConfigError as exc:
+            raise ConfigError("user_config.policy", [refused.message if refused else "refused",
+                                                     f"and the last good policy cannot be used: {exc}"]) from None
+        self.refused = refused
         return policy
 
     def features(self, text: str) -> tuple:

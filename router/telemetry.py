@@ -13,6 +13,7 @@ NAMES = {
     "tokens": "router_tokens",
     "escalations": "router_cascade_escalations",
     "feedback": "router_feedback",
+    "policy_refused": "router_policy_refused",
 }
 
 
@@ -21,8 +22,8 @@ class RouterMetrics:
         self.decision_latency = metrics.Histogram(
             NAMES["decision_latency"], "time to route one request (features, classifier, policy), ms",
             boundaries=[1, 2, 3, 5, 8, 13, 21, 34, 55, 100])
-        self.requests = metrics.Counter(NAMES["requests"], "requests by the model that answered and the rule",
-                                        tag_keys=("model", "rule"))
+        self.requests = metrics.Counter(NAMES["requests"], "requests by the model that answered, the rule, and "
+                                        "whether the answer was streamed", tag_keys=("model", "rule", "stream"))
         self.fallbacks = metrics.Counter(NAMES["fallbacks"], "answers that came from a later candidate, by reason",
                                          tag_keys=("model", "reason"))
         self.confidence = metrics.Histogram(NAMES["confidence"], "predicted P(adequate) per model",
@@ -34,6 +35,12 @@ class RouterMetrics:
                                            "confident enough", tag_keys=("model",))
         self.feedback_count = metrics.Counter(NAMES["feedback"], "feedback on answers, by the model that answered "
                                               "and the verdict (score >= 0.5 is good)", tag_keys=("model", "verdict"))
+
+        self.refused = metrics.Gauge(NAMES["policy_refused"], "1 while a refused policy edit is pending (the live "
+                                     "policy is not the one Serve holds); 0 once a valid edit is live")
+
+    def policy_refused(self, refused: bool) -> None:
+        self.refused.set(1 if refused else 0)
 
     def feedback(self, model: str, score: float) -> None:
         self.feedback_count.inc(tags={"model": model, "verdict": "good" if score >= 0.5 else "bad"})
@@ -50,9 +57,9 @@ class RouterMetrics:
             self.confidence.observe(p, tags={"model": model})
 
     def answered(self, model: str, rule: str, input_tokens: int, output_tokens: int, cost: float,
-                 failures: list[tuple[str, str]]) -> None:
+                 failures: list[tuple[str, str]], stream: bool = False) -> None:
         """failures: (model, kind) of each candidate that did not answer first; kind is timeout or error."""
-        self.requests.inc(tags={"model": model, "rule": rule})
+        self.requests.inc(tags={"model": model, "rule": rule, "stream": "true" if stream else "false"})
         # Ray's Counter.inc refuses values <= 0 (an empty answer has 0 output tokens): skip those
         if input_tokens > 0:
             self.tokens.inc(input_tokens, tags={"model": model, "direction": "in"})

@@ -40,10 +40,11 @@ def test_humaneval_wrong_completion_fails():
 
 
 def test_infinite_loop_is_stopped_and_fails():
-    from router import judges
+    from router.judges import judge_code
+    from router.sandbox import Sandbox
 
-    verdict = judges.judge_code(fenced("def has_close_elements(n, t):\n    while True: pass"),
-                                reference("HumanEval/0"), timeout_s=2)
+    verdict = judge_code(fenced("def has_close_elements(n, t):\n    while True: pass"), reference("HumanEval/0"),
+                         Sandbox(timeout_s=2))
     assert verdict.score == 0.0 and "timed out" in verdict.reason
 
 
@@ -121,3 +122,77 @@ def test_open_question_verdict_needs_grade_and_reference(answer, reply, score):
 
     reference = {"answer": "Mona Lisa"} if "Paris" not in answer else {"answer": "Paris"}
     assert judge_open(answer, reference, reply).score == score
+
+
+# --- the sandbox fails closed --------------------------------------------------------------------------------
+ADDS = {"prelude": "", "entry_point": "f", "test": "assert f() == 1\n"}
+
+
+def _no_unshare(monkeypatch, tmp_path, stand_in: str | None = None):
+    """PATH without a working unshare. The stand-in script plays a kernel that refuses user namespaces
+    (something outside the project), so the probe's refusal path runs for real."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if stand_in is not None:
+        fake = bin_dir / "unshare"
+        fake.write_text(f"#!/bin/sh\necho '{stand_in}' >&2\nexit 1\n")
+        fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+
+@pytest.mark.parametrize("stand_in", [None, "unshare: unshare failed: Operation not permitted"],
+                         ids=["unshare-missing", "namespaces-refused"])
+def test_without_a_sandbox_the_code_judge_refuses_to_run_code(monkeypatch, tmp_path, stand_in):
+    from router.judges import judge_code
+
+    marker = tmp_path / "ran"
+    _no_unshare(monkeypatch, tmp_path, stand_in)
+    code = f"def f():\n    open({str(marker)!r}, 'w').write('x')\n    return 1\n"
+    verdict = judge_code(fenced(code), ADDS)
+    assert verdict.score is None and "refusing to run model-written code" in verdict.reason
+    assert ("not on PATH" if stand_in is None else "Operation not permitted") in verdict.reason
+    assert not marker.exists()  # nothing ran
+
+
+def test_label_stops_before_running_anything_without_a_sandbox(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"sample_id": "rev", "task": "code", "prompt": "Reverse a string in Python.",
+                                   "reference": {"entry_point": "f", "test": "assert f() == 1\n"}}) + "\n")
+    _no_unshare(monkeypatch, tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "router.cli", "label", "--prompts", str(prompts), "--out",
+                           str(tmp_path / "o.csv")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "router label: error: refusing to run model-written code" in proc.stderr
+    assert "--unsafe-run-model-code-without-sandbox" in proc.stderr
+    assert not (tmp_path / "o.log.jsonl").exists()  # no model was asked anything
+
+
+def test_the_opt_out_runs_code_unsandboxed(monkeypatch, tmp_path):
+    from router.judges import judge_code
+    from router.sandbox import Sandbox
+
+    _no_unshare(monkeypatch, tmp_path)
+    assert judge_code(fenced("def f():\n    return 1\n"), ADDS, Sandbox(unsandboxed=True)).score == 1.0
+
+
+def test_judged_code_writes_only_in_its_scratch_directory(tmp_path):
+    outside = tmp_path / "outside.txt"
+    code = (f"def f():\n    open('scratch.txt', 'w').write('fine')\n"
+            f"    open({str(outside)!r}, 'w').write('escaped')\n    return 1\n")
+    verdict = judge("code", fenced(code), ADDS)
+    assert verdict.score == 0.0 and "Read-only file system" in verdict.reason
+    assert not outside.exists()
+    inside_only = "def f():\n    open('scratch.txt', 'w').write('fine')\n    return len(open('scratch.txt').read()) - 3\n"
+    assert judge("code", fenced(inside_only), ADDS).score == 1.0
+
+
+def test_judged_code_gets_no_more_memory_than_the_limit():
+    from router.judges import judge_code
+    from router.sandbox import Sandbox
+
+    greedy = "def f():\n    block = bytearray(400 * 1024 * 1024)\n    return 1\n"
+    assert judge_code(fenced(greedy), ADDS, Sandbox(memory_mb=256)).reason.endswith("MemoryError")
+    assert judge_code(fenced(greedy), ADDS, Sandbox(memory_mb=1024)).score == 1.0

@@ -86,3 +86,86 @@ def test_policy_inside_serve_config_reports_its_own_lines(tmp_path):
     line = next(i for i, l in enumerate(config.splitlines(), 1) if "threshold: high" in l)
     with pytest.raises(ConfigError, match=rf"serve_config.yaml:{line}: .*smollm2-135m.threshold"):
         load_policy(path)
+
+
+def _line(text: str, fragment: str) -> int:
+    return next(i for i, l in enumerate(text.splitlines(), 1) if fragment in l)
+
+
+def test_check_config_passes_the_shipped_serve_config(capsys):
+    assert main(["policy", "check-config", str(DEFAULT_POLICY_PATH)]) == 0
+    assert "ready to deploy (policy calibrated-" in capsys.readouterr().out
+
+
+def test_check_config_refuses_a_bad_serve_config_before_deploy(tmp_path, capsys):
+    text = DEFAULT_POLICY_PATH.read_text()
+    bad = (text.replace("fallback: qwen2.5-coder-1.5b", "fallback: gpt-9")
+               .replace("encoder_threads: 2", "encoder_threads: 0")
+               .replace("- name: profanity-check", "- name: profanity-chek")
+               .replace("    max_ongoing_requests: 64", "    max_ongoing_requests: lots"))
+    path = tmp_path / "serve_config.yaml"
+    path.write_text(bad)
+    assert main(["policy", "check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"serve_config.yaml:{_line(bad, 'fallback: gpt-9')}: fallback: 'gpt-9' must be one of" in err
+    assert f":{_line(bad, 'encoder_threads: 0')}: applications.0.args.encoder_threads: 0 must be" in err
+    assert f":{_line(bad, 'profanity-chek')}: applications.0.deployments.5.name: the app has no deployment" in err
+    assert f":{_line(bad, 'max_ongoing_requests: lots')}: applications.0.deployments.0.max_ongoing_requests: Input should be" in err
+
+
+def test_check_config_names_unknown_models_and_a_missing_router_app(tmp_path, capsys):
+    text = DEFAULT_POLICY_PATH.read_text().replace("encoder_threads: 2", "encoder_threads: 2\n      models: [llama-70b]")
+    path = tmp_path / "serve_config.yaml"
+    path.write_text(text)
+    assert main(["policy", "check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "applications.0.args.models.0: unknown model 'llama-70b'" in err
+    path.write_text(text.replace("router.app:build_app", "elsewhere:app"))
+    assert main(["policy", "check-config", str(path)]) == 2
+    assert "no application imports router.app:build_app" in capsys.readouterr().err
+
+
+# --- the last good policy: what the ingress does with a refused policy at start (the pure part) --------------
+@pytest.fixture(scope="module")
+def service():
+    from router.service import RoutingService
+
+    return RoutingService()
+
+
+def _policy_data(version: str, fallback: str = "qwen2.5-coder-1.5b") -> dict:
+    data = load_policy(DEFAULT_POLICY_PATH).model_dump(mode="json")
+    return {**data, "version": version, "fallback": fallback}
+
+
+def test_a_refused_first_policy_with_no_last_good_one_refuses_to_start(service):
+    from router.service import RoutingService
+
+    fresh = RoutingService(encoder=service.encoder)
+    with pytest.raises(ConfigError, match="fallback: 'gpt-9' must be one of the policy's models"):
+        fresh.take(_policy_data("broken", "gpt-9"), lambda: None)
+    assert not fresh.has_policy
+
+
+def test_a_refused_policy_at_start_goes_live_on_the_last_good_one(service):
+    from router.service import RoutingService
+
+    fresh = RoutingService(encoder=service.encoder)  # a replica that Serve restarted with a refused edit
+    outcome, policy = fresh.take(_policy_data("broken", "gpt-9"), lambda: _policy_data("good"))
+    assert (outcome, policy.version) == ("restored", "good") and fresh.live.policy.version == "good"
+    assert fresh.refused.version == "broken" and "gpt-9" in fresh.refused.message
+    outcome, policy = fresh.take(_policy_data("good-2"), lambda: pytest.fail("not asked for"))
+    assert (outcome, policy.version, fresh.refused) == ("applied", "good-2", None)
+    outcome, policy = fresh.take(_policy_data("broken-2", "gpt-9"), lambda: pytest.fail("not asked for"))
+    assert (outcome, policy.version, fresh.refused.version) == ("refused", "good-2", "broken-2")
+
+
+def test_a_last_good_policy_that_no_longer_validates_names_both_problems(service):
+    from router.service import RoutingService
+
+    fresh = RoutingService(encoder=service.encoder)
+    stale = {**_policy_data("old"), "classifier": "data/router/gone.json"}
+    with pytest.raises(ConfigError) as err:
+        fresh.take(_policy_data("broken", "gpt-9"), lambda: stale)
+    assert "gpt-9" in str(err.value) and "last good policy cannot be used" in str(err.value)
+    assert not fresh.has_policy

@@ -81,13 +81,11 @@ def test_openai_client_sees_an_unknown_model_as_not_found(client):
 
 
 def _policy(ensemble) -> dict:
-    return httpx.get(f"{ensemble.base}/v1/policy").json()
+    return ensemble.policy()
 
 
 def _deploy_policy(ensemble, policy: dict) -> None:
-    from router.live import config_with_policy, deploy_config
-
-    deploy_config(config_with_policy(serve_config(ensemble.port), policy), ensemble.dashboard)
+    ensemble.deploy_policy(policy)
 
 
 def test_live_policy_edits(ensemble, client, tmp_path):
@@ -305,7 +303,8 @@ def test_metric_names_appear_on_rays_metrics_endpoint_after_traffic(ensemble, cl
     assert NAMES == {"decision_latency": "router_decision_latency_ms", "requests": "router_requests",
                      "fallbacks": "router_fallbacks", "confidence": "router_classifier_confidence",
                      "cost": "router_cost_dollars", "tokens": "router_tokens",
-                     "escalations": "router_cascade_escalations", "feedback": "router_feedback"}
+                     "escalations": "router_cascade_escalations", "feedback": "router_feedback",
+                     "policy_refused": "router_policy_refused"}
     expected = ["ray_router_decision_latency_ms_bucket", "ray_router_requests", "ray_router_classifier_confidence_bucket",
                 "ray_router_cost_dollars", "ray_router_tokens"]
 

@@ -1,0 +1,84 @@
+"""`router policy check-config`: refuse a bad Ray Serve config before `serve deploy` sends it.
+
+Checks what Serve itself would (its own ServeDeploySchema), then what the ingress would refuse at start: the
+policy in RouterIngress's user_config, the builder's args, and deployment names the app does not have. Every
+problem is reported at once, with its line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
+
+from models.catalogue import Catalogue, load_catalogue
+from router.live import INGRESS
+from router.policy import parse_policy
+from router.yaml_source import ConfigError, describe_errors, locate, parse_yaml_text
+
+BUILDER = "router.app:build_app"
+
+
+def check_serve_config(path: str | Path, catalogue: Catalogue | None = None) -> str:
+    """A one-line summary of a deployable config; ConfigError naming every problem otherwise."""
+    catalogue = catalogue or load_catalogue()
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, [f"{source}: cannot read: {exc}"]) from None
+    data, root = parse_yaml_text(text, source)
+    problems: list[str] = []
+    try:
+        ServeDeploySchema.model_validate(data)
+    except ValidationError as err:
+        problems += describe_errors(err, source, root)
+    apps = data.get("applications") if isinstance(data, dict) else None
+    routers = [(a, app) for a, app in enumerate(apps if isinstance(apps, list) else [])
+               if isinstance(app, dict) and app.get("import_path") == BUILDER]
+    if not routers:
+        problems.append(f"{source}: applications: no application imports {BUILDER}")
+    summaries = []
+    for a, app in routers:
+        app_problems, summary = _check_router_app(app, ("applications", a), catalogue, source, root)
+        problems += app_problems
+        summaries.append(summary)
+    if problems:
+        raise ConfigError(source, problems)
+    return f"{source}: ready to deploy ({'; '.join(summaries)})"
+
+
+def _check_router_app(app: dict, at: tuple, catalogue: Catalogue, source: str, root) -> tuple[list[str], str]:
+    args = app.get("args") if isinstance(app.get("args"), dict) else {}
+    found: list[tuple[tuple, str]] = []
+    models = args.get("models") or catalogue.names()
+    for i, name in enumerate(models if isinstance(models, list) else []):
+        if name not in catalogue.names():
+            found.append((at + ("args", "models", i), f"unknown model {name!r}; the catalogue has {catalogue.names()}"))
+    threads = args.get("encoder_threads", 2)
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        found.append((at + ("args", "encoder_threads"), f"{threads!r} must be a whole number of at least 1"))
+    served = {INGRESS, *(m for m in models if isinstance(m, str)), catalogue.encoder.name, catalogue.moderation.name}
+    policy_data: Any = None
+    policy_at: tuple = ()
+    for d, dep in enumerate(app.get("deployments") or []):
+        name = dep.get("name") if isinstance(dep, dict) else None
+        if name not in served:
+            found.append((at + ("deployments", d, "name"), f"the app has no deployment {name!r}; it has {sorted(served)}"))
+        elif name == INGRESS and isinstance(dep.get("user_config"), dict) and "policy" in dep["user_config"]:
+            policy_data, policy_at = dep["user_config"]["policy"], at + ("deployments", d, "user_config", "policy")
+    problems = locate(found, source, root)
+    if policy_data is None:
+        return problems, "policy from args.policy_file or the default"
+    try:
+        policy = parse_policy(policy_data, source, catalogue, root, policy_at)
+    except ConfigError as exc:
+        return problems + exc.problems, "policy refused"
+    unserved = [m for m in policy.models if m not in served]
+    if unserved:
+        problems += locate([(policy_at + ("models",), f"{unserved} are not served by this app (args.models)")],
+                           source, root)
+    return problems, f"policy {policy.version}, models {', '.join(policy.models)}"
+

@@ -1,0 +1,106 @@
+"""Safety nets under faults, end to end on the real ensemble: a refused policy edit survives a restart of the
+ingress, and streams time out, fall back and count in the metrics like plain answers."""
+import copy
+import os
+import signal
+
+import httpx
+import pytest
+
+from router.local_ensemble import metric_value, wait_for
+
+pytestmark = pytest.mark.serve
+
+SMOL, CODER, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
+GREETING = "Hi! How are you today?"
+CODE = "Write a Python function that returns the n-th Fibonacci number."
+
+
+def _policy_if(ensemble, accept):
+    try:
+        body = ensemble.policy()
+    except (httpx.HTTPError, ValueError):  # the ingress is down or restarting
+        return None
+    return body if "version" in body and accept(body) else None
+
+
+def _metrics(ensemble) -> str:
+    try:
+        return httpx.get(ensemble.metrics, timeout=10).text
+    except httpx.HTTPError:
+        return ""
+
+
+def _stream(client, text, model="auto", max_tokens=16):
+    with client.chat.completions.with_streaming_response.create(
+            model=model, messages=[{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0,
+            stream=True) as response:
+        return response.headers, list(response.parse())
+
+
+def test_a_refused_edit_then_a_killed_ingress_serves_the_last_good_policy(ensemble, client):
+    original = ensemble.policy()["policy"]
+    broken = {**copy.deepcopy(original), "version": "broken-fallback", "fallback": "gpt-9"}
+    ensemble.deploy_policy(broken)
+    try:
+        before = wait_for(lambda: _policy_if(ensemble, lambda b: b["refused_edit"]), 60, "the bad edit to be refused")
+        assert before["version"] == original["version"] and before["refused_edit"]["version"] == "broken-fallback"
+        os.kill(before["replica_pid"], signal.SIGKILL)  # as an out-of-memory kill or a node loss would
+        # Serve restarts the replica with the config it holds, the refused one: the new replica must still serve
+        after = wait_for(lambda: _policy_if(ensemble, lambda b: b["replica_pid"] != before["replica_pid"]), 180,
+                         "a new ingress replica")
+        assert after["version"] == original["version"]
+        assert after["refused_edit"]["version"] == "broken-fallback"
+        assert "fallback: 'gpt-9' must be one of the policy's models" in after["refused_edit"]["message"]
+        health = httpx.get(f"{ensemble.base}/healthz", timeout=60)
+        assert health.status_code == 200
+        assert (health.json()["policy_version"], health.json()["refused_policy_version"]) == \
+            (original["version"], "broken-fallback")
+        answered = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": GREETING}],
+                                                  max_tokens=8, temperature=0)
+        assert answered.model == SMOL  # routed by the last good policy
+        flagged = wait_for(lambda: metric_value(_metrics(ensemble), "ray_router_policy_refused",
+                                                replica=after["replica"]) == 1, 120, "router_policy_refused = 1", 2)
+        assert flagged
+        from router.cli import main
+
+        assert main(["policy", "status", "--url", ensemble.base]) == 1  # operators see the divergence
+    finally:
+        ensemble.deploy_policy(original)
+        wait_for(lambda: _policy_if(ensemble, lambda b: b["refused_edit"] is None), 60, "a valid edit to clear it")
+    assert wait_for(lambda: metric_value(_metrics(ensemble), "ray_router_policy_refused",
+                                         replica=after["replica"]) == 0, 120, "router_policy_refused = 0", 2)
+    assert main(["policy", "status", "--url", ensemble.base]) == 0
+
+
+def test_a_stream_whose_model_times_out_is_answered_by_the_next_model(ensemble, client):
+    original = ensemble.policy()["policy"]
+    slow = copy.deepcopy(original)
+    slow["version"] = "coder-times-out-streaming"
+    slow["models"][CODER]["timeout_s"] = 0.001
+    ensemble.deploy_policy(slow)
+    try:
+        wait_for(lambda: ensemble.policy()["version"] == slow["version"], 60, "the timeout policy")
+        headers, chunks = _stream(client, CODE)
+        assert headers["x-router-rule"] == "cheapest_confident"  # the router chose the code model...
+        assert headers["x-router-model"] == LARGE  # ...and the next candidate streamed the answer
+        assert "qwen2.5-coder-0.5b timed out after 0.001s" in headers["x-router-fallback"]
+        assert {c.model for c in chunks} == {LARGE}
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+    finally:
+        ensemble.deploy_policy(original)
+        wait_for(lambda: ensemble.policy()["version"] == original["version"], 60, "the original policy")
+
+
+def test_streamed_answers_count_in_the_metrics(ensemble, client):
+    def streamed_requests():
+        return metric_value(_metrics(ensemble), "ray_router_requests", model=LARGE, rule="pinned", stream="true") or 0
+
+    def large_tokens_out():
+        return metric_value(_metrics(ensemble), "ray_router_tokens", model=LARGE, direction="out") or 0
+
+    requests_before, tokens_before = streamed_requests(), large_tokens_out()
+    headers, chunks = _stream(client, GREETING, model=LARGE, max_tokens=12)
+    assert headers["x-router-model"] == LARGE and chunks[-1].choices[0].finish_reason in ("stop", "length")
+    wait_for(lambda: streamed_requests() >= requests_before + 1, 120, "the stream in router_requests", 2)
+    wait_for(lambda: large_tokens_out() > tokens_before, 120, "the stream's tokens in router_tokens", 2)

@@ -31,6 +31,7 @@ browser:
 		|| echo "chromium missing: install it (apt-get install chromium) to run the browser test"
 
 test: weights browser
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q tests
 
 bench: weights

@@ -101,7 +101,7 @@ def bench_plain_fastapi(n: int) -> dict:
     import subprocess
     import sys
 
-    from router.local_ensemble import free_port, http_ok, wait_for
+    from router.serving.local_ensemble import free_port, http_ok, wait_for
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("plain_fastapi.py")), str(port)])
@@ -162,7 +162,8 @@ def direct_answer_ms() -> dict:
 
     import yaml
 
-    from models.backend import GenerationRequest, make_backend
+    from models.backend import GenerationRequest
+    from models.registry import make_backend
     from models.catalogue import load_catalogue
 
     runtime = yaml.safe_load((Path(__file__).resolve().parent.parent / "serve_config.yaml").read_text())
@@ -180,7 +181,7 @@ def direct_answer_ms() -> dict:
 
 
 def bench_serve(n: int) -> dict:
-    from router.local_ensemble import local_ensemble
+    from router.serving.local_ensemble import local_ensemble
 
     with local_ensemble() as ens:
         result = {"cold_start_s": round(ens.ready_after_s, 1)}

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from router.features import Encoder
 from router.policy import load_policy
-from router.schemas import ChatCompletionRequest
+from router.serving.schemas import ChatCompletionRequest
 from router.service import RoutingService
 
 app = FastAPI()

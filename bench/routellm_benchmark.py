@@ -27,12 +27,12 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from router import metrics as M  # noqa: E402
+from router.offline import metrics as M  # noqa: E402
 from router.classifier import feature_matrix  # noqa: E402
-from router.datasets import DATA, load_routellm  # noqa: E402
+from router.offline.datasets import DATA, load_routellm  # noqa: E402
 from router.features import Encoder  # noqa: E402
-from router.outcomes import load_outcomes  # noqa: E402
-from router.train import embed  # noqa: E402
+from router.offline.outcomes import load_outcomes  # noqa: E402
+from router.offline.train import embed  # noqa: E402
 from routellm_variants import LEXICAL, VARIANTS, TrainSet  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 

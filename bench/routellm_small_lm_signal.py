@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from routellm_benchmark import MAX_TRAIN, STRONG, WEAK, evaluate, split  # noqa: E402
-from router.datasets import load_routellm  # noqa: E402
+from router.offline.datasets import load_routellm  # noqa: E402
 
 LETTERS = ("A", "B", "C", "D")
 INSTRUCTION = "Answer with the letter of the correct option only."

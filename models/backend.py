@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from pathlib import Path
 from typing import AsyncIterator
 
 from models.catalogue import ModelEntry
@@ -60,10 +59,3 @@ class ChatBackend(abc.ABC):
     @abc.abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]: ...
 
-
-def make_backend(entry: ModelEntry, weights_dir: Path | None = None, **runtime_options) -> ChatBackend:
-    if entry.runtime == "llamacpp":
-        from models.llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend(entry, weights_dir, **runtime_options)
-    raise BackendError(f"no backend for runtime {entry.runtime!r} (model {entry.name})")

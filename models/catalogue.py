@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from router.yaml_source import load_yaml_model
+from models.yaml_source import load_yaml_model
 
 CATALOGUE_PATH = Path(__file__).with_name("catalogue.yaml")
 

@@ -36,13 +36,13 @@ def _validate(args) -> None:
 
 
 def _apply(args) -> None:
-    from router.live import apply_policy_file
+    from router.serving.live import apply_policy_file
 
     print(apply_policy_file(Path(args.file), Path(args.config), args.address))
 
 
 def _status(args) -> int:
-    from router.live import policy_status
+    from router.serving.live import policy_status
 
     report, refused = policy_status(args.url)
     print(report)
@@ -50,14 +50,14 @@ def _status(args) -> int:
 
 
 def _check_config(args) -> None:
-    from router.config_check import check_serve_config
+    from router.serving.config_check import check_serve_config
 
     print(check_serve_config(args.file))
 
 
 def _label(args) -> None:
-    from router.label import label
-    from router.sandbox import Sandbox
+    from router.offline.label import label
+    from router.offline.sandbox import Sandbox
 
     sandbox = Sandbox(memory_mb=args.code_memory_mb, unsandboxed=args.unsafe_run_model_code_without_sandbox)
     table = label(Path(args.prompts), Path(args.out), args.models or None, limit=args.limit, rejudge_log=args.rejudge,
@@ -67,19 +67,19 @@ def _label(args) -> None:
 
 
 def _train(args) -> None:
-    from router.pipeline import train_command
+    from router.offline.pipeline import train_command
 
     print(json.dumps(train_command(args), indent=1))
 
 
 def _calibrate(args) -> None:
-    from router.pipeline import calibrate_command
+    from router.offline.pipeline import calibrate_command
 
     print(json.dumps(calibrate_command(args), indent=1))
 
 
 def _report(args) -> None:
-    from router.pipeline import report_command
+    from router.offline.pipeline import report_command
 
     for kind, path in report_command(args).items():
         print(f"{kind:5} {path}")
@@ -166,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from router.yaml_source import ConfigError
+    from models.yaml_source import ConfigError
 
     args = parser().parse_args(argv)
     try:

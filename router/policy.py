@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from models.catalogue import Catalogue, load_catalogue
-from router.yaml_source import ConfigError, describe_errors, locate, parse_yaml_text
+from models.yaml_source import ConfigError, describe_errors, locate, read_yaml_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY_PATH = PROJECT_ROOT / "serve_config.yaml"  # the default policy is the ingress user_config there
@@ -126,11 +126,7 @@ def parse_policy(data: Any, source: str = "policy", catalogue: Catalogue | None 
 def load_policy(path: str | Path = DEFAULT_POLICY_PATH, catalogue: Catalogue | None = None) -> Policy:
     """Load a policy file, or the policy inside a Ray Serve config (the ingress deployment's user_config.policy)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), [f"{path}: cannot read: {exc}"]) from None
-    data, root = parse_yaml_text(text, str(path))
+    data, root = read_yaml_file(path)
     prefix: tuple = ()
     if isinstance(data, dict) and "applications" in data:
         data, prefix = _policy_in_serve_config(data, str(path))

@@ -18,7 +18,7 @@ from router.classifier import AdequacyClassifier, feature_matrix
 from router.decision import Decision, decide, pin
 from router.features import Encoder
 from router.policy import Policy, parse_policy
-from router.yaml_source import ConfigError
+from models.yaml_source import ConfigError
 
 
 @dataclass(frozen=True)

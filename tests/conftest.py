@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from router.local_ensemble import local_ensemble
+from router.serving.local_ensemble import local_ensemble
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from router.calibrate import search, write_thresholds
+from router.offline.calibrate import search, write_thresholds
 from router.policy import load_policy
 
 MODELS = ["small", "large"]

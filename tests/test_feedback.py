@@ -4,7 +4,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from router.feedback import DecisionLog, FeedbackRequest, append_feedback
+from router.serving.feedback import DecisionLog, FeedbackRequest, append_feedback
 
 
 def test_the_log_keeps_the_newest_decisions_only():

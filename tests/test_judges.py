@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from router.judges import final_number, judge
+from router.offline.judges import final_number, judge
 
 ROOT = Path(__file__).resolve().parent.parent
 HUMANEVAL = {r["task_id"]: r for r in map(json.loads, gzip.open(ROOT / "data/seed/HumanEval.jsonl.gz", "rt"))}
@@ -40,8 +40,8 @@ def test_humaneval_wrong_completion_fails():
 
 
 def test_infinite_loop_is_stopped_and_fails():
-    from router.judges import judge_code
-    from router.sandbox import Sandbox
+    from router.offline.judges import judge_code
+    from router.offline.sandbox import Sandbox
 
     verdict = judge_code(fenced("def has_close_elements(n, t):\n    while True: pass"), reference("HumanEval/0"),
                          Sandbox(timeout_s=2))
@@ -91,10 +91,11 @@ def test_unknown_task_is_refused():
 def test_rubric_grade_from_the_large_models_real_reply():
     import asyncio
 
-    from models.backend import GenerationRequest, make_backend
+    from models.backend import GenerationRequest
+    from models.registry import make_backend
     from models.catalogue import load_catalogue
-    from router.judges import grading_prompt, judge_open, parse_grade
-    from router.label import GRADER_MAX_TOKENS
+    from router.offline.judges import grading_prompt, judge_open, parse_grade
+    from router.offline.label import GRADER_MAX_TOKENS
 
     grader = make_backend(load_catalogue().models[-1])
     question, reference = "What is the capital of France?", {"answer": "Paris"}
@@ -118,7 +119,7 @@ def test_rubric_grade_from_the_large_models_real_reply():
     ("The Mona Lisa.", "It matches.", 1.0),                           # no grade: the reference check decides
 ])
 def test_open_question_verdict_needs_grade_and_reference(answer, reply, score):
-    from router.judges import judge_open
+    from router.offline.judges import judge_open
 
     reference = {"answer": "Mona Lisa"} if "Paris" not in answer else {"answer": "Paris"}
     assert judge_open(answer, reference, reply).score == score
@@ -143,7 +144,7 @@ def _no_unshare(monkeypatch, tmp_path, stand_in: str | None = None):
 @pytest.mark.parametrize("stand_in", [None, "unshare: unshare failed: Operation not permitted"],
                          ids=["unshare-missing", "namespaces-refused"])
 def test_without_a_sandbox_the_code_judge_refuses_to_run_code(monkeypatch, tmp_path, stand_in):
-    from router.judges import judge_code
+    from router.offline.judges import judge_code
 
     marker = tmp_path / "ran"
     _no_unshare(monkeypatch, tmp_path, stand_in)
@@ -171,8 +172,8 @@ def test_label_stops_before_running_anything_without_a_sandbox(monkeypatch, tmp_
 
 
 def test_the_opt_out_runs_code_unsandboxed(monkeypatch, tmp_path):
-    from router.judges import judge_code
-    from router.sandbox import Sandbox
+    from router.offline.judges import judge_code
+    from router.offline.sandbox import Sandbox
 
     _no_unshare(monkeypatch, tmp_path)
     assert judge_code(fenced("def f():\n    return 1\n"), ADDS, Sandbox(unsandboxed=True)).score == 1.0
@@ -190,8 +191,8 @@ def test_judged_code_writes_only_in_its_scratch_directory(tmp_path):
 
 
 def test_judged_code_gets_no_more_memory_than_the_limit():
-    from router.judges import judge_code
-    from router.sandbox import Sandbox
+    from router.offline.judges import judge_code
+    from router.offline.sandbox import Sandbox
 
     greedy = "def f():\n    block = bytearray(400 * 1024 * 1024)\n    return 1\n"
     assert judge_code(fenced(greedy), ADDS, Sandbox(memory_mb=256)).reason.endswith("MemoryError")

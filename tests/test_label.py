@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from router.local_ensemble import RAY_ENV, wait_for
-from router.outcomes import load_outcomes
+from router.serving.local_ensemble import RAY_ENV, wait_for
+from router.offline.outcomes import load_outcomes
 
 TINY = [
     {"sample_id": "hi", "task": "chat", "eval_name": "small-talk", "prompt": "Hello there!", "max_tokens": 16},

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from router import metrics as M
-from router.report import sweep
+from router.offline import metrics as M
+from router.offline.report import sweep
 
 WEAK = [1, 0, 1, 0]
 STRONG = [1, 1, 1, 1]

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from router.cli import main
-from router.outcomes import OutcomeError, load_outcomes
+from router.offline.outcomes import OutcomeError, load_outcomes
 
 GOOD = "prompt,small,small|total_cost,large,large|total_cost\nhi,1,0.1,1,1.0\nprove it,0,0.1,1,1.0\n"
 

@@ -7,7 +7,7 @@ import pytest
 
 from router.cli import main
 from router.policy import DEFAULT_POLICY_PATH, load_policy
-from router.yaml_source import ConfigError
+from models.yaml_source import ConfigError
 
 GOOD = """\
 version: "v2"
@@ -120,9 +120,9 @@ def test_check_config_names_unknown_models_and_a_missing_router_app(tmp_path, ca
     assert main(["policy", "check-config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "applications.0.args.models.0: unknown model 'llama-70b'" in err
-    path.write_text(text.replace("router.app:build_app", "elsewhere:app"))
+    path.write_text(text.replace("router.serving.app:build_app", "elsewhere:app"))
     assert main(["policy", "check-config", str(path)]) == 2
-    assert "no application imports router.app:build_app" in capsys.readouterr().err
+    assert "no application imports router.serving.app:build_app" in capsys.readouterr().err
 
 
 # --- the last good policy: what the ingress does with a refused policy at start (the pure part) --------------

@@ -1,7 +1,7 @@
 """Prompt perturbations and decision flip rates."""
 import random
 
-from router.robustness import flip_rates, perturb, perturbations
+from router.offline.robustness import flip_rates, perturb, perturbations
 
 
 def test_each_perturbation_changes_the_text_a_little():

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from routellm_benchmark import STRONG, WEAK, load_mt_bench, split  # noqa: E402
 
-from router.datasets import DATA, load_routellm  # noqa: E402
+from router.offline.datasets import DATA, load_routellm  # noqa: E402
 
 
 def test_mt_bench_drops_contaminated_questions_and_averages_both_turns():

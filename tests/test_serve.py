@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from router.local_ensemble import http_ok, serve_config, wait_for
+from router.serving.local_ensemble import http_ok, serve_config, wait_for
 
 pytestmark = pytest.mark.serve
 
@@ -295,7 +295,7 @@ def test_past_capacity_requests_get_answers_or_fast_503s(ensemble):
 
 
 def test_metric_names_appear_on_rays_metrics_endpoint_after_traffic(ensemble, client):
-    from router.telemetry import NAMES
+    from router.serving.telemetry import NAMES
 
     ask(client, GREETING)
     ask(client, CODE)

@@ -7,7 +7,7 @@ import signal
 import httpx
 import pytest
 
-from router.local_ensemble import metric_value, wait_for
+from router.serving.local_ensemble import metric_value, wait_for
 
 pytestmark = pytest.mark.serve
 

@@ -1,4 +1,4 @@
-from router.sessions import SessionTiers
+from router.serving.sessions import SessionTiers
 
 COST = {"tiny": 1.0, "coder": 5.0, "large": 20.0}.__getitem__
 

@@ -8,8 +8,8 @@ import numpy as np
 
 from models.catalogue import load_catalogue
 from router.classifier import file_sha256
-from router.outcomes import OutcomeTable, load_outcomes
-from router.train import fit_table, split_by_prompt, table_features
+from router.offline.outcomes import OutcomeTable, load_outcomes
+from router.offline.train import fit_table, split_by_prompt, table_features
 
 
 def _parse_costs(items: list[str] | None) -> dict[str, float] | None:
@@ -28,7 +28,7 @@ def _parse_costs(items: list[str] | None) -> dict[str, float] | None:
 def _load_table(spec: str, known_models: list[str] | None = None,
                 model_costs: dict[str, float] | None = None) -> tuple[OutcomeTable, str]:
     if spec.startswith("routellm:"):
-        from router.datasets import load_routellm
+        from router.offline.datasets import load_routellm
 
         name = spec.split(":", 1)[1]
         return load_routellm(name), f"routellm-{name}"
@@ -56,13 +56,13 @@ def train_command(args) -> dict:
                              "extra": ["log1p(input_tokens)/6"]},
                 "hyperparameters": {"C": args.c}}
     clf = fit_table(table, features, train_rows, c=args.c, metadata=metadata)
-    from router.metrics import routing_accuracy
-    from router.report import choose
+    from router.offline.metrics import routing_accuracy
+    from router.offline.report import choose
 
     if len(test_rows):
         probs, scored, method = clf.predict_proba(features[test_rows]), table.subset(test_rows), "held-out split"
     else:  # trained on every row: estimate held-out quality by 5-fold cross-validation instead
-        from router.calibrate import out_of_fold
+        from router.offline.calibrate import out_of_fold
 
         probs, scored, method = out_of_fold(table, features, 5, args.seed, args.c), table, "5-fold out-of-fold"
     acc = routing_accuracy(choose(probs, np.full(len(table.models) - 1, 0.5)), scored.scores(), scored.costs())
@@ -87,7 +87,7 @@ def _policy_view(policy_file: str, table: OutcomeTable, clf, features: np.ndarra
 
 
 def report_command(args) -> dict[str, Path]:
-    from router.report import evaluate, write_report
+    from router.offline.report import evaluate, write_report
 
     catalogue = load_catalogue()
     table, name = _load_table(args.data, None, _parse_costs(args.model_costs))
@@ -109,9 +109,9 @@ def report_command(args) -> dict[str, Path]:
     router_cost = float(tokens[test_rows].sum()) / 1000 * args.router_cost_per_1k
     report = evaluate(test, probs, thresholds, eligible, seed=args.seed, router_cost=router_cost)
     if policies:  # the what-if: every policy's thresholds and eligibility on the same held-out prompts
-        from router.metrics import savings
+        from router.offline.metrics import savings
         from router.policy import load_policy
-        from router.report import choose
+        from router.offline.report import choose
 
         report["what_if"] = []
         for path, (thr, elig) in zip(policies, views):
@@ -129,7 +129,7 @@ def report_command(args) -> dict[str, Path]:
 
 
 def calibrate_command(args) -> dict:
-    from router.calibrate import out_of_fold, search, write_thresholds
+    from router.offline.calibrate import out_of_fold, search, write_thresholds
     from router.policy import load_policy
 
     catalogue = load_catalogue()
@@ -155,9 +155,9 @@ def calibrate_command(args) -> dict:
 def _robustness(args, test: OutcomeTable, clf, probs: np.ndarray, thresholds, eligible, views, policies) -> dict:
     """Decision flips under small edits, on a seeded sample of held-out prompts."""
     from router.classifier import feature_matrix
-    from router.report import choose
-    from router.robustness import flip_rates, perturbations
-    from router.train import embed
+    from router.offline.report import choose
+    from router.offline.robustness import flip_rates, perturbations
+    from router.offline.train import embed
 
     rng = np.random.default_rng(args.seed)
     sample = np.sort(rng.permutation(len(test))[: args.robustness_sample])

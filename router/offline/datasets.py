@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from router.outcomes import COST, OutcomeTable, validate_frame
+from router.offline.outcomes import COST, OutcomeTable, validate_frame
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "routellm"
+DATA = Path(__file__).resolve().parents[2] / "data" / "routellm"
 WEAK, STRONG = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
 NAMES = {WEAK: "mixtral-8x7b", STRONG: "gpt-4-1106"}
 PRICE_PER_M = {"mixtral-8x7b": 0.24, "gpt-4-1106": 24.7}

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from router.live import config_with_policy, deploy_config
+from router.serving.live import config_with_policy, deploy_config
 from router.policy import PROJECT_ROOT
 
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",

@@ -75,11 +75,16 @@ def validate_data(model: type[ModelT], data: Any, source: str, root: yaml.Node |
         raise ConfigError(source, describe_errors(err, source, root, prefix)) from None
 
 
-def load_yaml_model(model: type[ModelT], path: str | Path) -> ModelT:
+def read_yaml_file(path: str | Path) -> tuple[Any, yaml.Node | None]:
+    """(data, node tree) of a YAML file; ConfigError when it cannot be read or parsed."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), [f"{path}: cannot read: {exc}"]) from None
-    data, root = parse_yaml_text(text, str(path))
+    return parse_yaml_text(text, str(path))
+
+
+def load_yaml_model(model: type[ModelT], path: str | Path) -> ModelT:
+    data, root = read_yaml_file(path)
     return validate_data(model, data, str(path), root)

@@ -7,7 +7,7 @@ import json
 import time
 from typing import AsyncIterator, Callable
 
-from router.schemas import completion_id, error_body
+from router.serving.schemas import completion_id, error_body
 
 
 def sse_events(deltas: AsyncIterator[dict], model: str, text_completion: bool,

@@ -1,5 +1,5 @@
 """The ingress replica of this process, for code that FastAPI calls outside a route method (the validation
-error handler). A module of its own: Serve may pickle router.app's functions by value, with a copy of its
+error handler). A module of its own: Serve may pickle router.serving.app's functions by value, with a copy of its
 globals, but a module they import is looked up by name in the replica."""
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from router.classifier import AdequacyClassifier, feature_matrix
 from router.features import Encoder
-from router.outcomes import OutcomeTable
+from router.offline.outcomes import OutcomeTable
 
 CHUNK = 256
 

@@ -1,11 +1,11 @@
 """`router label`: run every model of an ensemble over a prompt set that carries references, judge each answer,
-and write one outcome table (RouterBench's wide layout, router/outcomes.py).
+and write one outcome table (RouterBench's wide layout, router/offline/outcomes.py).
 
 - Parallel: one Ray actor per model, so the same command spreads over a Ray cluster (`--address auto`).
 - Resumable: each judged answer is appended to a JSONL log before anything else; a re-run skips the
   (prompt, model) pairs already there with the same generation settings, so an interrupted run continues.
 - Auditable: the log keeps every answer and the judge's verdict (the grader's reply for open questions).
-- Safe: model-written code runs only in the isolated sandbox (router/sandbox.py); when the sandbox cannot start,
+- Safe: model-written code runs only in the isolated sandbox (router/offline/sandbox.py); when the sandbox cannot start,
   the command stops before it runs anything.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from models.catalogue import Catalogue, load_catalogue
-from router.judges import grading_prompt, judge, judge_open
-from router.outcomes import COST, build_table, save_outcomes
-from router.sandbox import Sandbox, SandboxUnavailable
+from router.offline.judges import grading_prompt, judge, judge_open
+from router.offline.outcomes import COST, build_table, save_outcomes
+from router.offline.sandbox import Sandbox, SandboxUnavailable
 
 DEFAULT_MAX_TOKENS = {"code": 400, "math": 512, "chat": 64}
 GRADER_MAX_TOKENS = 96  # room for a one-line comparison before the grade
@@ -87,7 +87,8 @@ def rejudge(log_path: Path, prompts: list[dict], grader: str, catalogue: Catalog
     Open questions are graded again by the grader model, loaded in this process."""
     import asyncio
 
-    from models.backend import GenerationRequest, make_backend
+    from models.backend import GenerationRequest
+    from models.registry import make_backend
 
     by_id = {p["sample_id"]: p for p in prompts}
     entries = list(read_log(log_path).values())  # one entry per (prompt, model): the last one logged
@@ -119,7 +120,7 @@ def _model_worker():
         """One model per actor; requests run concurrently on llama.cpp's slots."""
 
         def __init__(self, name: str, runtime: dict):
-            from models.backend import make_backend
+            from models.registry import make_backend
 
             self.backend = make_backend(load_catalogue().model(name), **runtime)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from router.outcomes import OutcomeTable
-from router.report import choose
+from router.offline.outcomes import OutcomeTable
+from router.offline.report import choose
 
 GRID = np.round(np.arange(0.05, 1.0, 0.05), 2)
 
@@ -32,7 +32,7 @@ class Calibration:
 
 
 def out_of_fold(table: OutcomeTable, features: np.ndarray, folds: int, seed: int, c: float = 1.0) -> np.ndarray:
-    from router.train import fit_table
+    from router.offline.train import fit_table
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(table))

@@ -1,7 +1,7 @@
 """Offline routing-accuracy report from one outcome table: train on a split, evaluate on the held-out rows.
 
 Everything (metrics, curve, baselines) is computed from the same table. The curve follows RouteLLM's
-evaluation sweep; see router/metrics.py for each definition and its source.
+evaluation sweep; see router/offline/metrics.py for each definition and its source.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from router import metrics as M
-from router.outcomes import OutcomeTable
+from router.offline import metrics as M
+from router.offline.outcomes import OutcomeTable
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The Ray Serve application: a FastAPI ingress that routes, plus one deployment per model.
 
-`serve run serve_config.yaml` / `serve deploy serve_config.yaml` import `router.app:build_app`.
+`serve run serve_config.yaml` / `serve deploy serve_config.yaml` import `router.serving.app:build_app`.
 The routing policy arrives as the ingress's user_config and is swapped live in `reconfigure`.
 """
 import asyncio
@@ -21,24 +21,24 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from router import replica
+from router.serving import replica
 from router.decision import (Decision, apply_session_floor, blended_cost, fallback_chain, large_model_flags,
                              moderation_needs_large_model, should_escalate, specialist_flags)
 from router.features import Encoder
-from router.feedback import DecisionLog, FeedbackRequest, append_feedback
-from router.last_good import LastGoodPolicy
-from router.model_server import EmbeddingServer, ModelServer, ModerationServer
+from router.serving.feedback import DecisionLog, FeedbackRequest, append_feedback
+from router.serving.last_good import LastGoodPolicy
+from router.serving.model_server import EmbeddingServer, ModelServer, ModerationServer
 from router.policy import DEFAULT_POLICY_PATH, load_policy
-from router.schemas import (MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
+from router.serving.schemas import (MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
                             ModerationRequest, chat_completion, completion_id, error_body, moderation_result,
                             text_completion)
 from router.service import RoutingService
-from router.sessions import SessionTiers
-from router.streaming import sse_events
-from router.telemetry import RouterMetrics
+from router.serving.sessions import SessionTiers
+from router.serving.streaming import sse_events
+from router.serving.telemetry import RouterMetrics
 
 logger = logging.getLogger("ray.serve")
-MODERATION_PROMPT = (Path(__file__).parent / "rubrics" / "moderation.txt").read_text()
+MODERATION_PROMPT = (Path(__file__).parents[1] / "rubrics" / "moderation.txt").read_text()
 api = FastAPI(title="ensemble-router", version="0.1.0")
 
 

@@ -13,23 +13,18 @@ from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from models.catalogue import Catalogue, load_catalogue
-from router.live import INGRESS
+from router.serving.live import INGRESS
 from router.policy import parse_policy
-from router.yaml_source import ConfigError, describe_errors, locate, parse_yaml_text
+from models.yaml_source import ConfigError, describe_errors, locate, read_yaml_file
 
-BUILDER = "router.app:build_app"
+BUILDER = "router.serving.app:build_app"
 
 
 def check_serve_config(path: str | Path, catalogue: Catalogue | None = None) -> str:
     """A one-line summary of a deployable config; ConfigError naming every problem otherwise."""
     catalogue = catalogue or load_catalogue()
-    path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, [f"{source}: cannot read: {exc}"]) from None
-    data, root = parse_yaml_text(text, source)
+    data, root = read_yaml_file(path)
     problems: list[str] = []
     try:
         ServeDeploySchema.model_validate(data)

@@ -1,6 +1,6 @@
 """Judges: decide whether a model's answer to a prompt is adequate (score 1.0) or not (0.0).
 
-- code: run the answer against the task's unit tests in the sandbox (router/sandbox.py: no network, no writes
+- code: run the answer against the task's unit tests in the sandbox (router/offline/sandbox.py: no network, no writes
   outside a scratch directory, bounded memory and time; it refuses to run code when it cannot isolate it);
 - math: exact match on the final number;
 - chat (small talk): a non-empty, short, plain-language reply;
@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from router.sandbox import Sandbox, SandboxUnavailable
+from router.offline.sandbox import Sandbox, SandboxUnavailable
 
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.S)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -93,7 +93,7 @@ def judge_small_talk(answer: str, reference: dict | None = None) -> Verdict:
     return Verdict(1.0, "short plain reply")
 
 
-RUBRIC = (Path(__file__).parent / "rubrics" / "open_question.txt").read_text()
+RUBRIC = (Path(__file__).parents[1] / "rubrics" / "open_question.txt").read_text()
 ADEQUATE_GRADE = 4
 
 

@@ -1,7 +1,7 @@
 """Run model-written code, isolated: no network, no writes outside a scratch directory, bounded memory and time.
 
 It fails closed. The isolation is a fresh user, network, mount and PID namespace (`unshare`, util-linux) in
-which `router/sandbox_launcher.py` remounts every filesystem read-only except the scratch directory and sets
+which `router/offline/sandbox_launcher.py` remounts every filesystem read-only except the scratch directory and sets
 the memory limit before it runs the program. If any of that cannot be set up, the code does not run:
 `SandboxUnavailable` says why. Running without isolation takes an explicit opt-out (`unsandboxed=True`).
 """

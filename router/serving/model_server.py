@@ -5,7 +5,8 @@ import dataclasses
 
 from ray import serve
 
-from models.backend import GenerationRequest, make_backend
+from models.backend import GenerationRequest
+from models.registry import make_backend
 from models.catalogue import load_catalogue
 
 

@@ -1,7 +1,7 @@
-"""The adequacy classifier: for each model, P(the model answers this request adequately), plus the request's task.
+"""The router artifact: a router family that gives each model P(adequate), a task classifier, and what the
+out-of-distribution check needs (the training prompts' embeddings and a distance threshold).
 
-Trained with scikit-learn (one logistic regression per model, one multinomial one for the task) and saved as
-plain arrays in JSON, so loading it unpickles nothing. Prediction is a few numpy dot products.
+Saved as plain arrays in JSON, so loading it unpickles nothing. Prediction is a few numpy products.
 """
 from __future__ import annotations
 
@@ -9,10 +9,18 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-ARTIFACT_FORMAT = "ensemble-router/adequacy-lr/v1"
+from router.families import Family, TrainingData, family_from_json
+from router.families.base import rounded
+from router.families.neighbours import KEY_DIGITS
+
+ARTIFACT_FORMAT = "ensemble-router/router/v2"
+OLDER_FORMATS = {"ensemble-router/adequacy-lr/v1"}
+OOD_QUANTILE = 0.97  # the threshold: this quantile of the training prompts' leave-one-out neighbour distances
+_CHUNK = 1024
 
 
 def feature_matrix(embeddings: np.ndarray, token_counts) -> np.ndarray:
@@ -21,8 +29,17 @@ def feature_matrix(embeddings: np.ndarray, token_counts) -> np.ndarray:
     return np.hstack([embeddings.astype(np.float32), lengths]).astype(np.float32)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+def nearest_distance(queries: np.ndarray, keys: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
+    """1 - the cosine similarity of each query's nearest key (unit vectors); with leave_one_out the queries
+    are the keys and each skips itself."""
+    out = np.empty(len(queries), np.float32)
+    for start in range(0, len(queries), _CHUNK):
+        sims = queries[start:start + _CHUNK] @ keys.T
+        if leave_one_out:
+            rows = np.arange(sims.shape[0])
+            sims[rows, rows + start] = -np.inf
+        out[start:start + _CHUNK] = 1.0 - sims.max(axis=1)
+    return out
 
 
 @dataclass
@@ -30,50 +47,50 @@ class Prediction:
     scores: dict[str, float]
     task: str
     task_probabilities: dict[str, float]
+    ood_distance: float | None = None
+    ood_threshold: float | None = None
 
 
 @dataclass
 class AdequacyClassifier:
     models: list[str]
-    coef: np.ndarray          # (n_models, n_features)
-    intercept: np.ndarray     # (n_models,)
+    family: Family
     tasks: list[str]
     task_coef: np.ndarray     # (n_tasks, n_features)
     task_intercept: np.ndarray
+    ood_keys: np.ndarray | None = None   # (n_train, embedding dims): unit embeddings of the training prompts
+    ood_threshold: float | None = None
     metadata: dict = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, features: np.ndarray, adequate: np.ndarray, models: list[str], tasks: list[str] | None = None,
-            c: float = 1.0, metadata: dict | None = None) -> "AdequacyClassifier":
+    def fit(cls, family: Family, features: np.ndarray, texts: Sequence[str], adequate: np.ndarray,
+            models: list[str], tasks: Sequence[str] | None = None, domains: Sequence[str] | None = None,
+            ood_quantile: float = OOD_QUANTILE, metadata: dict | None = None) -> "AdequacyClassifier":
         from sklearn.linear_model import LogisticRegression
 
+        domains = np.asarray(domains if domains is not None else (tasks if tasks is not None else ["all"] * len(texts)))
+        family.fit(TrainingData(features, list(texts), np.asarray(adequate, float), domains.astype(str), list(models)))
         n_features = features.shape[1]
-        coef = np.zeros((len(models), n_features), dtype=np.float32)
-        intercept = np.zeros(len(models), dtype=np.float32)
-        for j in range(len(models)):
-            y = adequate[:, j] >= 0.5
-            if y.all() or not y.any():  # one class only: predict its smoothed rate
-                p = (y.sum() + 1) / (len(y) + 2)
-                intercept[j] = np.log(p / (1 - p))
-                continue
-            lr = LogisticRegression(C=c, max_iter=2000).fit(features, y)  # unweighted: keeps P calibrated
-            coef[j], intercept[j] = lr.coef_[0], lr.intercept_[0]
         task_names = sorted(set(tasks)) if tasks is not None else ["chat"]
         task_coef = np.zeros((len(task_names), n_features), dtype=np.float32)
         task_intercept = np.zeros(len(task_names), dtype=np.float32)
         if len(task_names) > 1:
-            lr = LogisticRegression(C=c * 10, max_iter=2000).fit(features, tasks)
+            lr = LogisticRegression(C=10.0, max_iter=2000).fit(features, list(tasks))
             order = [list(lr.classes_).index(t) for t in task_names]
             task_coef, task_intercept = lr.coef_[order], lr.intercept_[order]
             if len(task_names) == 2:  # sklearn's binary form has one row; expand to two logits
                 task_coef = np.vstack([-lr.coef_[0] / 2, lr.coef_[0] / 2])
                 task_intercept = np.array([-lr.intercept_[0] / 2, lr.intercept_[0] / 2])
-        return cls(list(models), coef, intercept, task_names, np.asarray(task_coef, np.float32),
-                   np.asarray(task_intercept, np.float32), dict(metadata or {}))
+        keys = np.unique(np.round(features[:, :-1], KEY_DIGITS).astype(np.float32), axis=0)  # as stored
+        threshold = float(np.quantile(nearest_distance(keys, keys, leave_one_out=True), ood_quantile)) \
+            if len(keys) > 1 else None
+        return cls(list(models), family, task_names, np.asarray(task_coef, np.float32),
+                   np.asarray(task_intercept, np.float32), keys, threshold,
+                   {**(metadata or {}), "ood": {"quantile": ood_quantile, "threshold": threshold}})
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+    def predict_proba(self, features: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """(n, n_models) probabilities of adequacy."""
-        return _sigmoid(features @ self.coef.T + self.intercept)
+        return np.clip(self.family.predict(features, texts), 0.0, 1.0)
 
     def predict_tasks(self, features: np.ndarray) -> np.ndarray:
         logits = features @ self.task_coef.T + self.task_intercept
@@ -81,21 +98,31 @@ class AdequacyClassifier:
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)
 
-    def predict_one(self, feature_row: np.ndarray) -> Prediction:
+    def ood_distances(self, features: np.ndarray) -> np.ndarray | None:
+        """Each prompt's distance to its nearest training prompt, or None when the artifact has no keys."""
+        if self.ood_keys is None or self.ood_threshold is None:
+            return None
+        return nearest_distance(features[:, :-1].astype(np.float32), self.ood_keys)
+
+    def predict_one(self, feature_row: np.ndarray, text: str) -> Prediction:
         x = feature_row[None, :]
-        p = self.predict_proba(x)[0]
+        p = self.predict_proba(x, [text])[0]
         t = self.predict_tasks(x)[0]
+        distance = self.ood_distances(x)
         return Prediction({m: float(v) for m, v in zip(self.models, p)}, self.tasks[int(t.argmax())],
-                          {k: float(v) for k, v in zip(self.tasks, t)})
+                          {k: float(v) for k, v in zip(self.tasks, t)},
+                          None if distance is None else float(distance[0]), self.ood_threshold)
 
     def to_json(self) -> dict:
-        return {"format": ARTIFACT_FORMAT, "models": self.models, "coef": self.coef.tolist(),
-                "intercept": self.intercept.tolist(), "tasks": self.tasks, "task_coef": self.task_coef.tolist(),
-                "task_intercept": self.task_intercept.tolist(), "metadata": self.metadata}
+        return {"format": ARTIFACT_FORMAT, "models": self.models, "family": self.family.to_json(),
+                "tasks": self.tasks, "task_coef": rounded(self.task_coef), "task_intercept": rounded(self.task_intercept),
+                "ood": None if self.ood_keys is None else {"keys": rounded(self.ood_keys, KEY_DIGITS),
+                                                           "threshold": self.ood_threshold},
+                "metadata": self.metadata}
 
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+        Path(path).write_text(json.dumps(self.to_json(), separators=(",", ":")))
 
     @classmethod
     def load(cls, path: str | Path) -> "AdequacyClassifier":
@@ -103,17 +130,23 @@ class AdequacyClassifier:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: cannot read router artifact: {exc}") from None
-        if not isinstance(data, dict) or data.get("format") != ARTIFACT_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else None
+        if found in OLDER_FORMATS:
+            raise ValueError(f"{path}: a router artifact in an older format ({found}); this version reads "
+                             f"{ARTIFACT_FORMAT}. Retrain it: router train --table TABLE --out {path}")
+        if found != ARTIFACT_FORMAT:
             raise ValueError(f"{path}: not a router artifact (format must be {ARTIFACT_FORMAT!r})")
         try:
-            clf = cls(data["models"], np.asarray(data["coef"], np.float32), np.asarray(data["intercept"], np.float32),
-                      data["tasks"], np.asarray(data["task_coef"], np.float32),
-                      np.asarray(data["task_intercept"], np.float32), data.get("metadata", {}))
-        except (KeyError, TypeError, ValueError) as exc:
+            ood = data.get("ood") or {}
+            clf = cls(data["models"], family_from_json(data["family"]), data["tasks"],
+                      np.asarray(data["task_coef"], np.float32), np.asarray(data["task_intercept"], np.float32),
+                      np.asarray(ood["keys"], np.float32) if ood else None, ood.get("threshold"),
+                      data.get("metadata", {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"{path}: malformed router artifact: {exc}") from None
-        n = clf.coef.shape[1] if clf.coef.ndim == 2 else -1
-        if clf.coef.shape != (len(clf.models), n) or clf.task_coef.shape != (len(clf.tasks), n):
-            raise ValueError(f"{path}: malformed router artifact: array shapes do not match models/tasks")
+        n = clf.task_coef.shape[1] if clf.task_coef.ndim == 2 else -1
+        if clf.task_coef.shape != (len(clf.tasks), n) or (clf.ood_keys is not None and clf.ood_keys.shape[1] != n - 1):
+            raise ValueError(f"{path}: malformed router artifact: array shapes do not match the features")
         return clf
 
 

@@ -20,6 +20,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} must be in (0, 1]")
+    return value
+
+
 def _fetch(args) -> None:
     from models.fetch import fetch_all
 
@@ -131,7 +141,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default="data/router/default.json")
     t.add_argument("--test-fraction", type=float, default=0.0, help="rows held out for the metrics recorded in the artifact")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength")
+    t.add_argument("--family", default="auto", help="router family: auto (chosen by cross-validation on the "
+                   "training rows) or one of lr, knn, domain, tfidf, hand, blend")
+    t.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds, grouped by prompt")
+    t.add_argument("--ood-quantile", type=_fraction, default=0.97, help="out-of-distribution threshold: this quantile "
+                   "of the training prompts' leave-one-out nearest-neighbour distances")
     t.set_defaults(run=_train)
 
     cal = sub.add_parser("calibrate", help="set thresholds from a target and write them into the policy YAML")
@@ -156,7 +170,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--max-train", type=int, help="train on at most N prompts")
     r.add_argument("--limit", type=int, help="use a random sample of N rows of the data")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--c", type=float, default=1.0)
+    r.add_argument("--family", default="auto", help="router family (auto: chosen by cross-validation on the "
+                   "training split)")
+    r.add_argument("--folds", type=_positive_int, default=5)
     r.add_argument("--router-cost-per-1k", type=float, default=0.0000022,
                    help="the router's own cost per 1k input tokens (default: the encoder's 0.022B parameters at the "
                         "catalogue's 0.1 $/1M tokens per billion parameters)")

@@ -17,6 +17,7 @@ FALLBACK_NONE_ELIGIBLE = "fallback_no_eligible_model"
 PINNED = "pinned"
 SESSION_FLOOR = "session_floor"
 INPUT_TOO_LONG = "input_too_long"
+OUT_OF_DISTRIBUTION = "out_of_distribution"
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,15 @@ class Decision:
     scores: Mapping[str, float] = field(default_factory=dict)
     thresholds: Mapping[str, float] = field(default_factory=dict)
     eligible: tuple[str, ...] = ()
+    ood_distance: float | None = None   # to the nearest training prompt (1 - cosine similarity)
+    ood_threshold: float | None = None
 
     def as_dict(self) -> dict:
         return {"model": self.model, "rule": self.rule, "reason": self.reason, "task": self.task,
                 "input_tokens": self.input_tokens, "scores": {k: round(v, 4) for k, v in self.scores.items()},
-                "thresholds": dict(self.thresholds), "eligible": list(self.eligible)}
+                "thresholds": dict(self.thresholds), "eligible": list(self.eligible),
+                "ood_distance": None if self.ood_distance is None else round(self.ood_distance, 4),
+                "ood_threshold": None if self.ood_threshold is None else round(self.ood_threshold, 4)}
 
 
 def blended_cost(name: str, policy: Policy, catalogue: Catalogue) -> float:
@@ -54,12 +59,21 @@ def fits(name: str, input_tokens: int, policy: Policy, catalogue: Catalogue) -> 
     return input_tokens <= (policy.models[name].max_input_tokens or catalogue.model(name).context_length)
 
 
-def decide(scores: Mapping[str, float], task: str, input_tokens: int, policy: Policy, catalogue: Catalogue) -> Decision:
+def is_out_of_distribution(distance: float | None, threshold: float | None, policy: Policy) -> bool:
+    return policy.ood.enabled and distance is not None and threshold is not None and distance > threshold
+
+
+def decide(scores: Mapping[str, float], task: str, input_tokens: int, policy: Policy, catalogue: Catalogue,
+           ood_distance: float | None = None, ood_threshold: float | None = None) -> Decision:
+    """`ood_distance`: how far the prompt lies from the router's training prompts; past `ood_threshold` (with
+    the policy's `ood.enabled`) the router's scores are not trusted and the fallback answers."""
     thresholds = {m: mp.threshold for m, mp in policy.models.items() if m != policy.fallback}
     smalls = sorted(thresholds, key=lambda m: (blended_cost(m, policy, catalogue), m))
     eligible = tuple(m for m in smalls if is_eligible(m, task, input_tokens, policy, catalogue))
-    common = dict(task=task, input_tokens=input_tokens, scores=dict(scores), thresholds=thresholds, eligible=eligible)
-    for name in eligible:
+    common = dict(task=task, input_tokens=input_tokens, scores=dict(scores), thresholds=thresholds, eligible=eligible,
+                  ood_distance=ood_distance, ood_threshold=ood_threshold)
+    unfamiliar = is_out_of_distribution(ood_distance, ood_threshold, policy)
+    for name in () if unfamiliar else eligible:
         score = scores.get(name)
         if score is not None and score >= thresholds[name]:
             return Decision(name, CHEAPEST_CONFIDENT,
@@ -67,6 +81,9 @@ def decide(scores: Mapping[str, float], task: str, input_tokens: int, policy: Po
                             **common)
     if not fits(policy.fallback, input_tokens, policy, catalogue):
         return Decision(None, INPUT_TOO_LONG, f"{input_tokens} input tokens exceed every model's limit", **common)
+    if unfamiliar:
+        return Decision(policy.fallback, OUT_OF_DISTRIBUTION, f"the prompt is unlike the router's training prompts "
+                        f"(distance {ood_distance:.3f} > {ood_threshold:.3f}); its scores are not trusted", **common)
     if eligible:
         below = ", ".join(f"{m} {scores.get(m, float('nan')):.2f}<{thresholds[m]:.2f}" for m in eligible)
         return Decision(policy.fallback, FALLBACK_NOT_CONFIDENT, f"no eligible small model is confident ({below})", **common)
@@ -102,7 +119,7 @@ def apply_session_floor(decision: Decision, floor: str | None, policy: Policy, c
         return decision
     return Decision(floor, SESSION_FLOOR, f"the conversation already reached {floor}; the router alone chose "
                     f"{decision.model} ({decision.reason})", decision.task, decision.input_tokens, decision.scores,
-                    decision.thresholds, decision.eligible)
+                    decision.thresholds, decision.eligible, decision.ood_distance, decision.ood_threshold)
 
 
 def should_escalate(mean_logprob: float | None, min_logprob: float | None) -> bool:

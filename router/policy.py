@@ -55,6 +55,13 @@ class Moderation(BaseModel):
         return band
 
 
+class OutOfDistribution(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="send a prompt farther from every training prompt than the router "
+                                            "artifact's threshold to the fallback (rule out_of_distribution)")
+
+
 class Access(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,6 +81,7 @@ class Policy(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     access: Access = Field(default_factory=Access)
     moderation: Moderation = Field(default_factory=Moderation)
+    ood: OutOfDistribution = Field(default_factory=OutOfDistribution)
     session_keeps_tier: bool = Field(True, description="a conversation (x-session-id header or `user`) never drops "
                                                        "below the costliest model it has used")
 

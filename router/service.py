@@ -124,7 +124,8 @@ class RoutingService:
         """Decide for one request. `input_tokens` counts the whole conversation; `text` is what the router reads."""
         live = self.live
         row, _ = self.features(text)
-        prediction = live.classifier.predict_one(row)
+        prediction = live.classifier.predict_one(row, text)
         if model != "auto":
             return pin(model, prediction.task, input_tokens, live.policy, self.catalogue)
-        return decide(prediction.scores, prediction.task, input_tokens, live.policy, self.catalogue)
+        return decide(prediction.scores, prediction.task, input_tokens, live.policy, self.catalogue,
+                      prediction.ood_distance, prediction.ood_threshold)

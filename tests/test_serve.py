@@ -265,8 +265,8 @@ def test_a_conversation_keeps_its_tier(client):
         return raw.parse().model, raw.headers["x-router-rule"]
 
     assert turn(CODE, session)[0] == CODER
-    assert turn("Now make it faster.", session) == (CODER, "session_floor")
-    assert turn("Now make it faster.", f"other-{session}")[0] == SMOL  # a new conversation starts cheap
+    assert turn("Thank you, that's great!", session) == (CODER, "session_floor")
+    assert turn("Thank you, that's great!", f"other-{session}")[0] == SMOL  # a new conversation starts cheap
 
 
 def test_past_capacity_requests_get_answers_or_fast_503s(ensemble):

@@ -2,7 +2,8 @@
 
 Targets: keep at least a share of always-large quality (`--keep-quality 0.95`), or send at most a share of
 calls to the large model (`--max-large-share 0.3`). Thresholds are chosen on out-of-fold predictions (K-fold
-over the outcome table), so they are not fitted to the classifier's own training rows. Among the thresholds
+over the outcome table, grouped by prompt, with the artifact's family and settings), so they are not fitted to
+the classifier's own training rows. Each row's model is chosen by the serving decision under the policy. Among the thresholds
 that meet the target, the cheapest wins; ties go to the higher quality.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import yaml
@@ -31,21 +33,11 @@ class Calibration:
     met_target: bool
 
 
-def out_of_fold(table: OutcomeTable, features: np.ndarray, folds: int, seed: int, c: float = 1.0) -> np.ndarray:
-    from router.offline.train import fit_table
-
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(table))
-    probs = np.zeros((len(table), len(table.models)))
-    for k in range(folds):
-        test = order[k::folds]
-        train = np.setdiff1d(order, test)
-        probs[test] = fit_table(table, features, train, c=c).predict_proba(features[test])
-    return probs
-
-
 def search(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: list[str], eligible: np.ndarray | None,
-           keep_quality: float | None = None, max_large_share: float | None = None) -> Calibration:
+           keep_quality: float | None = None, max_large_share: float | None = None,
+           chooser: Callable[[dict[str, float]], np.ndarray] | None = None) -> Calibration:
+    """`chooser(thresholds)` gives each row's chosen column; by default the policy-less vectorised rule, and in
+    `router calibrate` the serving decision itself under the policy with those thresholds."""
     if (keep_quality is None) == (max_large_share is None):
         raise ValueError("give exactly one target: keep_quality or max_large_share")
     rows = np.arange(len(scores))
@@ -54,7 +46,8 @@ def search(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: lis
     grids = itertools.product(GRID, repeat=small) if small <= 3 else ((t,) * small for t in GRID)
     best, best_key = None, None
     for combo in grids:
-        chosen = choose(probs, np.array(combo), eligible)
+        thresholds = {m: float(t) for m, t in zip(models[:-1], combo)}
+        chosen = chooser(thresholds) if chooser is not None else choose(probs, np.array(combo), eligible)
         quality, cost = float(scores[rows, chosen].mean()), float(costs[rows, chosen].sum())
         share = float((chosen == small).mean())
         ok = quality >= keep_quality * large_q if keep_quality is not None else share <= max_large_share
@@ -62,8 +55,7 @@ def search(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: lis
         key = (ok, -cost if keep_quality is not None else quality, quality if keep_quality is not None else -cost)
         if best_key is None or key > best_key:
             best_key = key
-            best = Calibration({m: float(t) for m, t in zip(models[:-1], combo)}, quality, cost, share, large_q,
-                               large_c, ok)
+            best = Calibration(thresholds, quality, cost, share, large_q, large_c, ok)
     return best
 
 

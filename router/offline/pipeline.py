@@ -1,14 +1,17 @@
 """The `router train` and `router report` commands: outcome table → features → classifier → metrics."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from models.catalogue import load_catalogue
-from router.classifier import file_sha256
+from router.classifier import OOD_QUANTILE, file_sha256
+from router.families import make_family
 from router.offline.outcomes import OutcomeTable, load_outcomes
+from router.offline.select import format_table, select_family
 from router.offline.train import fit_table, split_by_prompt, table_features
 
 
@@ -41,6 +44,15 @@ def _encoder():
     return Encoder(threads=2)
 
 
+def _fit_selected(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, family: str, folds: int, seed: int,
+                  metadata: dict | None = None, ood_quantile: float = OOD_QUANTILE):
+    """Cross-validate on `rows` alone, then fit the chosen family on all of them."""
+    selection = select_family(table, features, rows, family, folds, seed)
+    clf = fit_table(table, features, rows, make_family(selection.family, selection.params),
+                    {**(metadata or {}), "selection": selection.as_dict()}, ood_quantile)
+    return clf, selection
+
+
 def train_command(args) -> dict:
     catalogue = load_catalogue()
     table, _ = _load_table(args.table, catalogue.names())
@@ -53,37 +65,54 @@ def train_command(args) -> dict:
                 "training_data": {"path": args.table, "sha256": file_sha256(args.table), "rows": len(table),
                                   "train_rows": int(len(train_rows)), "seed": args.seed},
                 "features": {"encoder": catalogue.encoder.name, "max_input_tokens": catalogue.encoder.max_input_tokens,
-                             "extra": ["log1p(input_tokens)/6"]},
-                "hyperparameters": {"C": args.c}}
-    clf = fit_table(table, features, train_rows, c=args.c, metadata=metadata)
+                             "extra": ["log1p(input_tokens)/6"]}}
+    clf, selection = _fit_selected(table, features, train_rows, args.family, args.folds, args.seed, metadata,
+                                   args.ood_quantile)
+    print(format_table(selection), file=sys.stderr)
     from router.offline.metrics import routing_accuracy
     from router.offline.report import choose
 
     if len(test_rows):
-        probs, scored, method = clf.predict_proba(features[test_rows]), table.subset(test_rows), "held-out split"
-    else:  # trained on every row: estimate held-out quality by 5-fold cross-validation instead
-        from router.offline.calibrate import out_of_fold
-
-        probs, scored, method = out_of_fold(table, features, 5, args.seed, args.c), table, "5-fold out-of-fold"
+        texts = table.prompts
+        probs = clf.predict_proba(features[test_rows], [texts[i] for i in test_rows])
+        scored, method = table.subset(test_rows), "held-out split"
+    else:  # trained on every row: the chosen family's out-of-fold predictions estimate held-out quality
+        probs, scored, method = selection.oof, table, f"{args.folds}-fold out-of-fold"
     acc = routing_accuracy(choose(probs, np.full(len(table.models) - 1, 0.5)), scored.scores(), scored.costs())
     clf.metadata["held_out"] = {"method": method, "rows": len(scored), "threshold": 0.5, **acc.__dict__}
     clf.save(args.out)
-    return {"artifact": args.out, **clf.metadata}
+    return {"artifact": args.out, "family": selection.family, "params": selection.params,
+            **{k: v for k, v in clf.metadata.items() if k != "selection"}}
 
 
-def _policy_view(policy_file: str, table: OutcomeTable, clf, features: np.ndarray, tokens: np.ndarray):
-    from router.decision import is_eligible
-    from router.policy import load_policy
+class PolicyView:
+    """A policy and what its decisions need about each row (the router's task, tokens, OOD distance)."""
 
-    catalogue = load_catalogue()
-    policy = load_policy(policy_file)
-    missing = [m for m in table.models if m not in policy.models]
-    if missing:
-        raise ValueError(f"{policy_file}: the policy has no entry for table model(s) {missing}")
-    tasks = [clf.tasks[i] for i in clf.predict_tasks(features).argmax(axis=1)]
-    eligible = np.array([[is_eligible(m, task, int(n), policy, catalogue) if m != policy.fallback else True
-                          for m in table.models] for task, n in zip(tasks, tokens)])
-    return np.array([policy.models[m].threshold for m in table.models[:-1]]), eligible
+    def __init__(self, path: str, models: list[str], clf, features: np.ndarray, tokens: np.ndarray):
+        from router.offline.decisions import check_models
+        from router.policy import load_policy
+
+        self.path, self.policy, self.catalogue = path, load_policy(path), load_catalogue()
+        check_models(models, self.policy, path)
+        self.models, self.tokens = models, tokens
+        self.tasks = [clf.tasks[i] for i in clf.predict_tasks(features).argmax(axis=1)]
+        self.distances, self.threshold = clf.ood_distances(features), clf.ood_threshold
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        return np.array([self.policy.models[m].threshold for m in self.models[:-1]])
+
+    def choose(self, probs: np.ndarray, thresholds: dict[str, float] | None = None, ood: bool = True) -> np.ndarray:
+        from router.offline.decisions import decide_rows, with_thresholds
+
+        policy = with_thresholds(self.policy, thresholds) if thresholds else self.policy
+        return decide_rows(self.models, probs, self.tasks, self.tokens, policy, self.catalogue,
+                           self.distances if ood else None, self.threshold)
+
+    def ood_share(self) -> float | None:
+        if self.distances is None or not self.policy.ood.enabled:
+            return None
+        return float((self.distances > self.threshold).mean())
 
 
 def report_command(args) -> dict[str, Path]:
@@ -99,60 +128,65 @@ def report_command(args) -> dict[str, Path]:
     if len(train_rows) == 0 or len(test_rows) == 0:
         raise ValueError(f"the split left {len(train_rows)} training and {len(test_rows)} test rows; "
                          f"use more data or another --test-fraction")
-    clf = fit_table(table, features, train_rows, c=args.c)
+    clf, selection = _fit_selected(table, features, train_rows, args.family, args.folds, args.seed)
     test = table.subset(test_rows)
-    probs = clf.predict_proba(features[test_rows])
-    policies = args.policy or []
-    views = [_policy_view(path, test, clf, features[test_rows], tokens[test_rows]) for path in policies]
-    thresholds, eligible = views[0] if views else (np.full(len(table.models) - 1, args.threshold), None)
+    probs = clf.predict_proba(features[test_rows], test.prompts)
+    views = [PolicyView(path, test.models, clf, features[test_rows], tokens[test_rows]) for path in args.policy or []]
+    thresholds = views[0].thresholds if views else np.full(len(table.models) - 1, args.threshold)
     # the router's own cost: the encoder (22M parameters) priced like the catalogue's models, per input token
     router_cost = float(tokens[test_rows].sum()) / 1000 * args.router_cost_per_1k
-    report = evaluate(test, probs, thresholds, eligible, seed=args.seed, router_cost=router_cost)
-    if policies:  # the what-if: every policy's thresholds and eligibility on the same held-out prompts
+    report = evaluate(test, probs, thresholds, seed=args.seed, router_cost=router_cost,
+                      chosen=views[0].choose(probs) if views else None)
+    if views:  # the what-if: every policy's decisions on the same held-out prompts
         from router.offline.metrics import savings
-        from router.policy import load_policy
-        from router.offline.report import choose
 
         report["what_if"] = []
-        for path, (thr, elig) in zip(policies, views):
-            chosen = choose(probs, thr, elig)
+        for view in views:
+            chosen = view.choose(probs)
             report["what_if"].append({
-                "policy": path, "version": load_policy(path).version,
+                "policy": view.path, "version": view.policy.version, "ood_share": view.ood_share(),
                 **savings(chosen, test.scores(), test.costs(), len(test.models) - 1),
                 "shares": {m: float((chosen == j).mean()) for j, m in enumerate(test.models)}})
-    report["robustness"] = _robustness(args, test, clf, probs, thresholds, eligible, views, policies)
+    distances = clf.ood_distances(features[test_rows])
+    report["ood"] = {"threshold": clf.ood_threshold,
+                     "share_flagged": None if distances is None else float((distances > clf.ood_threshold).mean())}
+    report["selection"] = selection.as_dict()
+    report["robustness"] = _robustness(args, test, clf, probs, thresholds, views)
     report["title"] = f"Routing report: {name}"
     report["data"] = {"source": args.data, "rows": len(table), "train_rows": int(len(train_rows)),
                       "test_rows": int(len(test_rows)), "seed": args.seed, "split": "by unique prompt text",
-                      "encoder": catalogue.encoder.name, "policies": policies}
+                      "encoder": catalogue.encoder.name, "policies": args.policy or [],
+                      "family": clf.family.label()}
     return write_report(report, Path(args.out), stem=name)
 
 
 def calibrate_command(args) -> dict:
-    from router.offline.calibrate import out_of_fold, search, write_thresholds
+    from router.classifier import AdequacyClassifier
+    from router.offline.calibrate import search, write_thresholds
+    from router.offline.select import out_of_fold
     from router.policy import load_policy
 
     catalogue = load_catalogue()
     table, _ = _load_table(args.table, catalogue.names())
     features, tokens = table_features(table, _encoder())
-    probs = out_of_fold(table, features, args.folds, args.seed)
-    from router.classifier import AdequacyClassifier
-
     clf = AdequacyClassifier.load(load_policy(args.policy).classifier_path())
-    _, eligible = _policy_view(args.policy, table, clf, features, tokens)
-    result = search(probs, table.scores(), table.costs(), table.models, eligible,
-                    keep_quality=args.keep_quality, max_large_share=args.max_large_share)
+    rows = np.arange(len(table))
+    probs = out_of_fold(table, features, rows, clf.family.name, clf.family.params, args.folds, args.seed)
+    view = PolicyView(args.policy, table.models, clf, features, tokens)
+    # out-of-fold rows are the training prompts themselves, so no OOD flag can be judged here
+    result = search(probs, table.scores(), table.costs(), table.models, None, keep_quality=args.keep_quality,
+                    max_large_share=args.max_large_share, chooser=lambda t: view.choose(probs, t, ood=False))
     if not result.met_target:
         raise ValueError(f"no thresholds meet the target on {args.table}; the closest: {result}")
     target = f"quality>={args.keep_quality:g}" if args.keep_quality is not None else f"large<={args.max_large_share:g}"
     version = f"calibrated-{time.strftime('%Y%m%d-%H%M%S')}-{target}"
     write_thresholds(Path(args.policy), result.thresholds, version)
     load_policy(args.policy)  # the edited file must still be a valid policy
-    return {"policy": args.policy, "version": version, **result.__dict__,
+    return {"policy": args.policy, "version": version, "family": clf.family.label(), **result.__dict__,
             "cost_saved": 1 - result.cost / result.large_cost, "quality_kept": result.quality / result.large_quality}
 
 
-def _robustness(args, test: OutcomeTable, clf, probs: np.ndarray, thresholds, eligible, views, policies) -> dict:
+def _robustness(args, test: OutcomeTable, clf, probs: np.ndarray, thresholds, views) -> dict:
     """Decision flips under small edits, on a seeded sample of held-out prompts."""
     from router.classifier import feature_matrix
     from router.offline.report import choose
@@ -161,16 +195,19 @@ def _robustness(args, test: OutcomeTable, clf, probs: np.ndarray, thresholds, el
 
     rng = np.random.default_rng(args.seed)
     sample = np.sort(rng.permutation(len(test))[: args.robustness_sample])
-    edits = perturbations([test.prompts[i] for i in sample], seed=args.seed)
+    texts = test.prompts
+    edits = perturbations([texts[i] for i in sample], seed=args.seed)
     if not edits:
         return {"edits": 0}
-    vectors, tokens = embed([text for _, _, text in edits], _encoder(), desc="embed perturbed")
+    edited_texts = [text for _, _, text in edits]
+    vectors, tokens = embed(edited_texts, _encoder(), desc="embed perturbed")
     feats = feature_matrix(vectors, tokens)
-    edited_probs = clf.predict_proba(feats)
+    edited_probs = clf.predict_proba(feats, edited_texts)
     rows = sample[[i for i, _, _ in edits]]
-    edited_eligible = None
-    if policies:
-        edited_eligible = _policy_view(policies[0], test, clf, feats, tokens)[1]
-    before = choose(probs[rows], thresholds, eligible[rows] if eligible is not None else None)
-    after = choose(edited_probs, thresholds, edited_eligible)
+    if views:
+        before = views[0].choose(probs)[rows]
+        edited = PolicyView(views[0].path, test.models, clf, feats, tokens)
+        after = edited.choose(edited_probs)
+    else:
+        before, after = choose(probs[rows], thresholds), choose(edited_probs, thresholds)
     return {"sample": int(len(sample)), **flip_rates(before.tolist(), after.tolist(), [k for _, k, _ in edits])}

@@ -27,8 +27,10 @@ class SweepPoint:
 
 
 def choose(probs: np.ndarray, thresholds: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
-    """Vectorised form of router.decision.decide for a table: per row, the cheapest small model (columns are
-    cheapest first, the last is the large fallback) with P >= its threshold, else the last column."""
+    """The policy-less rule, for tables without a policy (RouteLLM's models are not in the catalogue) and for
+    threshold sweeps: per row, the cheapest small model (columns are ordered by the table's cost, the last is
+    the large fallback) with P >= its threshold, else the last column. With a policy, offline decisions use
+    router.decision.decide itself (router/offline/decisions.py)."""
     n, m = probs.shape
     ok = probs[:, :-1] >= thresholds[None, :]
     if eligible is not None:
@@ -70,15 +72,16 @@ def _operating(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray, models
             "confusion": M.confusion_matrix(chosen, scores, costs).tolist()}
 
 
-def evaluate(test: OutcomeTable, probs: np.ndarray, thresholds: np.ndarray, eligible: np.ndarray | None = None,
-             seed: int = 0, num_results: int = 10, router_cost: float = 0.0) -> dict:
-    """`router_cost` is the trained router's own cost over the test rows, netted out of its savings."""
-    """The report's numbers for the trained router's `probs` on `test`, beside random and the oracle."""
+def evaluate(test: OutcomeTable, probs: np.ndarray, thresholds: np.ndarray, seed: int = 0, num_results: int = 10,
+             router_cost: float = 0.0, chosen: np.ndarray | None = None) -> dict:
+    """The report's numbers for the trained router's `probs` on `test`, beside random and the oracle.
+    `chosen`: the trained router's model per row as the serving decision makes it under a policy (default: the
+    policy-less rule at `thresholds`); `router_cost`: its own cost over the test rows, netted out of savings."""
     scores, costs, models = test.scores(), test.costs(), test.models
     weak_q, strong_q = float(scores[:, 0].mean()), float(scores[:, -1].mean())
     rng = np.random.default_rng(seed)
     random_probs = rng.random(probs.shape)
-    trained_chosen = choose(probs, thresholds, eligible)
+    trained_chosen = chosen if chosen is not None else choose(probs, thresholds)
     large_share = float((trained_chosen == len(models) - 1).mean())
     # the random router at the same share of large-model calls as the trained router
     random_cut = np.quantile(1.0 - random_probs[:, :-1].max(axis=1), 1.0 - large_share) if large_share < 1 else -np.inf
@@ -215,6 +218,17 @@ def render_html(report: dict, png: Path) -> str:
                       + "".join(f"<th>{html.escape(m)}</th>" for m in report["models"]) + "</tr>"
                       + "".join(f"<tr><td>{html.escape(m)}</td>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>"
                                 for m, row in zip(report["models"], confusion)) + "</table>")
+    ood, selection = report.get("ood") or {}, report.get("selection") or {}
+    ood_html = ("<h2>Out of distribution</h2><p>Held-out prompts farther from every training prompt than the router's "
+                f"threshold ({ood['threshold']:.3f}, 1 - cosine similarity): <b>{_pct(ood['share_flagged'])}</b>. "
+                "With the policy's <code>ood.enabled</code> they go to the fallback.</p>"
+                ) if ood.get("share_flagged") is not None else ""
+    cv_rows = "".join(f"<tr><td>{html.escape(r['label'])}{' (chosen)' if (r['family'], r['params']) == (selection['family'], selection['params']) else ''}"
+                      f"</td><td>{r['aiq']:.4f}</td></tr>" for r in sorted(selection.get("cross_validation", []),
+                                                                          key=lambda r: -r["aiq"]))
+    selection_html = (f"<h2>Router family</h2><p>Chosen by {selection['folds']}-fold cross-validation on the training "
+                      f"split alone; criterion: {html.escape(selection['criterion'])}.</p><table><tr><th>candidate</th>"
+                      f"<th>AIQ</th></tr>{cv_rows}</table>") if cv_rows else ""
     image = base64.b64encode(png.read_bytes()).decode()
     meta = html.escape(json.dumps(report.get("data", {}), indent=1))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(report.get('title', 'routing report'))}</title>
@@ -233,7 +247,9 @@ models by parameter count: {report['routers']['trained']['operating_point']['rou
 <table><tr><th>router</th><th>APGR</th><th>APGR (paper)</th><th>CPT(50%)</th><th>CPT(80%)</th><th>AIQ</th><th>accuracy vs oracle</th>
 <th>over-routing</th><th>under-routing</th><th>cost saved</th><th>quality kept</th><th>share of calls</th></tr>
 {''.join(rows)}</table>
+{selection_html}
 {confusion_html}
+{ood_html}
 {whatif_html}
 {robust_html}
 <h2>Calibration of P(adequate)</h2><p>Expected calibration error, 10 equal-width bins (Guo et al. 2017).

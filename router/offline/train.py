@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from router.classifier import AdequacyClassifier, feature_matrix
+from router.classifier import OOD_QUANTILE, AdequacyClassifier, feature_matrix
+from router.families import Family
 from router.features import Encoder
 from router.offline.outcomes import OutcomeTable
 
@@ -63,10 +64,14 @@ def split_by_prompt(table: OutcomeTable, test_fraction: float, seed: int, max_tr
     return np.flatnonzero(is_train), np.flatnonzero(is_test)
 
 
-def fit_table(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, c: float = 1.0,
-              metadata: dict | None = None) -> AdequacyClassifier:
-    tasks = table.frame["task"].astype(str).to_numpy()[rows].tolist() if "task" in table.frame.columns else None
-    return AdequacyClassifier.fit(features[rows], table.scores()[rows], table.models, tasks, c=c, metadata=metadata)
+def fit_table(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, family: Family,
+              metadata: dict | None = None, ood_quantile: float = OOD_QUANTILE) -> AdequacyClassifier:
+    from router.offline.select import domains_of, tasks_of
+
+    tasks, texts = tasks_of(table), table.prompts
+    return AdequacyClassifier.fit(family, features[rows], [texts[i] for i in rows], table.scores()[rows],
+                                  table.models, None if tasks is None else [tasks[i] for i in rows],
+                                  domains_of(table)[rows], ood_quantile, metadata)
 
 
 def table_features(table: OutcomeTable, encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:

@@ -85,6 +85,8 @@ def _headers(decision: Decision, version: str, fallback_reason: str | None = Non
                "x-router-reason": decision.reason.encode("ascii", "replace").decode(),
                "x-router-task": decision.task, "x-router-policy-version": version,
                "x-router-scores": json.dumps({k: round(v, 3) for k, v in decision.scores.items()}, separators=(",", ":"))}
+    if decision.ood_distance is not None:
+        headers["x-router-ood"] = f"distance={decision.ood_distance:.4f};threshold={decision.ood_threshold:.4f}"
     if fallback_reason:
         headers["x-router-fallback"] = fallback_reason.encode("ascii", "replace").decode()[:300]
     return headers

@@ -1,0 +1,85 @@
+"""Quantile blends: each member's P for a model becomes its quantile among that member's out-of-fold scores
+on the training prompts (scale-free, so a kNN rate and an LR probability weigh the same, and one prompt can
+be scored alone), the quantiles are averaged, and a per-model Platt scaling, fitted on those out-of-fold
+blends, turns the average back into a P(adequate)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from router.families.base import Family, TrainingData, adequate_labels, arr, rounded, sigmoid
+
+INNER_FOLDS = 3
+REFERENCE_DIGITS = 5
+
+
+class Blend(Family):
+    name = "blend"
+    grid = [{"members": [{"name": "knn", "params": {"k": 32}}, {"name": "domain", "params": {"smoothing": 10.0}},
+                         {"name": "lr", "params": {"c": 1.0}}]},
+            {"members": [{"name": "knn", "params": {"k": 32}}, {"name": "hand", "params": {"c": 1.0}},
+                         {"name": "lr", "params": {"c": 1.0}}]}]
+
+    def fit(self, data: TrainingData) -> "Family":
+        from router.families import make_family
+
+        specs = self.params["members"]
+        n = len(data.texts)
+        folds = np.arange(n) % INNER_FOLDS
+        np.random.default_rng(0).shuffle(folds)
+        oof = np.zeros((len(specs), n, data.adequate.shape[1]))
+        for k in range(INNER_FOLDS):  # out-of-fold member scores: a member never scores its own training rows
+            train, test = folds != k, folds == k
+            if not test.any() or not train.any():
+                continue
+            part = _subset(data, train)
+            for i, spec in enumerate(specs):
+                oof[i, test] = make_family(spec["name"], spec.get("params")).fit(part).predict(
+                    data.x[test], [t for t, keep in zip(data.texts, test) if keep])
+        self.references = np.round(np.sort(oof, axis=1), REFERENCE_DIGITS)  # (members, n, m), as stored
+        blended = self._blend(oof)
+        labels = adequate_labels(data.adequate)
+        self.platt = np.vstack([_platt(blended[:, j], labels[:, j]) for j in range(labels.shape[1])])
+        self.members = [make_family(s["name"], s.get("params")).fit(data) for s in specs]
+        return self
+
+    def _blend(self, member_scores: np.ndarray) -> np.ndarray:
+        """Mean over members of each score's quantile among the member's references, per model column."""
+        members, _, models = member_scores.shape
+        q = np.zeros(member_scores.shape)
+        for i in range(members):
+            for j in range(models):
+                ref = self.references[i, :, j]
+                q[i, :, j] = np.searchsorted(ref, member_scores[i, :, j], side="right") / len(ref)
+        return q.mean(axis=0)
+
+    def predict(self, x: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        blended = self._blend(np.stack([m.predict(x, texts) for m in self.members]))
+        return sigmoid(blended * self.platt[:, 0] + self.platt[:, 1])
+
+    def state(self) -> dict:
+        return {"references": rounded(self.references, REFERENCE_DIGITS), "platt": rounded(self.platt),
+                "members": [m.to_json() for m in self.members]}
+
+    @classmethod
+    def from_state(cls, params: dict, state: dict) -> "Family":
+        from router.families import family_from_json
+
+        family = cls(**params)
+        family.references, family.platt = arr(state["references"], np.float64), arr(state["platt"])
+        family.members = [family_from_json(m) for m in state["members"]]
+        return family
+
+
+def _subset(data: TrainingData, rows: np.ndarray) -> TrainingData:
+    return TrainingData(data.x[rows], [t for t, keep in zip(data.texts, rows) if keep], data.adequate[rows],
+                        np.asarray(data.domains)[rows], data.models)
+
+
+def _platt(score: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(slope, intercept) of a 1-D logistic fit of adequacy on the blended quantile."""
+    from router.families.base import fit_logistic
+
+    coef, intercept = fit_logistic(score[:, None], labels, c=100.0)
+    return np.array([coef[0], intercept])

@@ -1,0 +1,36 @@
+"""Offline decisions made by the function that serves (router.decision.decide), row by row, so that reports,
+calibration and the policy what-if see exactly what the endpoint would do: the policy's cost order with its
+overrides, its eligibility rules, its thresholds and its out-of-distribution setting."""
+from __future__ import annotations
+
+import numpy as np
+
+from models.catalogue import Catalogue
+from router.decision import decide
+from router.policy import Policy
+
+
+def check_models(models: list[str], policy: Policy, source: str) -> None:
+    missing = [m for m in models if m not in policy.models]
+    if missing:
+        raise ValueError(f"{source}: the policy has no entry for table model(s) {missing}")
+
+
+def with_thresholds(policy: Policy, thresholds: dict[str, float]) -> Policy:
+    models = {m: mp.model_copy(update={"threshold": float(thresholds[m])}) if m in thresholds else mp
+              for m, mp in policy.models.items()}
+    return policy.model_copy(update={"models": models})
+
+
+def decide_rows(models: list[str], probs: np.ndarray, tasks: list[str], tokens, policy: Policy, catalogue: Catalogue,
+                ood_distances: np.ndarray | None = None, ood_threshold: float | None = None) -> np.ndarray:
+    """The column (index into `models`) that decide() picks for each row; a row too long for every model
+    counts as the fallback's."""
+    column = {m: j for j, m in enumerate(models)}
+    chosen = np.empty(len(probs), dtype=int)
+    for i, row in enumerate(probs):
+        distance = None if ood_distances is None else float(ood_distances[i])
+        decision = decide(dict(zip(models, map(float, row))), tasks[i], int(tokens[i]), policy, catalogue,
+                          distance, ood_threshold)
+        chosen[i] = column[decision.model or policy.fallback]
+    return chosen

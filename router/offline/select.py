@@ -1,0 +1,113 @@
+"""Choose the router family and its settings by k-fold cross-validation on the training rows alone.
+
+Folds are grouped by prompt text (a prompt that repeats never sits on both sides). Every candidate (each
+family's `grid` of settings) is fitted on k-1 folds and scores the held-out fold; the criterion is RouterBench's
+AIQ (router/offline/metrics.py) of the threshold sweep over those out-of-fold scores: the area under the
+cost-quality curve, so the choice rewards a router that is good at every price, not at one threshold. Ties go to
+the earlier candidate (simpler families come first). No test row is ever read here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from router.families import FAMILIES, make_family
+from router.offline import metrics as M
+from router.offline.outcomes import OutcomeTable
+
+AUTO = "auto"
+CRITERION = "AIQ (RouterBench) of the threshold sweep on out-of-fold predictions, grouped by prompt"
+
+
+@dataclass
+class Selection:
+    family: str
+    params: dict
+    criterion: str
+    folds: int
+    table: list[dict] = field(default_factory=list)  # one row per candidate: family, params, aiq, apgr-like stats
+    oof: np.ndarray | None = None                      # the chosen candidate's out-of-fold P(adequate)
+
+    def as_dict(self) -> dict:
+        return {"family": self.family, "params": self.params, "criterion": self.criterion, "folds": self.folds,
+                "cross_validation": self.table}
+
+
+def domains_of(table: OutcomeTable) -> np.ndarray:
+    """The label the domain prior learns: MMLU's subject, else the eval set, else the task."""
+    for column in ("subject", "eval_name", "task"):
+        if column in table.frame.columns and table.frame[column].astype(str).str.len().gt(0).all():
+            return table.frame[column].astype(str).to_numpy()
+    return np.full(len(table), "all")
+
+
+def tasks_of(table: OutcomeTable) -> list[str] | None:
+    return table.frame["task"].astype(str).tolist() if "task" in table.frame.columns else None
+
+
+def prompt_folds(prompts: list[str], folds: int, seed: int) -> np.ndarray:
+    """A fold number per row; rows with the same prompt text share a fold."""
+    unique = sorted(set(prompts))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fold_of = {unique[i]: n % folds for n, i in enumerate(order)}
+    return np.array([fold_of[p] for p in prompts])
+
+
+def candidates(family: str) -> list[tuple[str, dict]]:
+    names = list(FAMILIES) if family == AUTO else [family]
+    for name in names:
+        if name not in FAMILIES:
+            raise ValueError(f"unknown router family {name!r}; known: {sorted(FAMILIES)} or {AUTO!r}")
+    return [(name, dict(params)) for name in names for params in FAMILIES[name].grid]
+
+
+def out_of_fold(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, name: str, params: dict,
+                folds: int, seed: int) -> np.ndarray:
+    """(len(rows), m) P(adequate) for `rows`, each predicted by a model fitted on the other folds of `rows`."""
+    from router.offline.train import fit_table
+
+    texts = table.prompts
+    fold = prompt_folds([texts[i] for i in rows], folds, seed)
+    probs = np.zeros((len(rows), len(table.models)))
+    for k in range(folds):
+        held = fold == k
+        if held.any() and (~held).any():
+            clf = fit_table(table, features, rows[~held], make_family(name, params))
+            probs[held] = clf.predict_proba(features[rows[held]], [texts[i] for i in rows[held]])
+    return probs
+
+
+def sweep_aiq(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: list[str]) -> float:
+    from router.offline.report import sweep
+
+    points = sweep(probs, scores, costs, models, num_results=20)
+    curve = np.array([[p.cost, p.quality] for p in points] + [[costs[:, 0].sum(), scores[:, 0].mean()]])
+    return M.aiq([curve])[0]
+
+
+def select_family(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, family: str = AUTO,
+                  folds: int = 5, seed: int = 0) -> Selection:
+    """The family (and settings) to train on `rows`, chosen by cross-validation on `rows` alone."""
+    if len(rows) < folds * 2:
+        raise ValueError(f"{len(rows)} training rows are too few for {folds}-fold cross-validation")
+    options = candidates(family)
+    scores, costs = table.scores()[rows], table.costs()[rows]
+    best, best_aiq, best_oof, rows_out = None, -np.inf, None, []
+    for name, params in tqdm(options, desc="cross-validate", unit="candidate", disable=len(options) == 1):
+        oof = out_of_fold(table, features, rows, name, params, folds, seed)
+        value = sweep_aiq(oof, scores, costs, table.models)
+        label = make_family(name, params).label()
+        rows_out.append({"family": name, "params": params, "label": label, "aiq": round(value, 6)})
+        if value > best_aiq + 1e-12:
+            best, best_aiq, best_oof = (name, params), value, oof
+    return Selection(best[0], best[1], CRITERION, folds, rows_out, best_oof)
+
+
+def format_table(selection: Selection) -> str:
+    lines = [f"cross-validation ({selection.folds} folds, grouped by prompt); criterion: {selection.criterion}"]
+    for row in sorted(selection.table, key=lambda r: -r["aiq"]):
+        mark = "*" if (row["family"], row["params"]) == (selection.family, selection.params) else " "
+        lines.append(f" {mark} {row['label']:<40} AIQ {row['aiq']:.4f}")
+    return "\n".join(lines)

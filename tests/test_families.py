@@ -1,0 +1,139 @@
+"""Router families behind one contract: JSON round trips, cross-validated selection that sees only training rows,
+one decision offline and online, out-of-distribution prompts, and bad input."""
+import json
+
+import numpy as np
+import pytest
+
+from router.classifier import AdequacyClassifier
+from router.families import FAMILIES, make_family
+from router.offline.outcomes import load_outcomes
+from router.offline.select import select_family
+from router.offline.train import fit_table, table_features
+
+TABLE = "data/outcomes/default.csv"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from router.features import Encoder
+
+    return Encoder(threads=2)
+
+
+@pytest.fixture(scope="module")
+def table_and_features(encoder):
+    from models.catalogue import load_catalogue
+
+    table = load_outcomes(TABLE, load_catalogue().names())
+    features, tokens = table_features(table, encoder)
+    return table, features, tokens
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_scores_the_same_after_a_json_round_trip(name, table_and_features, tmp_path):
+    table, features, _ = table_and_features
+    rows = np.arange(0, len(table), 2)
+    clf = fit_table(table, features, rows, make_family(name, FAMILIES[name].grid[0]))
+    path = tmp_path / "router.json"
+    clf.save(path)
+    assert "pickle" not in path.read_text() and json.loads(path.read_text())["family"]["name"] == name
+    loaded = AdequacyClassifier.load(path)
+    held = np.arange(1, len(table), 2)
+    texts = [table.prompts[i] for i in held]
+    before, after = clf.predict_proba(features[held], texts), loaded.predict_proba(features[held], texts)
+    assert before.shape == (len(held), len(table.models))  # a P(adequate) for every one of the N models
+    assert np.allclose(before, after, atol=1e-5)
+    assert np.allclose(clf.ood_distances(features[held]), loaded.ood_distances(features[held]), atol=1e-6)
+    one = loaded.predict_one(features[held[0]], texts[0])  # serving scores one prompt alone
+    assert one.scores == pytest.approx(dict(zip(table.models, after[0])), abs=1e-6)
+
+
+def test_selection_sees_only_the_training_rows(table_and_features):
+    table, features, _ = table_and_features
+    train = np.arange(len(table))[np.arange(len(table)) % 3 != 0]
+    first = select_family(table, features, train, folds=3)
+    # turn every test row's outcome upside down: the choice made on the training rows must not move
+    flipped = table.subset(np.arange(len(table)))
+    test_rows = np.setdiff1d(np.arange(len(table)), train)
+    for model in table.models:
+        column = flipped.frame.columns.get_loc(model)
+        flipped.frame.iloc[test_rows, column] = 1.0 - flipped.frame.iloc[test_rows, column]
+    again = select_family(flipped, features, train, folds=3)
+    assert (again.family, again.params, again.table) == (first.family, first.params, first.table)
+    # ...while the same rows, if they were used, would change what cross-validation sees
+    everything = select_family(flipped, features, np.arange(len(table)), folds=3)
+    assert [r["aiq"] for r in everything.table] != [r["aiq"] for r in first.table]
+
+
+def test_a_forced_family_is_the_only_candidate(table_and_features):
+    table, features, _ = table_and_features
+    selection = select_family(table, features, np.arange(len(table)), family="tfidf", folds=3)
+    assert selection.family == "tfidf" and {r["family"] for r in selection.table} == {"tfidf"}
+    assert len(selection.table) == len(FAMILIES["tfidf"].grid)
+
+
+def test_offline_and_online_decisions_agree_row_by_row(table_and_features, tmp_path):
+    """The report's and calibration's decisions come from router.decision.decide, under a policy whose cost
+    overrides reverse the catalogue's order of the small models."""
+    from router.offline.pipeline import PolicyView
+    from router.policy import DEFAULT_POLICY_PATH, load_policy
+    from router.service import RoutingService
+
+    table, _, _ = table_and_features
+    policy = load_policy(DEFAULT_POLICY_PATH).model_dump(mode="json")
+    policy["version"] = "overrides"
+    policy["models"]["smollm2-135m"].update(cost_per_1k_input=0.01, threshold=0.55)  # now costlier than the coder
+    policy["models"]["qwen2.5-coder-0.5b"].update(tasks=["code", "chat"], threshold=0.75)
+    path = tmp_path / "policy.yaml"
+    path.write_text(json.dumps(policy))
+    service = RoutingService()
+    service.apply_policy(policy)
+    clf = service.live.classifier
+    rows = [service.features(text) for text in table.prompts]  # the serving path's own features
+    features, tokens = np.vstack([f for f, _ in rows]), np.array([t for _, t in rows])
+    online = [service.route(text, int(n)).model for text, n in zip(table.prompts, tokens)]
+    view = PolicyView(str(path), table.models, clf, features, tokens)
+    offline = [table.models[j] for j in view.choose(clf.predict_proba(features, table.prompts))]
+    assert offline == online
+    assert len(set(online)) == 3  # every model is chosen somewhere, so the order matters
+    assert "qwen2.5-coder-0.5b" in online and "smollm2-135m" in online
+
+
+def test_in_domain_prompts_pass_and_an_unseen_domain_goes_to_the_fallback(encoder):
+    from router.decision import OUT_OF_DISTRIBUTION
+    from router.policy import DEFAULT_POLICY_PATH, load_policy
+    from router.service import RoutingService
+
+    service = RoutingService(encoder=encoder)
+    policy = load_policy(DEFAULT_POLICY_PATH).model_dump(mode="json")
+    service.apply_policy(policy)
+    seen = ["Hi! How are you today?", "Write a Python function that returns the n-th Fibonacci number.",
+            "Thanks a lot!", "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+            "in May. How many clips did Natalia sell altogether in April and May?"]
+    unseen = ["What are the tax implications of a Roth IRA conversion?",
+              "Explain the doctrine of promissory estoppel in contract law.",
+              "Patient presents with acute dyspnea, bilateral crackles and an elevated BNP; differential diagnosis?"]
+    for text in seen:
+        decision = service.route(text, encoder.count_tokens(text))
+        assert decision.rule != OUT_OF_DISTRIBUTION and decision.ood_distance < decision.ood_threshold, text
+    for text in unseen:
+        decision = service.route(text, encoder.count_tokens(text))
+        assert (decision.rule, decision.model) == (OUT_OF_DISTRIBUTION, policy["fallback"]), text
+        assert decision.ood_distance > decision.ood_threshold and "unlike the router's training prompts" in decision.reason
+    service.apply_policy({**policy, "version": "ood-off", "ood": {"enabled": False}})
+    assert service.route(unseen[0], 12).rule != OUT_OF_DISTRIBUTION
+
+
+def test_an_unknown_family_and_an_older_artifact_get_clear_errors(tmp_path, capsys):
+    from router.cli import main
+
+    assert main(["train", "--table", TABLE, "--out", str(tmp_path / "r.json"), "--family", "transformer"]) == 2
+    assert "unknown router family 'transformer'" in capsys.readouterr().err
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": "ensemble-router/adequacy-lr/v1", "models": ["a"], "coef": [[0.0]]}))
+    with pytest.raises(ValueError, match="older format .* Retrain it: router train"):
+        AdequacyClassifier.load(old)
+    with pytest.raises(SystemExit) as exited:  # argparse refuses it with usage and exit code 2
+        main(["train", "--table", TABLE, "--out", str(tmp_path / "r.json"), "--ood-quantile", "1.5"])
+    assert exited.value.code == 2 and "must be in (0, 1]" in capsys.readouterr().err

@@ -38,15 +38,17 @@ def bench_in_process(n: int) -> dict:
         service.route(p, 20)
     full, pure = [], []
     live = service.live
-    prediction = live.classifier.predict_one(service.features(PROMPTS[1])[0])
+    prediction = live.classifier.predict_one(service.features(PROMPTS[1])[0], PROMPTS[1])
     for i in range(n):
         t = time.perf_counter()
         service.route(PROMPTS[i % len(PROMPTS)], 20)
         full.append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
-        decide(prediction.scores, prediction.task, 20, live.policy, service.catalogue)
+        decide(prediction.scores, prediction.task, 20, live.policy, service.catalogue, prediction.ood_distance,
+               prediction.ood_threshold)
         pure.append((time.perf_counter() - t) * 1000)
-    return {"route_in_process": percentiles(full), "decide_pure": percentiles(pure)}
+    return {"family": live.classifier.family.label(), "route_in_process": percentiles(full),
+            "decide_pure": percentiles(pure)}
 
 
 def memory_of_ray() -> dict:

@@ -76,11 +76,12 @@ class AdequacyClassifier:
         task_intercept = np.zeros(len(task_names), dtype=np.float32)
         if len(task_names) > 1:
             lr = LogisticRegression(C=10.0, max_iter=2000).fit(features, list(tasks))
-            order = [list(lr.classes_).index(t) for t in task_names]
-            task_coef, task_intercept = lr.coef_[order], lr.intercept_[order]
             if len(task_names) == 2:  # sklearn's binary form has one row; expand to two logits
                 task_coef = np.vstack([-lr.coef_[0] / 2, lr.coef_[0] / 2])
                 task_intercept = np.array([-lr.intercept_[0] / 2, lr.intercept_[0] / 2])
+            else:
+                order = [list(lr.classes_).index(t) for t in task_names]
+                task_coef, task_intercept = lr.coef_[order], lr.intercept_[order]
         keys = np.unique(np.round(features[:, :-1], KEY_DIGITS).astype(np.float32), axis=0)  # as stored
         threshold = float(np.quantile(nearest_distance(keys, keys, leave_one_out=True), ood_quantile)) \
             if len(keys) > 1 else None

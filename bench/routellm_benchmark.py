@@ -171,7 +171,7 @@ def main(argv=None) -> None:
         encoder.max_tokens = args.max_tokens  # the embedding cache is keyed by it too
     data = load_all(encoder, args.mt_bench_extra or None)
 
-    results, latency, timed = [], {}, {}
+    results, latency, timed, picked = [], {}, {}, []
     for seed in seeds:
         splits = {name: split(data[name][0], MAX_TRAIN[name], seed) for name in ("mmlu", "gsm8k")}
         runs = [("mmlu", False), ("gsm8k", False), ("mt_bench", "extra" in data)]
@@ -190,6 +190,9 @@ def main(argv=None) -> None:
                 scorer = VARIANTS[name](train)
                 score = scorer(x[test], test_prompts)
                 rows.append((name + suffix, score))
+                if hasattr(scorer, "chosen"):  # the family cross-validation picked on this seed's training split
+                    picked.append({"benchmark": bench + suffix, "seed": seed, "variant": name,
+                                   "family": scorer.chosen})
                 if name == args.router and not suffix:
                     pd.DataFrame({"prompt": train.prompts}).to_csv(out / f"{bench}-seed{seed}-train.csv", index=False)
                     pd.DataFrame({"prompt": test_prompts, "score": score}).to_csv(
@@ -205,10 +208,10 @@ def main(argv=None) -> None:
             if args.latency_prompts:
                 latency[bench] = decision_latency_ms(encoder, scorer, prompts, args.latency_prompts,
                                                      lexical=args.router in LEXICAL)
-    write_results(out, pd.DataFrame(results), latency, args.router)
+    write_results(out, pd.DataFrame(results), latency, args.router, picked)
 
 
-def write_results(out: Path, df: pd.DataFrame, latency: dict, chosen: str) -> None:
+def write_results(out: Path, df: pd.DataFrame, latency: dict, chosen: str, picked: list[dict] = ()) -> None:
     summary = df.groupby(["benchmark", "router"]).agg(
         apgr=("apgr", "mean"), apgr_sd=("apgr", "std"), apgr_paper=("apgr_paper", "mean"),
         cpt50=("cpt50", "mean"), cpt50_sd=("cpt50", "std"), cpt80=("cpt80", "mean")).reset_index()
@@ -229,8 +232,13 @@ def write_results(out: Path, df: pd.DataFrame, latency: dict, chosen: str) -> No
             lat = f"{latency[bench][0]:.2f} / {latency[bench][1]:.2f}" if name == chosen and bench in latency else ""
             lines.append(f"| {bench} | {'this project: ' + name if name == chosen else name} | {r.apgr:.3f} | "
                          f"{r.cpt50:.1f}% | {r.cpt80:.1f}% | {lat} |")
+    if picked:
+        lines += ["", "Families picked by `router train --family auto` (cross-validation on each seed's training split):",
+                  "", "| benchmark | seed | family |", "|---|---|---|"]
+        lines += [f"| {p['benchmark']} | {p['seed']} | {p['family']} |" for p in picked]
     (out / "results.json").write_text(json.dumps({"per_seed": df.to_dict("records"), "latency_ms": latency,
-                                                  "router": chosen, "protocol": __doc__}, indent=1))
+                                                  "router": chosen, "families_picked": list(picked),
+                                                  "protocol": __doc__}, indent=1))
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

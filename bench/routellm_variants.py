@@ -222,3 +222,39 @@ VARIANTS: dict[str, Callable[[TrainSet], Scorer]] = {
     "answer-length ridge (GPT-4 answer length, a training-only target)": answer_length,
     "blend(knn64,hand,answer-length)": rank_blend(knn_gain, hand_ridge, answer_length),
 }
+
+
+# costs per call for the criterion (RouteLLM's README prices, $ per million tokens): only their ratio matters
+WEAK_COST, STRONG_COST = 0.24, 24.7
+
+
+def family_auto(t: TrainSet, folds: int = 5) -> Scorer:
+    """The product's own choice (`router train --family auto`): router.offline.select picks a family and its
+    settings by cross-validation on these training rows alone; the score is the strong model's predicted
+    advantage, P(strong adequate) - P(weak adequate), as the product's sweep ranks (report.large_advantage).
+    The scorer's `chosen` attribute names the family that was picked."""
+    import pandas as pd
+
+    from router.families import make_family
+    from router.offline.outcomes import COST, OutcomeTable
+    from router.offline.select import select_family
+    from router.offline.train import fit_table
+
+    midpoint = (np.min(t.weak) + np.max(t.weak)) / 2.0  # adequacy is quality above the score range's midpoint
+    frame = pd.DataFrame({"prompt": t.prompts, "subject": t.domain.astype(str),
+                          "weak": (t.weak > midpoint).astype(float), "strong": (t.strong > midpoint).astype(float),
+                          "weak" + COST: WEAK_COST, "strong" + COST: STRONG_COST})
+    table = OutcomeTable(frame, ["weak", "strong"])
+    rows = np.arange(len(frame))
+    selection = select_family(table, t.x, rows, "auto", folds, seed=0)
+    clf = fit_table(table, t.x, rows, make_family(selection.family, selection.params))
+
+    from router.offline.report import large_advantage
+
+    def score(x, p):
+        return large_advantage(clf.predict_proba(x, list(p)))
+    score.chosen = clf.family.label()
+    return score
+
+
+VARIANTS[AUTO_VARIANT := "auto (router train --family auto)"] = family_auto

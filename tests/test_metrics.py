@@ -108,7 +108,7 @@ def test_report_sweep_with_two_models_is_routellms_sweep():
     p_weak = rng.random(n)
     probs = np.column_stack([p_weak, rng.random(n)])
     ours = sweep(probs, np.column_stack([weak, strong]), np.ones((n, 2)), ["w", "s"])
-    theirs = M.routellm_operating_points(1.0 - p_weak, weak, strong, scale=1.0)
+    theirs = M.routellm_operating_points(probs[:, 1] - p_weak, weak, strong, scale=1.0)
     assert [(p.strong_pct, p.quality) for p in ours] == pytest.approx([(p.strong_pct, p.quality) for p in theirs])
 
 

@@ -5,13 +5,18 @@ Mixed so that each model has work it is the right choice for:
 - math: GSM8K test (data/routellm/gsm8k/test.jsonl), final number as reference;
 - chat, open questions: chatterbot-corpus trivia/science/history/computers with reference answers (BSD-3);
 - chat, small talk: greetings and small talk (hand-written, plus chatterbot greetings/conversations openers).
-It extends data/seed/prompts.jsonl (same ids and texts), so labels made for the seed set are reused.
+It extends data/seed/prompts.jsonl (same ids and texts), so labels made for the seed set are reused, and
+`grow` then extends the first 165 prompts to 689 (issue 12: at least 660, at least 150 each of chat, code and
+math) without changing them: every remaining HumanEval problem, GSM8K up to 200, every remaining chatterbot
+question with a reference answer (the tiny model fails most of them, so the router has something to learn),
+and more small talk. The first 165 keep their order, so an outcome log made for them is reused as it is.
 
-Run: python data/labels/build.py   (deterministic: seed 11)
+Run: python data/labels/build.py   (deterministic: seeds 11 and 12)
 """
 import gzip
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -59,6 +64,7 @@ def main() -> None:
     for i, text in enumerate(rng.sample([o for o in openers if o not in known], SIZES["small_talk_extra"])):
         rows.append({"sample_id": f"smalltalk-cb-{i}", "eval_name": "small-talk", "task": "chat", "prompt": text,
                      "reference": None})
+    grow(rows)
     for row in rows:
         row["max_tokens"] = MAX_TOKENS[row.get("judge", row["task"])]
     with open(HERE / "prompts.jsonl", "w") as fh:
@@ -68,6 +74,54 @@ def main() -> None:
     for r in rows:
         counts[r["eval_name"]] = counts.get(r["eval_name"], 0) + 1
     print(f"wrote {len(rows)} prompts to {HERE / 'prompts.jsonl'}: {counts}")
+
+
+GROWN = {"gsm8k": 200}
+MORE_SMALL_TALK = [
+    "Hey, good to see you again!", "How's your day going so far?", "Thanks so much, you're great!",
+    "Good morning! Ready for the week?", "Hi! What are you up to?", "Have a great weekend!", "Catch you later!",
+    "Hello! How have you been?", "Thanks, that made my day.", "Good night, sleep well!", "Hey! Happy Friday!",
+    "Hi there, nice to meet you!", "See you soon, take care!", "Thank you kindly!", "Hello again!",
+    "Hope you're doing well today.", "Hey, just checking in.", "Morning! Did you sleep well?",
+    "Cheers, have a good one!", "Hi! Lovely weather today, isn't it?", "Thanks for chatting with me!",
+    "Hello, friend! How's everything?", "Bye for now!", "Hey, thanks for the quick reply!",
+    "Good evening! How was your day?", "Hi! Just saying hi.", "Thanks a million!", "Take care, talk soon!",
+    "Hello! It's nice to chat again.", "Hey hey! What's new?",
+]
+
+
+def grow(rows: list[dict]) -> None:
+    """Add the issue-12 prompts after the first ones, in a fixed order, from pools they do not use."""
+    from build_seed import code_prompt  # noqa: E402
+
+    rng = random.Random(SEED + 1)
+    have_ids, have_prompts = {r["sample_id"] for r in rows}, {r["prompt"] for r in rows}
+    for item in [json.loads(line) for line in gzip.open(DATA / "seed" / "HumanEval.jsonl.gz", "rt")]:
+        sample_id = item["task_id"].replace("/", "-").lower()
+        if sample_id not in have_ids:
+            rows.append({"sample_id": sample_id, "eval_name": "humaneval", "task": "code",
+                         "prompt": code_prompt(item["prompt"]),
+                         "reference": {"prelude": item["prompt"], "entry_point": item["entry_point"],
+                                       "test": item["test"] + f"\ncheck({item['entry_point']})\n"}})
+    gsm8k = [json.loads(line) for line in open(DATA / "routellm" / "gsm8k" / "test.jsonl")]
+    fresh = [i for i in range(len(gsm8k)) if f"gsm8k-{i}" not in have_ids]
+    for i in sorted(rng.sample(fresh, GROWN["gsm8k"] - sum(r["eval_name"] == "gsm8k" for r in rows))):
+        answer = re.sub(r"[,$]", "", gsm8k[i]["answer"].split("####")[-1]).strip()
+        rows.append({"sample_id": f"gsm8k-{i}", "eval_name": "gsm8k", "task": "math",
+                     "prompt": gsm8k[i]["question"] + "\nSolve it step by step, then give the final number.",
+                     "reference": {"number": answer}})
+    for name in OPEN_FILES:
+        pairs = [c for c in chatterbot(name) if len(c) >= 2 and len(c[0]) > 12]
+        fresh = [c for c in pairs if c[0].strip() not in have_prompts]
+        for i, (q, a, *_) in enumerate(fresh):
+            if q.strip() in {r["prompt"] for r in rows}:
+                continue  # a question asked twice in the corpus
+            rows.append({"sample_id": f"chatterbot-{name}-more-{i}", "eval_name": f"chatterbot-{name}", "task": "chat",
+                         "prompt": q.strip(), "reference": {"answer": str(a).strip()}, "judge": "open"})
+    known = {r["prompt"] for r in rows}
+    for i, text in enumerate(t for t in MORE_SMALL_TALK if t not in known):
+        rows.append({"sample_id": f"smalltalk-more-{i}", "eval_name": "small-talk", "task": "chat", "prompt": text,
+                     "reference": None})
 
 
 if __name__ == "__main__":

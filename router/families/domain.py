@@ -19,7 +19,7 @@ def smoothed_domain_rates(adequate: np.ndarray, domains: np.ndarray, names, smoo
 
 class DomainPrior(Family):
     name = "domain"
-    grid = [{"smoothing": 5.0}, {"smoothing": 20.0}]
+    grid = [{"smoothing": 5.0}, {"smoothing": 10.0}, {"smoothing": 20.0}]
 
     def fit(self, data: TrainingData) -> "Family":
         from sklearn.linear_model import LogisticRegression

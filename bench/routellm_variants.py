@@ -4,11 +4,12 @@ CPU-only and scores one prompt at a time; the benchmark times the whole decision
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
+from router.families.linear import hand_features  # the product's features, so the benchmark measures them
 
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -125,20 +126,6 @@ def tfidf_gain(t: TrainSet, c: float = 1.0, with_embedding: bool = False) -> Sco
         else (lambda x, p: vec.transform(p))
     score = _signed_gain_lr(feats(t.x, t.prompts), t, c)
     return lambda x, p: score(feats(x, p))
-
-
-def hand_features(prompts) -> np.ndarray:
-    """Lexical difficulty cues: lengths, digits, operators, negated stems, option spread, statement pairs."""
-    rows = []
-    for p in prompts:
-        lines = p.split("\n")
-        options = [line for line in lines if re.match(r"^[A-D]\. ", line)]
-        lengths = [len(o) for o in options] or [0]
-        rows.append([np.log1p(len(p)), len(re.findall(r"\d+(?:\.\d+)?", p)) ** 0.5, np.log1p(np.mean(lengths)),
-                     np.std(lengths) / (np.mean(lengths) + 1), bool(re.search(r"\b(NOT|EXCEPT|LEAST)\b", p)),
-                     "Statement 1" in p, "Scenario 1" in p, p.count("?"), len(re.findall(r"[=+\-*/^%$]", p)) ** 0.5,
-                     len(lines)])
-    return np.asarray(rows, dtype=float)
 
 
 def hand_ridge(t: TrainSet, alpha: float = 10.0) -> Scorer:

@@ -85,8 +85,7 @@ class Tfidf(_PerModelLogistic):
 
 
 def hand_features(texts: Sequence[str]) -> np.ndarray:
-    """Lexical difficulty cues: lengths, digits, operators, negated stems, option spread, statement pairs,
-    code fences and lines."""
+    """Lexical difficulty cues: lengths, digits, operators, negated stems, option spread, statement pairs, lines."""
     rows = []
     for p in texts:
         lines = p.split("\n")
@@ -95,7 +94,7 @@ def hand_features(texts: Sequence[str]) -> np.ndarray:
         rows.append([np.log1p(len(p)), len(re.findall(r"\d+(?:\.\d+)?", p)) ** 0.5, np.log1p(np.mean(lengths)),
                      np.std(lengths) / (np.mean(lengths) + 1), bool(re.search(r"\b(NOT|EXCEPT|LEAST)\b", p)),
                      "Statement 1" in p, "Scenario 1" in p, p.count("?"), len(re.findall(r"[=+\-*/^%$]", p)) ** 0.5,
-                     len(lines), "```" in p or "def " in p])
+                     len(lines)])
     return np.asarray(rows, dtype=np.float32)
 
 

@@ -65,6 +65,16 @@ def _check_config(args) -> None:
     print(check_serve_config(args.file))
 
 
+def _prune(args) -> None:
+    from router.store import DecisionStore
+
+    store = DecisionStore(args.url)
+    try:
+        print(f"{store.prune(args.days)} decisions older than {args.days:g} days deleted from {store.url}")
+    finally:
+        store.close()
+
+
 def _label(args) -> None:
     from router.offline.label import label
     from router.offline.sandbox import Sandbox
@@ -119,6 +129,12 @@ def parser() -> argparse.ArgumentParser:
                         "`serve deploy`")
     cc.add_argument("file")
     cc.set_defaults(run=_check_config)
+
+    st_ = sub.add_parser("store", help="the decision store").add_subparsers(dest="action", required=True)
+    pr = st_.add_parser("prune", help="delete decisions (and their feedback) older than the retention")
+    pr.add_argument("--days", type=float, required=True, help="retention in days")
+    pr.add_argument("--url", help="store URL (default: $ROUTER_STORE_URL, else the SQLite file in ~/.cache)")
+    pr.set_defaults(run=_prune)
 
     lab = sub.add_parser("label", help="run every model over a prompt set, judge the answers, write the outcome table")
     lab.add_argument("--prompts", default="data/labels/prompts.jsonl")

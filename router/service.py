@@ -122,10 +122,14 @@ class RoutingService:
 
     def route(self, text: str, input_tokens: int, model: str = "auto") -> Decision:
         """Decide for one request. `input_tokens` counts the whole conversation; `text` is what the router reads."""
+        return self.route_with_features(text, input_tokens, model)[0]
+
+    def route_with_features(self, text: str, input_tokens: int, model: str = "auto"):
+        """(the decision, the feature row it was made from), so the caller can keep the embedding."""
         live = self.live
         row, _ = self.features(text)
         prediction = live.classifier.predict_one(row, text)
         if model != "auto":
-            return pin(model, prediction.task, input_tokens, live.policy, self.catalogue)
+            return pin(model, prediction.task, input_tokens, live.policy, self.catalogue), row
         return decide(prediction.scores, prediction.task, input_tokens, live.policy, self.catalogue,
-                      prediction.ood_distance, prediction.ood_threshold)
+                      prediction.ood_distance, prediction.ood_threshold), row

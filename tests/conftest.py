@@ -9,8 +9,8 @@ from router.serving.local_ensemble import local_ensemble
 
 @pytest.fixture(scope="session")
 def ensemble(tmp_path_factory):
-    # the Ray workers inherit this: the ingress writes /v1/feedback here, not into the user's cache
-    os.environ["ROUTER_FEEDBACK_LOG"] = str(tmp_path_factory.mktemp("feedback") / "feedback.jsonl")
+    # the Ray workers inherit this: the ingress writes its decision store here, not into the user's cache
+    os.environ["ROUTER_STORE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('store') / 'decisions.db'}"
     with local_ensemble() as ens:
         yield ens
 

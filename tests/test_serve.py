@@ -197,20 +197,40 @@ def test_every_response_carries_a_request_id(ensemble):
     assert first.headers["x-request-id"] != second.headers["x-request-id"]
 
 
-def test_feedback_names_an_answer_by_its_request_id(ensemble, client, tmp_path):
+def test_every_answer_lands_in_the_store_and_feedback_rates_it(ensemble, client):
+    from router.store import DecisionStore
+
     completion, headers = ask(client, GREETING)
     request_id = headers["x-request-id"]
-    reply = httpx.post(f"{ensemble.base}/v1/feedback", json={"request_id": request_id, "score": 0, "comment": "too short"})
-    assert reply.status_code == 200 and reply.headers["x-request-id"]
-    assert reply.json()["model"] == completion.model == SMOL and reply.json()["rule"] == headers["x-router-rule"]
-    logged = [json.loads(line) for line in open(os.environ["ROUTER_FEEDBACK_LOG"])]
-    mine = [entry for entry in logged if entry["request_id"] == request_id]
-    assert len(mine) == 1 and mine[0]["score"] == 0 and mine[0]["comment"] == "too short"
-    assert mine[0]["decision"]["model"] == SMOL and len(mine[0]["decision"]["prompt_sha256"]) == 64
-    unknown = httpx.post(f"{ensemble.base}/v1/feedback", json={"request_id": "never-seen", "score": 1})
-    assert unknown.status_code == 404 and "never-seen" in unknown.json()["error"]["message"]
-    bad = httpx.post(f"{ensemble.base}/v1/feedback", json={"request_id": request_id, "score": 7})
-    assert bad.status_code == 400 and "score" in bad.json()["error"]["message"]
+    store = DecisionStore(os.environ["ROUTER_STORE_URL"])  # the same database the ingress writes
+    try:
+        row = wait_for(lambda: store.decision(request_id), 30, "the decision in the store")
+        assert (row["model"], row["chosen"], row["rule"]) == (SMOL, SMOL, headers["x-router-rule"])
+        assert row["endpoint"] == "chat.completions" and row["policy_version"] == headers["x-router-policy-version"]
+        assert set(row["scores"]) == {SMOL, CODER, LARGE} and row["thresholds"] and row["task"] == "chat"
+        assert len(row["prompt_embedding"]) == 384 * 4 and len(row["prompt_sha256"]) == 64
+        assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and row["cost"] > 0 and row["latency_s"] > 0
+        assert row["prompt_text"] is None and row["response_text"] is None  # text is off by default
+
+        url = f"{ensemble.base}/v1/feedback"
+        reply = httpx.post(url, json={"request_id": request_id, "rating": "dislike", "comment": "too short",
+                                      "metadata": {"ui": "thumbs"}})
+        assert reply.status_code == 200 and reply.headers["x-request-id"]
+        assert (reply.json()["model"], reply.json()["score"], reply.json()["rating"]) == (SMOL, 0.0, "dislike")
+        got = store.feedback_for(request_id)
+        assert (got["score"], got["rating"], got["comment"], got["extra"]) == (0.0, "dislike", "too short", {"ui": "thumbs"})
+        assert httpx.post(url, json={"request_id": request_id, "rating": 5}).status_code == 200
+        assert (store.feedback_for(request_id)["rating"], store.feedback_for(request_id)["score"]) == ("5", 1.0)
+
+        unknown = httpx.post(url, json={"request_id": "never-seen", "score": 1})
+        assert unknown.status_code == 404 and "never-seen" in unknown.json()["error"]["message"]
+        for bad, field in (({"request_id": request_id, "rating": 7}, "rating"),
+                           ({"request_id": request_id, "score": 7}, "score"),
+                           ({"request_id": request_id}, "give a score")):
+            reply = httpx.post(url, json=bad)
+            assert reply.status_code == 400 and field in reply.json()["error"]["message"], reply.text
+    finally:
+        store.close()
 
 
 def test_a_model_that_times_out_falls_back_with_the_reason_stated(ensemble, client):

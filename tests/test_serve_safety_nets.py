@@ -39,7 +39,14 @@ def _stream(client, text, model="auto", max_tokens=16):
 
 
 def test_a_refused_edit_then_a_killed_ingress_serves_the_last_good_policy(ensemble, client):
+    import sqlite3
+
+    from router.store import DecisionStore
+
     original = ensemble.policy()["policy"]
+    database = os.environ["ROUTER_STORE_URL"].removeprefix("sqlite:///")
+    before_kill = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": GREETING}], max_tokens=8).headers["x-request-id"]
     broken = {**copy.deepcopy(original), "version": "broken-fallback", "fallback": "gpt-9"}
     ensemble.deploy_policy(broken)
     try:
@@ -65,6 +72,12 @@ def test_a_refused_edit_then_a_killed_ingress_serves_the_last_good_policy(ensemb
         from router.cli import main
 
         assert main(["policy", "status", "--url", ensemble.base]) == 1  # operators see the divergence
+        # the kill left the decision store readable, with the answer given before it
+        with sqlite3.connect(database) as raw:
+            assert raw.execute("pragma integrity_check").fetchone()[0] == "ok"
+        store = DecisionStore(os.environ["ROUTER_STORE_URL"])
+        assert store.decision(before_kill)["model"] == SMOL
+        store.close()
     finally:
         ensemble.deploy_policy(original)
         wait_for(lambda: _policy_if(ensemble, lambda b: b["refused_edit"] is None), 60, "a valid edit to clear it")
@@ -102,5 +115,11 @@ def test_streamed_answers_count_in_the_metrics(ensemble, client):
     requests_before, tokens_before = streamed_requests(), large_tokens_out()
     headers, chunks = _stream(client, GREETING, model=LARGE, max_tokens=12)
     assert headers["x-router-model"] == LARGE and chunks[-1].choices[0].finish_reason in ("stop", "length")
+    from router.store import DecisionStore
+
+    store = DecisionStore(os.environ["ROUTER_STORE_URL"])  # the streamed answer is in the decision store too
+    row = wait_for(lambda: store.decision(headers["x-request-id"]), 30, "the streamed answer in the store")
+    store.close()
+    assert row["model"] == LARGE and row["rule"] == "pinned" and row["output_tokens"] > 0
     wait_for(lambda: streamed_requests() >= requests_before + 1, 120, "the stream in router_requests", 2)
     wait_for(lambda: large_tokens_out() > tokens_before, 120, "the stream's tokens in router_tokens", 2)

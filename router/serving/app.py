@@ -25,7 +25,7 @@ from router.serving import replica
 from router.decision import (Decision, apply_session_floor, blended_cost, fallback_chain, large_model_flags,
                              moderation_needs_large_model, should_escalate, specialist_flags)
 from router.features import Encoder
-from router.serving.feedback import DecisionLog, FeedbackRequest, append_feedback
+from router.serving.feedback import FeedbackRequest, RequestContext, decision_row
 from router.serving.last_good import LastGoodPolicy
 from router.serving.model_server import EmbeddingServer, ModelServer, ModerationServer
 from router.policy import DEFAULT_POLICY_PATH, load_policy
@@ -36,6 +36,7 @@ from router.service import RoutingService
 from router.serving.sessions import SessionTiers
 from router.serving.streaming import sse_events
 from router.serving.telemetry import RouterMetrics
+from router.store import DecisionStore
 
 logger = logging.getLogger("ray.serve")
 MODERATION_PROMPT = (Path(__file__).parents[1] / "rubrics" / "moderation.txt").read_text()
@@ -130,12 +131,14 @@ async def _first_answer(chain: list[str], policy, call, accept=None):
 @serve.ingress(api)
 class RouterIngress:
     def __init__(self, model_handles: dict[str, DeploymentHandle], embedder: DeploymentHandle,
-                 moderator: DeploymentHandle, encoder_threads: int = 2):
+                 moderator: DeploymentHandle, encoder_threads: int = 2, store_url: str | None = None,
+                 store_text: bool = False):
         self.handles = model_handles
         self.embedder = embedder
         self.moderator = moderator
         self.sessions = SessionTiers()
-        self.decisions = DecisionLog()  # request id -> decision, for /v1/feedback
+        self.store = DecisionStore(store_url)  # every answer, for /v1/feedback, monitoring and retraining
+        self.store_text = store_text  # prompts and answers can hold personal data: off unless asked for
         self.metrics = RouterMetrics()
         # 2 intra-op threads by default: the embedding is most of the decision (make bench times it)
         self.service = RoutingService(Encoder(threads=encoder_threads))
@@ -224,7 +227,7 @@ class RouterIngress:
     async def route(self, body: ChatCompletionRequest, request: Request):
         if (denied := await self._guard(request)) is not None:
             return denied
-        decision, error = self._decide(body)
+        decision, error, _ = self._decide(body)
         if error is not None:
             return error
         return JSONResponse({**decision.as_dict(), "policy_version": self.service.live.policy.version},
@@ -234,11 +237,12 @@ class RouterIngress:
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         if (denied := await self._guard(request)) is not None:
             return denied
-        decision, error = self._decide(body)
+        decision, error, embedding = self._decide(body)
         if error is not None:
             return error
         policy, catalogue = self.service.live.policy, self.service.catalogue
         session = request.headers.get("x-session-id") or body.user
+        asked = RequestContext(current_request_id(), body.routing_text(), "chat.completions", session, embedding)
         tier_cost = lambda m: blended_cost(m, policy, catalogue)  # noqa: E731
         if session:
             decision = apply_session_floor(decision, self.sessions.floor(session), policy, catalogue)
@@ -247,9 +251,8 @@ class RouterIngress:
                       "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop, "seed": body.seed}
         if body.stream:
             on_model = (lambda model: self.sessions.record(session, model, tier_cost)) if session else None
-            return await self._stream(decision, generation, policy, body.routing_text(), "chat.completions",
-                                      on_model=on_model)
-        answered = await self._complete(decision, generation, policy, body.routing_text(), "chat.completions")
+            return await self._stream(decision, generation, policy, asked, on_model=on_model)
+        answered = await self._complete(decision, generation, policy, asked)
         if isinstance(answered, JSONResponse):
             return answered
         model, result, router_info, headers = answered
@@ -265,17 +268,18 @@ class RouterIngress:
             return denied
         as_chat = ChatCompletionRequest(model=body.model, messages=[{"role": "user", "content": body.prompt}],
                                         max_tokens=min(body.max_tokens, MAX_TOKENS_CAP))
-        decision, error = self._decide(as_chat)
+        decision, error, embedding = self._decide(as_chat)
         if error is not None:
             return error
         policy = self.service.live.policy
+        asked = RequestContext(current_request_id(), body.prompt, "completions", None, embedding)
         generation = {"messages": [], "prompt": body.prompt,
                       "max_tokens": min(body.max_tokens, policy.limits.max_output_tokens),
                       "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed,
                       "stop": [body.stop] if isinstance(body.stop, str) else body.stop}
         if body.stream:
-            return await self._stream(decision, generation, policy, body.prompt, "completions", text_completion=True)
-        answered = await self._complete(decision, generation, policy, body.prompt, "completions")
+            return await self._stream(decision, generation, policy, asked, text_completion=True)
+        answered = await self._complete(decision, generation, policy, asked)
         if isinstance(answered, JSONResponse):
             return answered
         model, result, router_info, headers = answered
@@ -284,18 +288,20 @@ class RouterIngress:
 
     @api.post("/v1/feedback")
     async def feedback(self, body: FeedbackRequest, request: Request):
-        """A verdict on an earlier answer, named by the x-request-id it carried; logged with its decision."""
+        """A verdict on an earlier answer, named by the x-request-id it carried, stored beside its decision.
+        Rating the same request again replaces the earlier rating."""
         if (denied := await self._guard(request)) is not None:
             return denied
-        decision = self.decisions.get(body.request_id)
+        decision = await asyncio.to_thread(self.store.decision, body.request_id)
         if decision is None:
-            return _error(404, f"request id {body.request_id!r} is unknown: no answer with it was given here "
-                               f"recently (the last {self.decisions.capacity} are kept)", param="request_id",
-                          code="request_not_found")
-        await asyncio.to_thread(append_feedback, body, decision)
-        self.metrics.feedback(decision["model"], body.score)
+            return _error(404, f"request id {body.request_id!r} is unknown: no answer with it is in the decision "
+                               f"store", param="request_id", code="request_not_found")
+        score = body.normalised_score()
+        await asyncio.to_thread(self.store.rate, body.request_id, score, body.rating_label(), body.comment,
+                                body.metadata)
+        self.metrics.feedback(decision["model"], score)
         return {"object": "feedback", "request_id": body.request_id, "model": decision["model"],
-                "rule": decision["rule"], "score": body.score}
+                "rule": decision["rule"], "score": score, "rating": body.rating_label()}
 
     @api.post("/v1/embeddings")
     async def embeddings(self, body: EmbeddingRequest, request: Request):
@@ -340,8 +346,8 @@ class RouterIngress:
         return {"id": "modr-" + completion_id()[9:], "model": name, "results": results}
 
     # --- helpers -------------------------------------------------------------------------------------------
-    async def _complete(self, decision: Decision, generation: dict, policy, prompt: str, endpoint: str):
-        """A non-streamed answer and what every one shares: the log line, metrics, the decision log for feedback,
+    async def _complete(self, decision: Decision, generation: dict, policy, asked: RequestContext):
+        """A non-streamed answer and what every one shares: the log line, metrics, the decision store row,
         the body's router block and the x-router-* headers. Returns (model, result, router_info, headers), or an
         error response."""
         outcome = await self._answer(decision, generation, policy)
@@ -351,10 +357,10 @@ class RouterIngress:
         catalogue = self.service.catalogue  # the policy is the one the request was routed under
         logger.info("request %s: %s by %s (%s)", current_request_id(), decision.rule, model, decision.reason)
         tokens_in, tokens_out = result["input_tokens"], result["output_tokens"]
-        self.metrics.answered(model, decision.rule, tokens_in, tokens_out,
-                              catalogue.model(model).cost(tokens_in, tokens_out), [(f.model, f.kind) for f in failures])
+        cost = catalogue.model(model).cost(tokens_in, tokens_out)
+        self.metrics.answered(model, decision.rule, tokens_in, tokens_out, cost, [(f.model, f.kind) for f in failures])
         fallback_reason = "; ".join(f.message for f in failures) or None
-        self._remember(prompt, decision, model, fallback_reason, endpoint)
+        self._record(asked, decision, model, fallback_reason, tokens_in, tokens_out, cost, cascade, result["text"])
         router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "cascade": cascade,
                        "policy_version": policy.version, "model_latency_s": round(result.get("latency_s", 0.0), 4)}
         headers = _headers(decision, policy.version, fallback_reason)
@@ -363,11 +369,11 @@ class RouterIngress:
             headers["x-router-cascade"] = ",".join(f"{step['model']}:{step['mean_logprob']:.2f}" for step in cascade)
         return model, result, router_info, headers
 
-    def _remember(self, prompt: str, decision: Decision, model: str, fallback: str | None, endpoint: str) -> None:
-        self.decisions.remember(current_request_id(), prompt, {
-            "endpoint": endpoint, "model": model, "chosen": decision.model, "rule": decision.rule,
-            "task": decision.task, "scores": decision.scores, "fallback": fallback,
-            "policy_version": self.service.live.policy.version})
+    def _record(self, asked: RequestContext, decision: Decision, model: str | None, fallback: str | None,
+                tokens_in: int, tokens_out: int, cost: float, cascade: list | None, answer: str) -> None:
+        self.store.record(decision_row(asked, decision, model, fallback, tokens_in, tokens_out, cost, cascade,
+                                       self.service.live.policy.version, answer if self.store_text else None,
+                                       self.store_text))
 
     async def _answer(self, decision: Decision, generation: dict, policy):
         """Try the chosen model, then the next candidates, then the fallback. A failure or timeout moves on; so
@@ -389,31 +395,32 @@ class RouterIngress:
                                       confident)
         return outcome if isinstance(outcome, JSONResponse) else (*outcome, cascade)
 
-    def _decide(self, body: ChatCompletionRequest) -> tuple[Decision | None, JSONResponse | None]:
+    def _decide(self, body: ChatCompletionRequest):
+        """(decision, None, prompt embedding), or (None, an error response, None)."""
         live = self.service.live
         if body.model != "auto" and body.model not in live.policy.models:
             return None, _error(404, f"model {body.model!r} does not exist; use 'auto' or one of "
-                                     f"{list(live.policy.models)}", param="model", code="model_not_found")
+                                     f"{list(live.policy.models)}", param="model", code="model_not_found"), None
         limits = live.policy.limits
         if len(body.messages) > limits.max_messages:
             return None, _error(400, f"{len(body.messages)} messages exceed the limit of {limits.max_messages}",
-                                param="messages")
+                                param="messages"), None
         asked = body.max_completion_tokens or body.max_tokens
         if asked is not None and asked > limits.max_output_tokens:
             return None, _error(400, f"max_tokens {asked} exceeds the limit of {limits.max_output_tokens}",
-                                param="max_tokens")
+                                param="max_tokens"), None
         started = time.perf_counter()
         input_tokens = sum(self.service.encoder.count_tokens(m.text()) for m in body.messages)
         if input_tokens > limits.max_input_tokens:
             return None, _error(400, f"{input_tokens} input tokens exceed the limit of {limits.max_input_tokens}",
-                                param="messages", code="context_length_exceeded")
-        decision = self.service.route(body.routing_text(), input_tokens, body.model)
+                                param="messages", code="context_length_exceeded"), None
+        decision, features = self.service.route_with_features(body.routing_text(), input_tokens, body.model)
         self.metrics.decided((time.perf_counter() - started) * 1000, decision.scores)
         if decision.model is None:
-            return None, _error(400, decision.reason, param="messages", code="context_length_exceeded")
-        return decision, None
+            return None, _error(400, decision.reason, param="messages", code="context_length_exceeded"), None
+        return decision, None, features[:-1]
 
-    async def _stream(self, decision: Decision, generation: dict, policy, prompt: str, endpoint: str,
+    async def _stream(self, decision: Decision, generation: dict, policy, asked: RequestContext,
                       text_completion: bool = False, on_model=None):
         """A streamed answer with the nets of a plain one: the model's timeout_s bounds the wait for its first
         token, and a failure or timeout before it moves on along the same fallback chain. The headers go out once
@@ -433,19 +440,21 @@ class RouterIngress:
             return outcome
         model, (deltas, first), failures = outcome
         fallback_reason = "; ".join(f.message for f in failures) or None
-        self._remember(prompt, decision, model, fallback_reason, endpoint)
         if on_model is not None:
             on_model(model)
         logger.info("request %s: %s by %s, streamed (%s)", current_request_id(), decision.rule, model, decision.reason)
 
         def failed(exc: Exception) -> None:
-            logger.warning("request %s: %s failed mid-stream: %s", current_request_id(), model, exc)
+            logger.warning("request %s: %s failed mid-stream: %s", asked.request_id, model, exc)
             self.metrics.failed_mid_stream(model)
+            self._record(asked, decision, model, f"{model} failed mid-stream: {type(exc).__name__}", 0, 0, 0.0,
+                         None, "")
 
-        def finished(tokens_in: int, tokens_out: int) -> None:
-            self.metrics.answered(model, decision.rule, tokens_in, tokens_out,
-                                  self.service.catalogue.model(model).cost(tokens_in, tokens_out),
+        def finished(tokens_in: int, tokens_out: int, text: str) -> None:
+            cost = self.service.catalogue.model(model).cost(tokens_in, tokens_out)
+            self.metrics.answered(model, decision.rule, tokens_in, tokens_out, cost,
                                   [(f.model, f.kind) for f in failures], stream=True)
+            self._record(asked, decision, model, fallback_reason, tokens_in, tokens_out, cost, None, text)
 
         headers = _headers(decision, policy.version, fallback_reason)
         headers["x-router-model"] = model
@@ -456,7 +465,9 @@ class RouterIngress:
 def build_app(args: dict[str, Any] | None = None):
     """Application builder. args: models (names; default the whole catalogue), runtime (llama.cpp options),
     policy_file (used when the config gives no user_config; default: the policy in serve_config.yaml),
-    encoder_threads (the router's embedding threads, default 2)."""
+    encoder_threads (the router's embedding threads, default 2), store_url (the decision store; the environment
+    variable ROUTER_STORE_URL overrides it; default a SQLite file under ~/.cache/ensemble-router/), store_text
+    (keep prompt and answer text in the store; default off)."""
     from models.catalogue import load_catalogue
 
     args = args or {}
@@ -468,4 +479,4 @@ def build_app(args: dict[str, Any] | None = None):
     catalogue = load_catalogue()
     return ingress.bind(handles, EmbeddingServer.options(name=catalogue.encoder.name).bind(),
                         ModerationServer.options(name=catalogue.moderation.name).bind(),
-                        int(args.get("encoder_threads", 2)))
+                        int(args.get("encoder_threads", 2)), args.get("store_url"), bool(args.get("store_text", False)))

@@ -1,60 +1,68 @@
-"""Feedback on answers, keyed by the x-request-id the answer carried: what the router decided for that request
-is remembered (bounded, per ingress replica), so a later POST /v1/feedback can be joined to it and appended to a
-JSONL log, the raw material for new outcome rows."""
+"""Feedback on answers and the decision rows behind it. Every answer becomes a row in the decision store
+(router/store), keyed by the x-request-id it carried; POST /v1/feedback rates such a row later."""
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import threading
 import time
-from collections import OrderedDict
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-DEFAULT_LOG = Path.home() / ".cache" / "ensemble-router" / "feedback.jsonl"
+from router.decision import Decision
+
+Stars = Annotated[int, Field(strict=True, ge=1, le=5)]
 
 
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     request_id: str = Field(min_length=1, max_length=200, description="the x-request-id of the answer")
-    score: float = Field(ge=0.0, le=1.0, description="1 = the answer was good, 0 = it was bad")
+    score: float | None = Field(None, ge=0.0, le=1.0, description="1 = the answer was good, 0 = it was bad")
+    rating: Literal["like", "dislike"] | Stars | None = Field(None, description="like, dislike, or 1..5 stars")
     comment: str | None = Field(None, max_length=2000)
+    metadata: dict | None = Field(None, description="anything the client wants kept with the rating")
+
+    @model_validator(mode="after")
+    def _has_a_verdict(self):
+        if self.score is None and self.rating is None:
+            raise ValueError("give a score (0..1) or a rating (like, dislike, or 1..5)")
+        return self
+
+    def normalised_score(self) -> float:
+        """like = 1, dislike = 0, k stars = (k - 1) / 4; an explicit score wins."""
+        if self.score is not None:
+            return self.score
+        if self.rating == "like":
+            return 1.0
+        if self.rating == "dislike":
+            return 0.0
+        return (self.rating - 1) / 4.0
+
+    def rating_label(self) -> str | None:
+        return None if self.rating is None else str(self.rating)
 
 
-class DecisionLog:
-    """The last `capacity` answered requests: request id -> what was decided and who answered."""
-
-    def __init__(self, capacity: int = 10_000):
-        self.capacity = capacity
-        self._records: OrderedDict[str, dict] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def remember(self, request_id: str, prompt: str, record: dict) -> None:
-        if not request_id or request_id == "-":
-            return
-        entry = {**record, "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(), "answered_at": time.time()}
-        with self._lock:
-            self._records[request_id] = entry
-            self._records.move_to_end(request_id)
-            while len(self._records) > self.capacity:
-                self._records.popitem(last=False)
-
-    def get(self, request_id: str) -> dict | None:
-        with self._lock:
-            return self._records.get(request_id)
+@dataclass
+class RequestContext:
+    """What the store keeps about the request itself, gathered when it arrives."""
+    request_id: str
+    prompt: str
+    endpoint: str
+    session_id: str | None
+    embedding: np.ndarray | None
+    started: float = field(default_factory=time.time)
 
 
-def log_path() -> Path:
-    return Path(os.environ.get("ROUTER_FEEDBACK_LOG", DEFAULT_LOG)).expanduser()
-
-
-def append_feedback(feedback: FeedbackRequest, decision: dict, path: Path | None = None) -> dict:
-    """One JSON line per feedback: the feedback, the decision it is about, and when it came."""
-    path = path or log_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = {**feedback.model_dump(), "decision": decision, "received_at": time.time()}
-    with path.open("a") as f:
-        f.write(json.dumps(line) + "\n")
-    return line
+def decision_row(asked: RequestContext, decision: Decision, model: str | None, fallback: str | None,
+                 tokens_in: int, tokens_out: int, cost: float, cascade: list | None, policy_version: str,
+                 answer: str | None, keep_text: bool) -> dict:
+    return {"request_id": asked.request_id, "at": time.time(), "session_id": asked.session_id,
+            "endpoint": asked.endpoint, "model": model, "chosen": decision.model, "rule": decision.rule,
+            "task": decision.task, "policy_version": policy_version,
+            "scores": {k: float(v) for k, v in decision.scores.items()}, "thresholds": dict(decision.thresholds),
+            "fallback": fallback, "cascade": cascade or None, "ood_distance": decision.ood_distance,
+            "latency_s": time.time() - asked.started, "input_tokens": tokens_in, "output_tokens": tokens_out,
+            "cost": cost, "prompt_sha256": hashlib.sha256(asked.prompt.encode()).hexdigest(),
+            "prompt_embedding": None if asked.embedding is None else np.asarray(asked.embedding, "<f4").tobytes(),
+            "prompt_text": asked.prompt if keep_text else None, "response_text": answer if keep_text else None}

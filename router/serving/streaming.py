@@ -11,9 +11,10 @@ from router.serving.schemas import completion_id, error_body
 
 
 def sse_events(deltas: AsyncIterator[dict], model: str, text_completion: bool,
-               on_failure: Callable[[Exception], None], on_finish: Callable[[int, int], None]) -> AsyncIterator[str]:
-    """on_finish(input_tokens, output_tokens) once the model's stream ended normally: the runtime's usage from
-    the last delta, or the number of non-empty deltas when the runtime reported none."""
+               on_failure: Callable[[Exception], None],
+               on_finish: Callable[[int, int, str], None]) -> AsyncIterator[str]:
+    """on_finish(input_tokens, output_tokens, text) once the model's stream ended normally: the runtime's usage
+    from the last delta, or the number of non-empty deltas when the runtime reported none."""
     cid, created = completion_id(), int(time.time())
     if text_completion:
         cid = "cmpl-" + cid[9:]
@@ -32,10 +33,12 @@ def sse_events(deltas: AsyncIterator[dict], model: str, text_completion: bool,
         if not text_completion:
             yield chunk(None, None, role=True)
         tokens_in = tokens_out = pieces = 0
+        text = []
         try:
             async for delta in deltas:
                 if delta["text"]:
                     pieces += 1
+                    text.append(delta["text"])
                     yield chunk(delta["text"], None)
                 if delta["finish_reason"]:
                     yield chunk(None, delta["finish_reason"])
@@ -45,7 +48,7 @@ def sse_events(deltas: AsyncIterator[dict], model: str, text_completion: bool,
             message = f"{model} failed mid-stream: {type(exc).__name__}: {str(exc)[:200]}"
             yield f"data: {json.dumps(error_body(message, 'server_error', code='model_failed_mid_stream'))}\n\n"
         else:
-            on_finish(tokens_in, tokens_out or pieces)
+            on_finish(tokens_in, tokens_out or pieces, "".join(text))
         yield "data: [DONE]\n\n"
 
     return events()

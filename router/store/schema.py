@@ -1,0 +1,45 @@
+"""The decision store's tables, for queries (SQLAlchemy Core). The schema itself is made and changed by the
+Alembic migrations in migrations/versions/, which `DecisionStore` applies when it opens a store."""
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, Float, ForeignKey, Integer, LargeBinary, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+decisions = Table(
+    "decisions", metadata,
+    Column("request_id", String(200), primary_key=True),
+    Column("at", Float, nullable=False, index=True),          # unix time the answer was given
+    Column("session_id", String(200), index=True),
+    Column("endpoint", String(40), nullable=False),
+    Column("model", String(120)),                             # who answered (None: no candidate did)
+    Column("chosen", String(120)),                            # what the router chose first
+    Column("rule", String(60), nullable=False),
+    Column("task", String(40)),
+    Column("policy_version", String(200)),
+    Column("scores", JSON),
+    Column("thresholds", JSON),
+    Column("fallback", Text),
+    Column("cascade", JSON),
+    Column("ood_distance", Float),
+    Column("latency_s", Float),
+    Column("input_tokens", Integer),
+    Column("output_tokens", Integer),
+    Column("cost", Float),
+    Column("prompt_sha256", String(64)),
+    Column("prompt_embedding", LargeBinary),                  # float32 little-endian, the router's own embedding
+    Column("prompt_text", Text),                              # only with store_text on
+    Column("response_text", Text),
+    Column("response_embedding", LargeBinary),
+    Column("response_toxicity", Float),
+)
+
+feedback = Table(
+    "feedback", metadata,
+    Column("request_id", String(200), ForeignKey("decisions.request_id"), primary_key=True),
+    Column("at", Float, nullable=False),
+    Column("score", Float, nullable=False),                   # 0..1, from `score` or the rating
+    Column("rating", String(20)),                             # like, dislike, or 1..5
+    Column("comment", Text),
+    Column("extra", JSON),                                    # the client's metadata object
+)

@@ -1,0 +1,178 @@
+"""DecisionStore: batched writes off the request path, reads by request id, idempotent feedback, retention.
+
+Writes go to a queue that a background thread drains every `batch_interval_s` or `batch_rows` rows; each batch
+is one transaction, so a crash loses at most the batch in flight and never leaves half of one. A request id
+seen again replaces its row (clients may resend an id). Reads see rows still waiting in the queue.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, delete, event, select
+from sqlalchemy.engine import Engine
+
+from router.store.schema import decisions, feedback
+
+logger = logging.getLogger(__name__)
+URL_ENV = "ROUTER_STORE_URL"
+DEFAULT_URL = f"sqlite:///{Path.home() / '.cache' / 'ensemble-router' / 'decisions.db'}"
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def store_url(configured: str | None = None) -> str:
+    """The environment variable wins over the deployment's args, which win over the default."""
+    return os.environ.get(URL_ENV) or configured or DEFAULT_URL
+
+
+def open_engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(url, pool_pre_ping=True)
+    except Exception as exc:  # a malformed URL or a missing driver
+        raise ValueError(f"store URL {url!r} cannot be used: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_connection, _):  # concurrent readers beside one writer; durable at each commit
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision with Alembic (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def _upsert(engine: Engine, table, rows: list[dict]):
+    """INSERT ... ON CONFLICT (request_id) DO UPDATE, in the dialect's own words."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(table)
+    columns = {c.name: statement.excluded[c.name] for c in table.columns if c.name != "request_id"}
+    return statement.on_conflict_do_update(index_elements=["request_id"], set_=columns), rows
+
+
+class DecisionStore:
+    def __init__(self, url: str | None = None, batch_rows: int = 100, batch_interval_s: float = 0.2):
+        self.url = store_url(url)
+        self.engine = open_engine(self.url)
+        try:
+            migrate(self.engine)
+        except Exception as exc:
+            raise ValueError(f"store {self.url!r}: cannot open or migrate it: {exc}") from None
+        self.batch_rows, self.batch_interval_s = batch_rows, batch_interval_s
+        self._queue: queue.Queue = queue.Queue()
+        self._pending: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="decision-store-writer", daemon=True)
+        self._writer.start()
+
+    # --- writes -------------------------------------------------------------------------------------------
+    def record(self, row: dict) -> None:
+        """Queue one decision row; it is written within `batch_interval_s`. Never blocks on the database."""
+        with self._lock:
+            self._pending[row["request_id"]] = row
+        self._queue.put(row)
+
+    def _write_loop(self) -> None:
+        while not (self._stop.is_set() and self._queue.empty()):
+            try:
+                batch = [self._queue.get(timeout=self.batch_interval_s)]
+            except queue.Empty:
+                continue
+            deadline = time.monotonic() + self.batch_interval_s
+            while len(batch) < self.batch_rows and time.monotonic() < deadline:
+                try:
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            self._write(batch)
+            for _ in batch:
+                self._queue.task_done()
+
+    def _write(self, batch: list[dict]) -> None:
+        rows = list({row["request_id"]: row for row in batch}.values())  # the last row of an id wins
+        try:
+            statement, rows = _upsert(self.engine, decisions, rows)
+            with self.engine.begin() as connection:
+                connection.execute(statement, rows)
+        except Exception as exc:  # keep serving; the rows are lost, and the log says how many
+            logger.error("decision store: %d rows not written: %s", len(rows), exc)
+        with self._lock:
+            for row in rows:
+                if self._pending.get(row["request_id"]) is row:
+                    del self._pending[row["request_id"]]
+
+    def flush(self) -> None:
+        """Wait until every queued row is written."""
+        self._queue.join()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._writer.join(timeout=10)
+        self.engine.dispose()
+
+    # --- reads and feedback -------------------------------------------------------------------------------
+    def decision(self, request_id: str) -> dict | None:
+        with self._lock:
+            if request_id in self._pending:
+                return dict(self._pending[request_id])
+        with self.engine.connect() as connection:
+            found = connection.execute(select(decisions).where(decisions.c.request_id == request_id)).first()
+        return dict(found._mapping) if found else None
+
+    def rate(self, request_id: str, score: float, rating: str | None = None, comment: str | None = None,
+             extra: dict | None = None) -> None:
+        """Feedback on one answer; rating the same request again replaces the earlier rating."""
+        with self._lock:
+            waiting = request_id in self._pending
+        if waiting:
+            self.flush()  # the decision row must exist before its feedback refers to it
+        statement, rows = _upsert(self.engine, feedback, [{"request_id": request_id, "at": time.time(), "score": score,
+                                                           "rating": rating, "comment": comment, "extra": extra}])
+        with self.engine.begin() as connection:
+            connection.execute(statement, rows)
+
+    def feedback_for(self, request_id: str) -> dict | None:
+        with self.engine.connect() as connection:
+            found = connection.execute(select(feedback).where(feedback.c.request_id == request_id)).first()
+        return dict(found._mapping) if found else None
+
+    def rows(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Every decision (with its feedback, when there is one) from `since` on, oldest first."""
+        query = select(decisions, feedback.c.score.label("feedback_score"), feedback.c.rating) \
+            .join(feedback, feedback.c.request_id == decisions.c.request_id, isouter=True).order_by(decisions.c.at)
+        if since is not None:
+            query = query.where(decisions.c.at >= since)
+        with self.engine.connect() as connection:
+            return [dict(r._mapping) for r in connection.execute(query)]
+
+    def prune(self, days: float) -> int:
+        """Delete decisions (and their feedback) older than `days`; returns how many decisions went."""
+        if days <= 0:
+            raise ValueError(f"retention of {days} days: it must be more than 0")
+        cutoff = time.time() - days * 86400
+        old = select(decisions.c.request_id).where(decisions.c.at < cutoff)
+        with self.engine.begin() as connection:
+            connection.execute(delete(feedback).where(feedback.c.request_id.in_(old)))
+            return connection.execute(delete(decisions).where(decisions.c.at < cutoff)).rowcount

@@ -74,3 +74,13 @@ def test_ratings_become_scores(body, score):
 def test_bad_feedback_names_the_field(body, field):
     with pytest.raises(ValidationError, match=field):
         FeedbackRequest(**body)
+
+
+def test_a_sessions_models_come_from_queued_and_written_rows(store):
+    store.record(row("s1", session_id="conv", model="coder"))
+    assert store.session_models("conv", since=0) == {"coder"}  # still queued on this replica
+    store.flush()
+    store.record(row("s2", session_id="conv", model="tiny"))
+    store.record(row("s3", session_id="other", model="large"))
+    store.record(row("s4", session_id="conv", model="large", at=time.time() - 7200))  # too old
+    assert store.session_models("conv", since=time.time() - 3600) == {"coder", "tiny"}

@@ -33,12 +33,12 @@ from router.serving.schemas import (MAX_TOKENS_CAP, ChatCompletionRequest, Compl
                             ModerationRequest, chat_completion, completion_id, error_body, moderation_result,
                             text_completion)
 from router.service import RoutingService
-from router.serving.sessions import SessionTiers
 from router.serving.streaming import sse_events
 from router.serving.telemetry import RouterMetrics
 from router.store import DecisionStore
 
 logger = logging.getLogger("ray.serve")
+SESSION_TTL_S = 3600.0  # a conversation idle longer than this starts again from the cheapest tier
 MODERATION_PROMPT = (Path(__file__).parents[1] / "rubrics" / "moderation.txt").read_text()
 api = FastAPI(title="ensemble-router", version="0.1.0")
 
@@ -136,7 +136,6 @@ class RouterIngress:
         self.handles = model_handles
         self.embedder = embedder
         self.moderator = moderator
-        self.sessions = SessionTiers()
         self.store = DecisionStore(store_url)  # every answer, for /v1/feedback, monitoring and retraining
         self.store_text = store_text  # prompts and answers can hold personal data: off unless asked for
         self.metrics = RouterMetrics()
@@ -243,21 +242,20 @@ class RouterIngress:
         policy, catalogue = self.service.live.policy, self.service.catalogue
         session = request.headers.get("x-session-id") or body.user
         asked = RequestContext(current_request_id(), body.routing_text(), "chat.completions", session, embedding)
-        tier_cost = lambda m: blended_cost(m, policy, catalogue)  # noqa: E731
-        if session:
-            decision = apply_session_floor(decision, self.sessions.floor(session), policy, catalogue)
+        if session:  # the costliest model this conversation has used, on any ingress replica (the store)
+            used = await asyncio.to_thread(self.store.session_models, session, time.time() - SESSION_TTL_S)
+            floor = max((m for m in used if m in policy.models), key=lambda m: blended_cost(m, policy, catalogue),
+                        default=None)
+            decision = apply_session_floor(decision, floor, policy, catalogue)
         generation = {"messages": body.as_plain_messages(),
                       "max_tokens": min(body.output_budget(), policy.limits.max_output_tokens),
                       "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop, "seed": body.seed}
         if body.stream:
-            on_model = (lambda model: self.sessions.record(session, model, tier_cost)) if session else None
-            return await self._stream(decision, generation, policy, asked, on_model=on_model)
+            return await self._stream(decision, generation, policy, asked)
         answered = await self._complete(decision, generation, policy, asked)
         if isinstance(answered, JSONResponse):
             return answered
         model, result, router_info, headers = answered
-        if session:
-            self.sessions.record(session, model, tier_cost)
         return JSONResponse(chat_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
                                             result["output_tokens"], router_info), headers=headers)
 
@@ -421,7 +419,7 @@ class RouterIngress:
         return decision, None, features[:-1]
 
     async def _stream(self, decision: Decision, generation: dict, policy, asked: RequestContext,
-                      text_completion: bool = False, on_model=None):
+                      text_completion: bool = False):
         """A streamed answer with the nets of a plain one: the model's timeout_s bounds the wait for its first
         token, and a failure or timeout before it moves on along the same fallback chain. The headers go out once
         the answering model is known. After the first token a failure ends the stream with an error event."""
@@ -440,8 +438,6 @@ class RouterIngress:
             return outcome
         model, (deltas, first), failures = outcome
         fallback_reason = "; ".join(f.message for f in failures) or None
-        if on_model is not None:
-            on_model(model)
         logger.info("request %s: %s by %s, streamed (%s)", current_request_id(), decision.rule, model, decision.reason)
 
         def failed(exc: Exception) -> None:

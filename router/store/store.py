@@ -153,6 +153,16 @@ class DecisionStore:
         with self.engine.begin() as connection:
             connection.execute(statement, rows)
 
+    def session_models(self, session_id: str, since: float) -> set[str]:
+        """The models that answered this session's requests since `since`, from any ingress replica."""
+        with self._lock:
+            used = {r["model"] for r in self._pending.values()
+                    if r.get("session_id") == session_id and r["at"] >= since and r.get("model")}
+        query = select(decisions.c.model).distinct().where(decisions.c.session_id == session_id,
+                                                           decisions.c.at >= since, decisions.c.model.is_not(None))
+        with self.engine.connect() as connection:
+            return used | {m for (m,) in connection.execute(query)}
+
     def feedback_for(self, request_id: str) -> dict | None:
         with self.engine.connect() as connection:
             found = connection.execute(select(feedback).where(feedback.c.request_id == request_id)).first()

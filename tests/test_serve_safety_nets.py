@@ -123,3 +123,32 @@ def test_streamed_answers_count_in_the_metrics(ensemble, client):
     assert row["model"] == LARGE and row["rule"] == "pinned" and row["output_tokens"] > 0
     wait_for(lambda: streamed_requests() >= requests_before + 1, 120, "the stream in router_requests", 2)
     wait_for(lambda: large_tokens_out() > tokens_before, 120, "the stream's tokens in router_tokens", 2)
+
+
+def test_a_fresh_app_with_an_invalid_policy_refuses_to_start(ensemble):
+    """With no last good policy (a new app name on this cluster), a bad first policy still stops the ingress from
+    starting, and Serve reports the bad field."""
+    from router.serving.live import deploy_config
+    from router.serving.local_ensemble import serve_config
+
+    config = serve_config(ensemble.port)
+    fresh = copy.deepcopy(config["applications"][0])
+    fresh.update(name="fresh", route_prefix="/fresh")
+    fresh["args"]["models"] = [SMOL]
+    fresh["deployments"] = [d for d in fresh["deployments"] if d["name"] not in (CODER, LARGE)]
+    fresh["deployments"][0]["user_config"]["policy"]["fallback"] = "gpt-9"
+    deploy_config({**config, "applications": [*config["applications"], fresh]}, ensemble.dashboard)
+
+    def fresh_status():
+        apps = httpx.get(f"{ensemble.dashboard}/api/serve/applications/", timeout=30).json()["applications"]
+        status = apps.get("fresh", {})
+        return status if status.get("status") in ("DEPLOY_FAILED", "UNHEALTHY") else None
+
+    try:
+        failed = wait_for(fresh_status, 300, "the fresh app to fail", interval=2)
+        ingress = failed["deployments"]["RouterIngress"]
+        assert ingress["status"] in ("DEPLOY_FAILED", "UNHEALTHY")
+        assert "fallback: 'gpt-9' must be one of the policy's models" in ingress["message"]
+    finally:
+        deploy_config(config, ensemble.dashboard)  # the fresh app goes; the router app is untouched
+    assert httpx.get(f"{ensemble.base}/healthz", timeout=60).status_code == 200

@@ -42,7 +42,8 @@ def choose(probs: np.ndarray, thresholds: np.ndarray, eligible: np.ndarray | Non
 def large_advantage(probs: np.ndarray) -> np.ndarray:
     """The router's strong score: P(the large model is adequate) - the best small model's P. Ranking by the
     large model's expected advantage, not by 1 - P(small), keeps prompts that every model fails on a small
-    model (on RouteLLM's MMLU it raised APGR from 0.58-0.60 to 0.63-0.65 for the same families)."""
+    model (on RouteLLM's MMLU it raised APGR from 0.58-0.60 to 0.63-0.65 for the same families:
+    bench/routellm_rank_score.py)."""
     return probs[:, -1] - probs[:, :-1].max(axis=1)
 
 

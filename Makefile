@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S := 30
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S := 30
 
-.PHONY: install weights browser run test bench report routellm-benchmark routellm-learning-curve routellm-small-lm
+.PHONY: install weights browser test-servers run test bench report routellm-benchmark routellm-learning-curve routellm-small-lm
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -30,7 +30,14 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q chromium; } \
 		|| echo "chromium missing: install it (apt-get install chromium) to run the browser test"
 
-test: weights browser
+# PostgreSQL (the decision store's tests) and Prometheus (the monitoring tests), from Debian's packages when root.
+test-servers:
+	@{ ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v prometheus >/dev/null; } \
+		|| { [ "$$(id -u)" = 0 ] && apt-get update -q \
+			&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql prometheus; } \
+		|| echo "postgresql or prometheus missing: apt-get install postgresql prometheus, to run their tests"
+
+test: weights browser test-servers
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q tests
 

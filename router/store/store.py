@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, delete, event, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, IntegrityError
 
 from router.store.schema import decisions, feedback
 
@@ -26,13 +27,18 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def store_url(configured: str | None = None) -> str:
-    """The environment variable wins over the deployment's args, which win over the default."""
-    return os.environ.get(URL_ENV) or configured or DEFAULT_URL
+    """A URL given explicitly (a CLI flag) wins, then the environment variable, then the default. The ingress
+    puts the environment before its deployment args itself."""
+    return configured or os.environ.get(URL_ENV) or DEFAULT_URL
 
 
 def open_engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url[len("sqlite:///"):]).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"store URL {url!r}: cannot create its folder {folder}: {exc}") from None
     try:
         engine = create_engine(url, pool_pre_ping=True)
     except Exception as exc:  # a malformed URL or a missing driver
@@ -60,6 +66,11 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+def _text_safe(value):
+    """PostgreSQL text cannot hold NUL (0x00): U+FFFD in its place, on every backend alike."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
 def _upsert(engine: Engine, table, rows: list[dict]):
     """INSERT ... ON CONFLICT (request_id) DO UPDATE, in the dialect's own words."""
     if engine.dialect.name == "postgresql":
@@ -68,7 +79,10 @@ def _upsert(engine: Engine, table, rows: list[dict]):
         from sqlalchemy.dialects.sqlite import insert
     statement = insert(table)
     columns = {c.name: statement.excluded[c.name] for c in table.columns if c.name != "request_id"}
-    return statement.on_conflict_do_update(index_elements=["request_id"], set_=columns), rows
+    # every row names every column: a batch's statement is compiled from its first row, which would drop (or
+    # demand) the keys of the others
+    safe = [{c.name: _text_safe(row.get(c.name)) for c in table.columns} for row in rows]
+    return statement.on_conflict_do_update(index_elements=["request_id"], set_=columns), safe
 
 
 class DecisionStore:
@@ -113,15 +127,24 @@ class DecisionStore:
     def _write(self, batch: list[dict]) -> None:
         rows = list({row["request_id"]: row for row in batch}.values())  # the last row of an id wins
         try:
-            statement, rows = _upsert(self.engine, decisions, rows)
-            with self.engine.begin() as connection:
-                connection.execute(statement, rows)
+            self._upsert_decisions(rows)
+        except (DataError, IntegrityError):  # one bad row (too long for PostgreSQL's column) must not lose the rest
+            for row in rows:
+                try:
+                    self._upsert_decisions([row])
+                except Exception as exc:
+                    logger.error("decision store: row %s not written: %s", row["request_id"], exc)
         except Exception as exc:  # keep serving; the rows are lost, and the log says how many
             logger.error("decision store: %d rows not written: %s", len(rows), exc)
         with self._lock:
             for row in rows:
                 if self._pending.get(row["request_id"]) is row:
                     del self._pending[row["request_id"]]
+
+    def _upsert_decisions(self, rows: list[dict]) -> None:
+        statement, values = _upsert(self.engine, decisions, rows)
+        with self.engine.begin() as connection:
+            connection.execute(statement, values)
 
     def flush(self) -> None:
         """Wait until every queued row is written."""
@@ -137,8 +160,9 @@ class DecisionStore:
         with self._lock:
             if request_id in self._pending:
                 return dict(self._pending[request_id])
+        query = select(decisions).where(decisions.c.request_id == _text_safe(request_id))
         with self.engine.connect() as connection:
-            found = connection.execute(select(decisions).where(decisions.c.request_id == request_id)).first()
+            found = connection.execute(query).first()
         return dict(found._mapping) if found else None
 
     def rate(self, request_id: str, score: float, rating: str | None = None, comment: str | None = None,
@@ -158,12 +182,13 @@ class DecisionStore:
         with self._lock:
             used = {r["model"] for r in self._pending.values()
                     if r.get("session_id") == session_id and r["at"] >= since and r.get("model")}
-        query = select(decisions.c.model).distinct().where(decisions.c.session_id == session_id,
+        query = select(decisions.c.model).distinct().where(decisions.c.session_id == _text_safe(session_id),
                                                            decisions.c.at >= since, decisions.c.model.is_not(None))
         with self.engine.connect() as connection:
             return used | {m for (m,) in connection.execute(query)}
 
     def feedback_for(self, request_id: str) -> dict | None:
+        request_id = _text_safe(request_id)
         with self.engine.connect() as connection:
             found = connection.execute(select(feedback).where(feedback.c.request_id == request_id)).first()
         return dict(found._mapping) if found else None
@@ -179,7 +204,7 @@ class DecisionStore:
 
     def prune(self, days: float) -> int:
         """Delete decisions (and their feedback) older than `days`; returns how many decisions went."""
-        if days <= 0:
+        if not days > 0:  # nan too
             raise ValueError(f"retention of {days} days: it must be more than 0")
         cutoff = time.time() - days * 86400
         old = select(decisions.c.request_id).where(decisions.c.at < cutoff)

@@ -182,6 +182,29 @@ def direct_answer_ms() -> dict:
     return {**percentiles(samples[2:]), "answered_by_tokens": sorted(tokens)}
 
 
+def logging_off_answer_ms(ens) -> dict:
+    """The same answers with the decision store off (record_decisions: false): what logging costs, as a ratio
+    (the goal: on within 5% of off at p50). The app is redeployed with that arg, then put back."""
+    from router.serving.live import deploy_config
+    from router.serving.local_ensemble import http_ok, serve_config, wait_for
+
+    def replica() -> str | None:
+        try:
+            return ens.policy().get("replica") if http_ok(f"{ens.base}/healthz") else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    before = replica()
+    config = serve_config(ens.port)
+    config["applications"][0]["args"]["record_decisions"] = False
+    deploy_config(config, ens.dashboard)
+    wait_for(lambda: replica() not in (None, before), 300, "the new ingress with logging off")
+    try:
+        return ensemble_answer_ms(ens.base)
+    finally:
+        deploy_config(serve_config(ens.port), ens.dashboard)
+
+
 def bench_serve(n: int) -> dict:
     from router.serving.local_ensemble import local_ensemble
 
@@ -212,6 +235,9 @@ def bench_serve(n: int) -> dict:
         result["route_load"] = route_load(ens.base, n)
         result["tiny_model_stream_tokens_per_s"] = {f"{k}_streams": stream_tokens(ens.base, k) for k in (1, 8)}
         result["tiny_answer_via_ensemble"] = ensemble_answer_ms(ens.base)
+        result["tiny_answer_logging_off"] = logging_off_answer_ms(ens)
+        result["logging_on_vs_off_p50"] = round(result["tiny_answer_via_ensemble"]["p50_ms"]
+                                                / result["tiny_answer_logging_off"]["p50_ms"], 3)
     # measured after the ensemble is down, so that nothing else runs beside the model
     direct = result["tiny_answer_direct"] = direct_answer_ms()
     via = result["tiny_answer_via_ensemble"]

@@ -17,6 +17,7 @@ from models.catalogue import Catalogue, load_catalogue
 from router.classifier import AdequacyClassifier, feature_matrix
 from router.decision import Decision, decide, pin
 from router.features import Encoder
+from router.guard import GadgetGuard
 from router.policy import Policy, parse_policy
 from models.yaml_source import ConfigError
 
@@ -26,6 +27,7 @@ class LivePolicy:
     policy: Policy
     classifier: AdequacyClassifier
     applied_at: float
+    guard: GadgetGuard | None = None  # loaded when the policy's guard is enabled
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class RoutingService:
         threadpool_limits(1, user_api="blas")
         self._live: LivePolicy | None = None
         self.refused: RefusedEdit | None = None  # the edit refused since the last valid one
+        self.shadow: LivePolicy | None = None  # a candidate policy whose decisions are stored, never served
+        self.shadow_refused: RefusedEdit | None = None
         self._lock = threading.Lock()
 
     @property
@@ -69,25 +73,50 @@ class RoutingService:
     def last_error(self) -> str | None:
         return self.refused.message if self.refused else None
 
+    def _load(self, data: Any, source: str) -> LivePolicy:
+        """A validated policy with its classifier, or ConfigError naming every problem."""
+        policy = parse_policy(data, source, self.catalogue)
+        path = policy.classifier_path()
+        try:
+            classifier = AdequacyClassifier.load(path)
+        except ValueError as exc:
+            raise ConfigError(source, [f"{source}: classifier: {exc}"]) from None
+        missing = [m for m in policy.models if m != policy.fallback and m not in classifier.models]
+        if missing:
+            raise ConfigError(source, [f"{source}: classifier: {path.name} has no scores for {missing}"])
+        guard = None
+        if policy.guard.enabled:
+            try:
+                guard = GadgetGuard.load(policy.guard.artifact_path(), dims=self.catalogue.encoder.dimensions)
+            except ValueError as exc:
+                raise ConfigError(source, [f"{source}: guard.artifact: {exc}"]) from None
+        return LivePolicy(policy, classifier, time.time(), guard)
+
     def apply_policy(self, data: Any, source: str = "user_config.policy") -> Policy:
         """Validate `data` as a policy and swap it in; on any problem raise ConfigError and keep the old one."""
         try:
-            policy = parse_policy(data, source, self.catalogue)
-            path = policy.classifier_path()
-            try:
-                classifier = AdequacyClassifier.load(path)
-            except ValueError as exc:
-                raise ConfigError(source, [f"{source}: classifier: {exc}"]) from None
-            missing = [m for m in policy.models if m != policy.fallback and m not in classifier.models]
-            if missing:
-                raise ConfigError(source, [f"{source}: classifier: {path.name} has no scores for {missing}"])
+            live = self._load(data, source)
         except ConfigError as exc:
             self.refused = RefusedEdit(version_label(data), str(exc), time.time())
             raise
         with self._lock:
-            self._live = LivePolicy(policy, classifier, time.time())
+            self._live = live
             self.refused = None
-        return policy
+        return live.policy
+
+    def apply_shadow(self, data: Any, source: str = "user_config.shadow_policy") -> Policy | None:
+        """A candidate policy that decides beside the live one on every request and never serves; None clears
+        it. A refused candidate raises ConfigError and leaves the earlier shadow (and the live policy) as it was."""
+        if data is None:
+            self.shadow, self.shadow_refused = None, None
+            return None
+        try:
+            shadow = self._load(data, source)
+        except ConfigError as exc:
+            self.shadow_refused = RefusedEdit(version_label(data), str(exc), time.time())
+            raise
+        self.shadow, self.shadow_refused = shadow, None
+        return shadow.policy
 
     def take(self, data: Any, load_last_good: Callable[[], Any]) -> tuple[str, Policy]:
         """A policy from the deployment's config. Returns ("applied", it) when it went live; ("refused", the one
@@ -126,10 +155,21 @@ class RoutingService:
 
     def route_with_features(self, text: str, input_tokens: int, model: str = "auto"):
         """(the decision, the feature row it was made from), so the caller can keep the embedding."""
-        live = self.live
         row, _ = self.features(text)
+        return self.decide_on(self.live, row, text, input_tokens, model), row
+
+    def shadow_route(self, row, text: str, input_tokens: int, model: str = "auto") -> Decision | None:
+        """What the shadow policy would decide for the same features; None when there is no shadow."""
+        shadow = self.shadow
+        if shadow is None:
+            return None
+        # a model the shadow policy does not serve is routed as "auto" there, rather than failing the request
+        return self.decide_on(shadow, row, text, input_tokens, model if model in shadow.policy.models else "auto")
+
+    def decide_on(self, live: LivePolicy, row, text: str, input_tokens: int, model: str = "auto") -> Decision:
         prediction = live.classifier.predict_one(row, text)
         if model != "auto":
-            return pin(model, prediction.task, input_tokens, live.policy, self.catalogue), row
+            return pin(model, prediction.task, input_tokens, live.policy, self.catalogue)
+        suspected = live.guard is not None and bool(live.guard.flags(row[None, :-1])[0])
         return decide(prediction.scores, prediction.task, input_tokens, live.policy, self.catalogue,
-                      prediction.ood_distance, prediction.ood_threshold), row
+                      prediction.ood_distance, prediction.ood_threshold, suspected)

@@ -58,13 +58,21 @@ def _check_router_app(app: dict, at: tuple, catalogue: Catalogue, source: str, r
     served = {INGRESS, *(m for m in models if isinstance(m, str)), catalogue.encoder.name, catalogue.moderation.name}
     policy_data: Any = None
     policy_at: tuple = ()
+    shadow_problems: list[str] = []
     for d, dep in enumerate(app.get("deployments") or []):
         name = dep.get("name") if isinstance(dep, dict) else None
         if name not in served:
             found.append((at + ("deployments", d, "name"), f"the app has no deployment {name!r}; it has {sorted(served)}"))
-        elif name == INGRESS and isinstance(dep.get("user_config"), dict) and "policy" in dep["user_config"]:
-            policy_data, policy_at = dep["user_config"]["policy"], at + ("deployments", d, "user_config", "policy")
-    problems = locate(found, source, root)
+        elif name == INGRESS and isinstance(dep.get("user_config"), dict):
+            user_config, user_at = dep["user_config"], at + ("deployments", d, "user_config")
+            if "policy" in user_config:
+                policy_data, policy_at = user_config["policy"], user_at + ("policy",)
+            if user_config.get("shadow_policy") is not None:  # a shadow policy is checked like the live one
+                try:
+                    parse_policy(user_config["shadow_policy"], source, catalogue, root, user_at + ("shadow_policy",))
+                except ConfigError as exc:
+                    shadow_problems = exc.problems
+    problems = locate(found, source, root) + shadow_problems
     if policy_data is None:
         return problems, "policy from args.policy_file or the default"
     try:

@@ -8,17 +8,19 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, StrictFloat, model_validator
 
 from router.decision import Decision
+from router.serving.schemas import MAX_ID_CHARS, JsonBody
 
 Stars = Annotated[int, Field(strict=True, ge=1, le=5)]
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(JsonBody):
     model_config = ConfigDict(extra="forbid")
-    request_id: str = Field(min_length=1, max_length=200, description="the x-request-id of the answer")
-    score: float | None = Field(None, ge=0.0, le=1.0, description="1 = the answer was good, 0 = it was bad")
+    request_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, description="the x-request-id of the answer")
+    # strict, as the chat body's numbers: "score": "0.5" is a client bug
+    score: StrictFloat | None = Field(None, ge=0.0, le=1.0, description="1 = the answer was good, 0 = it was bad")
     rating: Literal["like", "dislike"] | Stars | None = Field(None, description="like, dislike, or 1..5 stars")
     comment: str | None = Field(None, max_length=2000)
     metadata: dict | None = Field(None, description="anything the client wants kept with the rating")
@@ -52,6 +54,9 @@ class RequestContext:
     session_id: str | None
     embedding: np.ndarray | None
     started: float = field(default_factory=time.time)
+    shadow: Decision | None = None          # the shadow policy's decision, stored beside the served one
+    shadow_version: str | None = None
+    disclose: bool = True                   # whether the client may see scores and reasons (disclosure.py)
 
 
 def decision_row(asked: RequestContext, decision: Decision, model: str | None, fallback: str | None,
@@ -65,4 +70,12 @@ def decision_row(asked: RequestContext, decision: Decision, model: str | None, f
             "latency_s": time.time() - asked.started, "input_tokens": tokens_in, "output_tokens": tokens_out,
             "cost": cost, "prompt_sha256": hashlib.sha256(asked.prompt.encode()).hexdigest(),
             "prompt_embedding": None if asked.embedding is None else np.asarray(asked.embedding, "<f4").tobytes(),
-            "prompt_text": asked.prompt if keep_text else None, "response_text": answer if keep_text else None}
+            "prompt_text": asked.prompt if keep_text else None, "response_text": answer if keep_text else None,
+            "response_embedding": None, "response_toxicity": None, **shadow_columns(asked)}
+
+
+def shadow_columns(asked: RequestContext) -> dict:
+    shadow = asked.shadow
+    return {"shadow_policy_version": asked.shadow_version if shadow else None,
+            "shadow_model": shadow.model if shadow else None, "shadow_rule": shadow.rule if shadow else None,
+            "shadow_scores": {k: float(v) for k, v in shadow.scores.items()} if shadow else None}

@@ -13,11 +13,20 @@ from router.policy import load_policy
 INGRESS = "RouterIngress"
 
 
-def config_with_policy(config: dict, policy: dict) -> dict:
+KEEP = object()  # leave the config's shadow policy as it is
+
+
+def config_with_policy(config: dict, policy: dict, shadow: dict | None | object = KEEP) -> dict:
+    """The Serve config with `policy` as the ingress's live policy and `shadow` (None: no shadow) as its shadow."""
     for app in config.get("applications") or []:
         for dep in app.get("deployments") or []:
             if dep.get("name") == INGRESS:
-                dep.setdefault("user_config", {})["policy"] = policy
+                user_config = dep.setdefault("user_config", {})
+                user_config["policy"] = policy
+                if shadow is None:
+                    user_config.pop("shadow_policy", None)
+                elif shadow is not KEEP:
+                    user_config["shadow_policy"] = shadow
                 return config
     raise ValueError(f"the Serve config has no deployment named {INGRESS}")
 

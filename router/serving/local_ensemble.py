@@ -62,9 +62,10 @@ class Ensemble:
         """GET /v1/policy: the live policy, the refused edit if any, and the replica that answered."""
         return httpx.get(f"{self.base}/v1/policy", timeout=30).json()
 
-    def deploy_policy(self, policy: dict) -> None:
-        """Redeploy serve_config.yaml with `policy` as the ingress's user_config, as `serve deploy` would."""
-        deploy_config(config_with_policy(serve_config(self.port), policy), self.dashboard)
+    def deploy_policy(self, policy: dict, shadow: dict | None = None) -> None:
+        """Redeploy serve_config.yaml with `policy` (and a `shadow` policy, if given) as the ingress's user_config,
+        as `serve deploy` would."""
+        deploy_config(config_with_policy(serve_config(self.port), policy, shadow), self.dashboard)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:

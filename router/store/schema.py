@@ -31,7 +31,11 @@ decisions = Table(
     Column("prompt_text", Text),                              # only with store_text on
     Column("response_text", Text),
     Column("response_embedding", LargeBinary),
-    Column("response_toxicity", Float),
+    Column("response_toxicity", Float),                       # the moderation specialist's P(offensive)
+    Column("shadow_policy_version", String(200)),             # the shadow policy's decision (0002), never served
+    Column("shadow_model", String(120)),
+    Column("shadow_rule", String(60)),
+    Column("shadow_scores", JSON),
 )
 
 feedback = Table(

@@ -11,7 +11,7 @@ from models.catalogue import load_catalogue
 from router.classifier import OOD_QUANTILE, file_sha256
 from router.families import make_family
 from router.offline.outcomes import OutcomeTable, load_outcomes
-from router.offline.select import format_table, select_family
+from router.offline.select import candidates, format_table, select_family
 from router.offline.train import fit_table, split_by_prompt, table_features
 
 
@@ -45,18 +45,26 @@ def _encoder():
 
 
 def _fit_selected(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, family: str, folds: int, seed: int,
-                  metadata: dict | None = None, ood_quantile: float = OOD_QUANTILE):
+                  metadata: dict | None = None, ood_quantile: float = OOD_QUANTILE, select=select_family):
     """Cross-validate on `rows` alone, then fit the chosen family on all of them."""
-    selection = select_family(table, features, rows, family, folds, seed)
+    selection = select(table, features, rows, family, folds, seed)
     clf = fit_table(table, features, rows, make_family(selection.family, selection.params),
                     {**(metadata or {}), "selection": selection.as_dict()}, ood_quantile)
     return clf, selection
 
 
 def train_command(args) -> dict:
+    candidates(args.family)  # an unknown family is refused before the table is read and embedded
     catalogue = load_catalogue()
     table, _ = _load_table(args.table, catalogue.names())
-    features, _ = table_features(table, _encoder())
+    encoder = _encoder()
+    features, _ = table_features(table, encoder)
+    store = None
+    if getattr(args, "from_store", None) is not None:  # rated answers from the decision store join the table
+        from router.offline.from_store import merge_store
+
+        store = merge_store(args, table, features, catalogue, encoder)
+        table, features = store.table, store.features
     if args.test_fraction > 0:
         train_rows, test_rows = split_by_prompt(table, args.test_fraction, args.seed)
     else:
@@ -66,8 +74,10 @@ def train_command(args) -> dict:
                                   "train_rows": int(len(train_rows)), "seed": args.seed},
                 "features": {"encoder": catalogue.encoder.name, "max_input_tokens": catalogue.encoder.max_input_tokens,
                              "extra": ["log1p(input_tokens)/6"]}}
+    if store is not None:
+        metadata["rows"] = store.provenance
     clf, selection = _fit_selected(table, features, train_rows, args.family, args.folds, args.seed, metadata,
-                                   args.ood_quantile)
+                                   args.ood_quantile, store.select if store is not None else select_family)
     print(format_table(selection), file=sys.stderr)
     from router.offline.metrics import routing_accuracy
     from router.offline.report import choose
@@ -118,6 +128,7 @@ class PolicyView:
 def report_command(args) -> dict[str, Path]:
     from router.offline.report import evaluate, write_report
 
+    candidates(args.family)  # an unknown family is refused before the table is read and embedded
     catalogue = load_catalogue()
     table, name = _load_table(args.data, None, _parse_costs(args.model_costs))
     if args.limit:

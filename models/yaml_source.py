@@ -58,13 +58,39 @@ def describe_errors(err: ValidationError, source: str, root: yaml.Node | None, p
     return locate([(tuple(e["loc"]), e["msg"]) for e in err.errors()], source, root, prefix)
 
 
+def duplicate_keys(root: yaml.Node | None, source: str) -> list[str]:
+    """Keys given twice in one mapping: YAML forbids them, and PyYAML would silently keep the later one."""
+    problems, stack, seen_nodes = [], [root], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen_nodes:  # an alias repeats a node; visit it once
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: set = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    if key.value in keys:
+                        problems.append((key.start_mark.line + 1, f"{source}:{key.start_mark.line + 1}: duplicate "
+                                         f"key {key.value!r}; each key may appear once in a mapping"))
+                    keys.add(key.value)
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return [message for _, message in sorted(problems)]
+
+
 def parse_yaml_text(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     try:
-        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
+        data, root = yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise ConfigError(source, [f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    duplicates = duplicate_keys(root, source)
+    if duplicates:
+        raise ConfigError(source, duplicates)
+    return data, root
 
 
 def validate_data(model: type[ModelT], data: Any, source: str, root: yaml.Node | None = None,

@@ -30,6 +30,34 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _share(interval: str):
+    """An argparse type: a number inside `interval`, written like "[0, 1)" (nan is never inside)."""
+    low_closed, high_closed = interval[0] == "[", interval[-1] == "]"
+    low, high = (float(x) for x in interval[1:-1].split(","))
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not ((low <= value if low_closed else low < value) and (value <= high if high_closed else value < high)):
+            raise argparse.ArgumentTypeError(f"{value:g} must be in {interval}")
+        return value
+    return parse
+
+
+def _hours_ago(text: str) -> float:
+    import time
+
+    try:
+        hours = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours") from None
+    if hours <= 0:
+        raise argparse.ArgumentTypeError(f"{hours:g} hours: it must be more than 0")
+    return time.time() - hours * 3600
+
+
 def _fetch(args) -> None:
     from models.fetch import fetch_all
 
@@ -75,7 +103,27 @@ def _prune(args) -> None:
         store.close()
 
 
+EXIT_MONITOR_FIRED = 3  # `router monitor`: a drift or problem-region threshold was crossed
+
+
+def _monitor(args) -> int:
+    from router.offline.monitor_report import monitor_command
+
+    report, paths = monitor_command(args)
+    for note in report["notes"]:
+        print(f"note: {note}")
+    for alarm in report["fired"]:
+        print(f"FIRED {alarm}")
+    if not report["fired"]:
+        print("quiet: nothing over the policy's monitor thresholds")
+    for kind, path in paths.items():
+        print(f"{kind:5} {path}")
+    return EXIT_MONITOR_FIRED if report["fired"] else 0
+
+
 def _label(args) -> None:
+    if args.from_store is not None:
+        return _label_store(args)
     from router.offline.label import label
     from router.offline.sandbox import Sandbox
 
@@ -84,6 +132,23 @@ def _label(args) -> None:
                   grader=args.grader, per_model=args.per_model, threads=args.threads, address=args.address,
                   sandbox=sandbox)
     print(f"wrote {table}")
+
+
+def _label_store(args) -> None:
+    from models.catalogue import load_catalogue
+    from router.offline.from_store import judge_store
+    from router.store import store_url
+
+    print(judge_store(args.from_store or store_url(None), Path(args.judged), load_catalogue(), args.sample,
+                      args.grader, args.store_days, args.threads))
+
+
+def _store_rows_flags(sub: argparse.ArgumentParser, judged_help: str, judged_default: str | None) -> None:
+    """--from-store and its companions, shared by `router label` and `router train`."""
+    sub.add_argument("--from-store", nargs="?", const="", metavar="URL", help="the decision store's answers "
+                     "(default URL: $ROUTER_STORE_URL, else the SQLite file in ~/.cache)")
+    sub.add_argument("--judged", default=judged_default, help=judged_help)
+    sub.add_argument("--store-days", type=float, metavar="DAYS", help="with --from-store: only the last DAYS days")
 
 
 def _train(args) -> None:
@@ -99,10 +164,45 @@ def _calibrate(args) -> None:
 
 
 def _report(args) -> None:
+    if args.shadow:
+        return _shadow_report(args)
     from router.offline.pipeline import report_command
 
     for kind, path in report_command(args).items():
         print(f"{kind:5} {path}")
+
+
+def _attack(args) -> None:
+    from router.offline.attack_run import attack_command
+
+    result = attack_command(args)
+    for run in result["runs"]:
+        print(f"{result['mode']} {run['direction']:4} gadget {run['gadget']!r}: flips up {run['up']:.1%} of "
+              f"{run['clean_small']}, down {run['down']:.1%} of {run['clean_large']}; flagged {run['flagged']:.1%} "
+              f"(clean {run['clean_flagged']:.1%}) [defence {result['defence']}]")
+
+
+def _guard_train(args) -> None:
+    from router.offline.attack_run import guard_train_command
+
+    print(json.dumps(guard_train_command(args), indent=1))
+
+
+def _shadow_report(args) -> None:
+    from router.offline.shadow import compare, render_html, summary_lines
+    from router.store import DecisionStore
+
+    store = DecisionStore(args.store)
+    try:
+        result = compare(store.rows(since=args.since_unix))
+    finally:
+        store.close()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shadow.json").write_text(json.dumps(result, indent=1))
+    (out / "shadow.html").write_text(render_html(result))
+    print("\n".join(summary_lines(result)))
+    print(f"json  {out / 'shadow.json'}\nhtml  {out / 'shadow.html'}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -136,43 +236,98 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--url", help="store URL (default: $ROUTER_STORE_URL, else the SQLite file in ~/.cache)")
     pr.set_defaults(run=_prune)
 
+    mon = sub.add_parser("monitor", help="drift and problem regions of a window of the decision store: HTML + PNG + "
+                         f"JSON; exit code {EXIT_MONITOR_FIRED} when a policy threshold fires")
+    mon.add_argument("--url", help="store URL (default: $ROUTER_STORE_URL, else the SQLite file in ~/.cache)")
+    mon.add_argument("--since", default="7d", help="window start: an ISO time (UTC without a zone) or a time ago "
+                     "such as 24h, 7d (default 7d)")
+    mon.add_argument("--until", default="now", help="window end, same forms (default now)")
+    mon.add_argument("--reference", choices=("training", "window"), default="training", help="compare with the "
+                     "router artifact's training prompts, or with an earlier window of the store")
+    mon.add_argument("--reference-since", help="with --reference window: its start (default: as long a window "
+                     "just before the monitored one)")
+    mon.add_argument("--reference-until", help="with --reference window: its end (default: --since)")
+    mon.add_argument("--policy", default="serve_config.yaml", help="policy (or Serve config) with the monitor: "
+                     "thresholds and the router artifact")
+    mon.add_argument("--out", default="reports/monitor")
+    mon.add_argument("--clusters", default="auto", help="KMeans clusters (default auto: 8, fewer for small windows)")
+    mon.add_argument("--seed", type=int, default=0)
+    mon.set_defaults(run=_monitor)
+
     lab = sub.add_parser("label", help="run every model over a prompt set, judge the answers, write the outcome table")
     lab.add_argument("--prompts", default="data/labels/prompts.jsonl")
     lab.add_argument("--out", default="data/outcomes/default.csv", help="the table; its log is OUT with .log.jsonl")
     lab.add_argument("--models", nargs="*")
-    lab.add_argument("--limit", type=int, help="only the first N prompts")
+    lab.add_argument("--limit", type=_positive_int, help="only the first N prompts")
     lab.add_argument("--rejudge", action="store_true", help="judge the logged answers again before writing the table")
     lab.add_argument("--grader", help="the model that grades open questions (default: the catalogue's last, the large one)")
-    lab.add_argument("--per-model", type=int, default=2, help="concurrent requests per model")
-    lab.add_argument("--threads", type=int, help="llama.cpp threads per model (default: CPUs / models)")
+    lab.add_argument("--per-model", type=_positive_int, default=2, help="concurrent requests per model")
+    lab.add_argument("--threads", type=_positive_int, help="llama.cpp threads per model (default: CPUs / models)")
     lab.add_argument("--address", help="Ray cluster to use, e.g. auto (default: a private local one)")
     lab.add_argument("--code-memory-mb", type=_positive_int, default=1024, help="memory limit of judged code")
     lab.add_argument("--unsafe-run-model-code-without-sandbox", action="store_true",
                      help="run model-written code with the network and your files in reach when the sandbox cannot "
                           "start (never on a machine that matters)")
+    _store_rows_flags(lab, "with --from-store: append the grader's verdicts to this file (a re-run continues)",
+                      "data/outcomes/store-judged.jsonl")
+    lab.add_argument("--sample", type=_positive_int, help="with --from-store: grade this many more unrated answers "
+                     "(default: all that have their text)")
     lab.set_defaults(run=_label)
 
     t = sub.add_parser("train", help="train the adequacy classifier on an outcome table")
     t.add_argument("--table", default="data/outcomes/default.csv")
     t.add_argument("--out", default="data/router/default.json")
-    t.add_argument("--test-fraction", type=float, default=0.0, help="rows held out for the metrics recorded in the artifact")
+    t.add_argument("--test-fraction", type=_share("[0, 1)"), default=0.0, help="rows held out for the metrics recorded in the artifact")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--family", default="auto", help="router family: auto (chosen by cross-validation on the "
                    "training rows) or one of lr, knn, domain, tfidf, hand, blend")
     t.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds, grouped by prompt")
     t.add_argument("--ood-quantile", type=_fraction, default=0.97, help="out-of-distribution threshold: this quantile "
                    "of the training prompts' leave-one-out nearest-neighbour distances")
+    _store_rows_flags(t, "with --from-store: the verdicts written by `router label --from-store`", None)
     t.set_defaults(run=_train)
 
     cal = sub.add_parser("calibrate", help="set thresholds from a target and write them into the policy YAML")
     cal.add_argument("--table", default="data/outcomes/default.csv")
     cal.add_argument("--policy", default="serve_config.yaml", help="policy file (or Serve config) to edit in place")
     goal = cal.add_mutually_exclusive_group(required=True)
-    goal.add_argument("--keep-quality", type=float, help="keep at least this share of always-large quality, e.g. 0.95")
-    goal.add_argument("--max-large-share", type=float, help="send at most this share of calls to the large model")
-    cal.add_argument("--folds", type=int, default=5)
+    goal.add_argument("--keep-quality", type=_fraction, help="keep at least this share of always-large quality, e.g. 0.95")
+    goal.add_argument("--max-large-share", type=_fraction, help="send at most this share of calls to the large model")
+    cal.add_argument("--folds", type=_positive_int, default=5)
     cal.add_argument("--seed", type=int, default=0)
     cal.set_defaults(run=_calibrate)
+
+    att = sub.add_parser("attack", help="search for a routing gadget (Shafran et al., 2025) and measure how many "
+                         "held-out decisions it flips, with the gadget guard off or on")
+    att.add_argument("--mode", choices=["white-box", "transfer", "black-box"], default="white-box",
+                     help="white-box: the shipped router in-process; transfer: found on a surrogate router trained on "
+                          "other data; black-box: only what POST /v1/route shows a client (--url)")
+    att.add_argument("--direction", choices=["up", "down", "both"], default="both")
+    att.add_argument("--defence", choices=["off", "on"], default="off", help="measure with the policy's gadget guard")
+    att.add_argument("--policy", default="serve_config.yaml")
+    att.add_argument("--table", default="data/outcomes/default.csv", help="prompts to search on and to measure on")
+    att.add_argument("--url", default="http://127.0.0.1:8000", help="black-box: the router's address")
+    att.add_argument("--api-key", help="black-box: the API key, when the endpoint needs one")
+    att.add_argument("--vocabulary", choices=["tokens", "natural"], default="tokens",
+                     help="gadget words: the tokenizer's words, or frequent plain words (lower perplexity)")
+    att.add_argument("--length", type=_positive_int, default=10, help="gadget length in words")
+    att.add_argument("--candidates", type=_positive_int, default=24, help="replacements tried per step")
+    att.add_argument("--rounds", type=_positive_int, default=1, help="passes over the gadget's positions")
+    att.add_argument("--search-prompts", type=_positive_int, default=16)
+    att.add_argument("--test-prompts", type=_positive_int, default=200, help="held-out prompts to measure flips on")
+    att.add_argument("--seed", type=int, default=0)
+    att.add_argument("--out", help="write the results as JSON here")
+    att.set_defaults(run=_attack)
+
+    gd = sub.add_parser("guard", help="the gadget guard").add_subparsers(dest="action", required=True)
+    gt = gd.add_parser("train", help="fit the gadget guard on clean prompts against gadget-carrying ones")
+    gt.add_argument("--policy", default="serve_config.yaml", help="the router whose gadgets the search finds")
+    gt.add_argument("--table", default="data/outcomes/default.csv")
+    gt.add_argument("--out", default="data/router/guard.json")
+    gt.add_argument("--searches", type=_positive_int, default=8, help="white-box gadget searches (resumable)")
+    gt.add_argument("--target-fpr", type=_fraction, default=0.01, help="share of clean prompts it may flag")
+    gt.add_argument("--seed", type=int, default=0)
+    gt.set_defaults(run=_guard_train)
 
     r = sub.add_parser("report", help="train on a split, evaluate held-out, write HTML + PNG + JSON")
     r.add_argument("--data", default="routellm:mmlu", help="an outcome-table CSV, or routellm:mmlu / routellm:gsm8k")
@@ -181,10 +336,10 @@ def parser() -> argparse.ArgumentParser:
                    "serve_config.yaml); repeat it to compare policies on the same data (what-if)")
     r.add_argument("--model-costs", nargs="*", metavar="NAME=COST",
                    help="cost per call of each model, for tables in RouteLLM's layout (prompt + True/False columns)")
-    r.add_argument("--threshold", type=float, default=0.5, help="small-model threshold when no policy is given")
-    r.add_argument("--test-fraction", type=float, default=0.5)
-    r.add_argument("--max-train", type=int, help="train on at most N prompts")
-    r.add_argument("--limit", type=int, help="use a random sample of N rows of the data")
+    r.add_argument("--threshold", type=_share("[0, 1]"), default=0.5, help="small-model threshold when no policy is given")
+    r.add_argument("--test-fraction", type=_share("(0, 1)"), default=0.5)
+    r.add_argument("--max-train", type=_positive_int, help="train on at most N prompts")
+    r.add_argument("--limit", type=_positive_int, help="use a random sample of N rows of the data")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--family", default="auto", help="router family (auto: chosen by cross-validation on the "
                    "training split)")
@@ -192,7 +347,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--router-cost-per-1k", type=float, default=0.0000022,
                    help="the router's own cost per 1k input tokens (default: the encoder's 0.022B parameters at the "
                         "catalogue's 0.1 $/1M tokens per billion parameters)")
-    r.add_argument("--robustness-sample", type=int, default=200, help="held-out prompts to perturb")
+    r.add_argument("--robustness-sample", type=_positive_int, default=200, help="held-out prompts to perturb")
+    r.add_argument("--shadow", action="store_true", help="instead: compare the live and the shadow policy on the "
+                   "requests in the decision store (agreement, cost, feedback where they differ)")
+    r.add_argument("--store", help="with --shadow: store URL (default: $ROUTER_STORE_URL, else the SQLite file)")
+    r.add_argument("--since-hours", dest="since_unix", type=_hours_ago, help="with --shadow: only the last N hours")
     r.set_defaults(run=_report)
     return p
 

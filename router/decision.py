@@ -18,6 +18,7 @@ PINNED = "pinned"
 SESSION_FLOOR = "session_floor"
 INPUT_TOO_LONG = "input_too_long"
 OUT_OF_DISTRIBUTION = "out_of_distribution"
+SUSPECTED_GADGET = "suspected_gadget"
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def is_eligible(name: str, task: str, input_tokens: int, policy: Policy, catalog
     mp, entry = policy.models[name], catalogue.model(name)
     tasks = mp.tasks or entry.tasks
     limit = mp.max_input_tokens or entry.context_length
-    return task in tasks and input_tokens <= limit
+    return mp.auto_route and task in tasks and input_tokens <= limit
 
 
 def fits(name: str, input_tokens: int, policy: Policy, catalogue: Catalogue) -> bool:
@@ -64,14 +65,17 @@ def is_out_of_distribution(distance: float | None, threshold: float | None, poli
 
 
 def decide(scores: Mapping[str, float], task: str, input_tokens: int, policy: Policy, catalogue: Catalogue,
-           ood_distance: float | None = None, ood_threshold: float | None = None) -> Decision:
+           ood_distance: float | None = None, ood_threshold: float | None = None, suspected: bool = False) -> Decision:
     """`ood_distance`: how far the prompt lies from the router's training prompts; past `ood_threshold` (with
-    the policy's `ood.enabled`) the router's scores are not trusted and the fallback answers."""
+    the policy's `ood.enabled`) the router's scores are not trusted and the fallback answers. `suspected`: the
+    gadget guard flagged the prompt; with `guard.enabled` the policy's guard action decides instead of the scores."""
     thresholds = {m: mp.threshold for m, mp in policy.models.items() if m != policy.fallback}
     smalls = sorted(thresholds, key=lambda m: (blended_cost(m, policy, catalogue), m))
     eligible = tuple(m for m in smalls if is_eligible(m, task, input_tokens, policy, catalogue))
     common = dict(task=task, input_tokens=input_tokens, scores=dict(scores), thresholds=thresholds, eligible=eligible,
                   ood_distance=ood_distance, ood_threshold=ood_threshold)
+    if suspected and policy.guard.enabled:
+        return _guarded(policy, eligible, input_tokens, catalogue, common)
     unfamiliar = is_out_of_distribution(ood_distance, ood_threshold, policy)
     for name in () if unfamiliar else eligible:
         score = scores.get(name)
@@ -89,6 +93,20 @@ def decide(scores: Mapping[str, float], task: str, input_tokens: int, policy: Po
         return Decision(policy.fallback, FALLBACK_NOT_CONFIDENT, f"no eligible small model is confident ({below})", **common)
     return Decision(policy.fallback, FALLBACK_NONE_ELIGIBLE,
                     f"no small model is eligible for task {task!r} with {input_tokens} input tokens", **common)
+
+
+def _guarded(policy: Policy, eligible: tuple[str, ...], input_tokens: int, catalogue: Catalogue,
+             common: dict) -> Decision:
+    """The policy's action for a prompt the gadget guard flagged: its scores may have been steered, so they
+    choose nothing."""
+    action = policy.guard.action
+    why = f"the prompt looks like it carries a routing gadget; the policy's guard action is {action!r}"
+    if action == "reject":
+        return Decision(None, SUSPECTED_GADGET, why, **common)
+    model = eligible[0] if action == "cheapest" and eligible else policy.fallback
+    if not fits(model, input_tokens, policy, catalogue):
+        return Decision(None, INPUT_TOO_LONG, f"{input_tokens} input tokens exceed {model}'s limit", **common)
+    return Decision(model, SUSPECTED_GADGET, why, **common)
 
 
 def pin(model: str, task: str, input_tokens: int, policy: Policy, catalogue: Catalogue) -> Decision:

@@ -33,8 +33,11 @@ class Encoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        # batches of similar length: each batch is padded to its longest text, so mixed lengths waste most work
+        order = np.argsort([len(t) for t in texts], kind="stable")
         for start in range(0, len(texts), batch_size):
-            out[start:start + batch_size] = self._encode_batch(texts[start:start + batch_size])
+            rows = order[start:start + batch_size]
+            out[rows] = self._encode_batch([texts[i] for i in rows])
         return out
 
     def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:

@@ -6,7 +6,7 @@ with its line. The same policy reaches the serving ingress as its Ray Serve user
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -21,7 +21,10 @@ DEFAULT_POLICY_PATH = PROJECT_ROOT / "serve_config.yaml"  # the default policy i
 class ModelPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    threshold: float = Field(0.5, ge=0.0, description="minimum P(adequate) to choose this model; above 1 means never")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="minimum P(adequate), a probability in [0, 1], to "
+                             "choose this model; to stop choosing it, set auto_route: false")
+    auto_route: bool = Field(True, description="the router may choose this model; false: only a request that names it "
+                                               "(or the fallback role) reaches it")
     tasks: list[str] | None = Field(None, min_length=1, description="tasks this model may serve; default: its catalogue tasks")
     max_input_tokens: int | None = Field(None, gt=0, description="longest prompt this model may take")
     cost_per_1k_input: float | None = Field(None, ge=0, description="overrides the catalogue cost")
@@ -62,11 +65,64 @@ class OutOfDistribution(BaseModel):
                                             "artifact's threshold to the fallback (rule out_of_distribution)")
 
 
+class Guard(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="flag prompts that carry a routing gadget (router/guard.py) and apply "
+                                             "`action` to them (rule suspected_gadget)")
+    artifact: str = Field("data/router/guard.json", description="the guard, relative to the project root "
+                                                               "(`router guard train` writes it)")
+    action: Literal["fallback", "cheapest", "reject"] = Field(
+        "reject", description="a flagged prompt: the fallback answers, the cheapest eligible model answers, or the "
+                              "request is refused with a 400 (the only action that defeats both directions)")
+
+    def artifact_path(self) -> Path:
+        path = Path(self.artifact)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 class Access(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     api_key_file: str | None = Field(None, description="if set (or env ROUTER_API_KEY is), /v1/* needs "
                                                       "'Authorization: Bearer <key>'; the file holds the key")
+    disclose_routing: bool = Field(True, description="scores, thresholds and reasons reach every client; false: only "
+                                   "clients that send the operator key (x-router-operator-key) see them")
+    operator_key_file: str | None = Field(None, description="the operator key's file (default: env "
+                                          "ROUTER_OPERATOR_KEY); with disclose_routing false and no key, no client "
+                                          "sees routing details")
+
+
+class Monitor(BaseModel):
+    """Thresholds of `router monitor`: what counts as drift or a problem region in the decision store."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    drift_p_value: float = Field(0.01, gt=0, lt=1, description="a shift fires only when its test's p-value is below "
+                                 "this: the embeddings' MMD permutation test, and the chi-square or KS test beside "
+                                 "each PSI and share shift")
+    cluster_psi: float = Field(0.25, gt=0, description="population stability index of the prompt clusters' shares "
+                               "against the reference; above this (and significant) fires")
+    model_share_shift: float = Field(0.15, gt=0, le=1, description="a model's share of answers moving by more than "
+                                     "this against a reference window (and significant) fires")
+    confidence_psi: float = Field(0.25, gt=0, description="PSI of a model's score histogram against a reference "
+                                  "window; above this (and significant) fires")
+    min_window: int = Field(50, ge=2, description="fewer rows with a prompt embedding than this in the window or the "
+                            "reference: nothing is tested and nothing fires")
+    problem_dislike_rate: float = Field(0.5, ge=0, le=1, description="a prompt cluster whose rated answers are "
+                                        "disliked (score < 0.5) at least this often fires as a problem region")
+    problem_fallback_rate: float = Field(0.5, ge=0, le=1, description="a prompt cluster that falls back (a failed "
+                                         "model, a cascade, or one of fallback_rules) at least this often fires")
+    problem_toxicity: float = Field(0.5, ge=0, le=1, description="a prompt cluster whose answers' mean toxicity is at "
+                                    "least this fires")
+    min_cluster_rows: int = Field(5, ge=1, description="a cluster needs this many rated answers (for the dislike "
+                                  "rate) or rows (for the fallback rate and toxicity) before it can fire")
+    fallback_rules: list[str] = Field(["fallback_no_eligible_model", "out_of_distribution", "input_too_long",
+                                       "suspected_gadget"],
+                                      description="decision rules that count as a fallback in a cluster's fallback "
+                                      "rate (the routine fallback_no_confident_model is not one by default)")
+    permutations: int = Field(500, ge=20, le=10_000, description="permutations of the MMD two-sample test")
+    max_sample: int = Field(1000, ge=50, le=5000, description="the drift tests subsample each side to this many "
+                            "prompts (their cost grows with its square)")
 
 
 class Policy(BaseModel):
@@ -82,6 +138,8 @@ class Policy(BaseModel):
     access: Access = Field(default_factory=Access)
     moderation: Moderation = Field(default_factory=Moderation)
     ood: OutOfDistribution = Field(default_factory=OutOfDistribution)
+    guard: Guard = Field(default_factory=Guard)
+    monitor: Monitor = Field(default_factory=Monitor, description="thresholds of `router monitor` (drift, problem regions)")
     session_keeps_tier: bool = Field(True, description="a conversation (x-session-id header or `user`) never drops "
                                                        "below the costliest model it has used")
 

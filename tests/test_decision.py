@@ -51,9 +51,10 @@ def test_no_eligible_model_goes_to_the_fallback():
     assert (d.model, d.rule, d.eligible) == (LARGE, FALLBACK_NONE_ELIGIBLE, ())
 
 
-def test_thresholds_above_one_always_fall_back():
-    p = policy(**{SMOL: {"threshold": 1.01}, CODER: {"threshold": 1.01}})
+def test_models_out_of_auto_routing_always_fall_back_but_can_be_named():
+    p = policy(**{SMOL: {"auto_route": False}, CODER: {"auto_route": False}})
     assert decide({SMOL: 1.0, CODER: 1.0}, "chat", 10, p, CATALOGUE).model == LARGE
+    assert pin(SMOL, "chat", 10, p, CATALOGUE).model == SMOL
 
 
 def test_input_too_long_for_every_model():

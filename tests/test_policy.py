@@ -169,3 +169,22 @@ def test_a_last_good_policy_that_no_longer_validates_names_both_problems(service
         fresh.take(_policy_data("broken", "gpt-9"), lambda: stale)
     assert "gpt-9" in str(err.value) and "last good policy cannot be used" in str(err.value)
     assert not fresh.has_policy
+
+
+def test_a_threshold_is_a_probability_and_auto_route_takes_a_model_out(tmp_path):
+    bad = write(tmp_path, """\
+        fallback: qwen2.5-coder-1.5b
+        models:
+          smollm2-135m:
+            threshold: 4
+          qwen2.5-coder-1.5b: {}
+        """)
+    with pytest.raises(ConfigError, match=r":4: models.smollm2-135m.threshold: Input should be less than or equal to 1"):
+        load_policy(bad)
+    off = write(tmp_path, """\
+        fallback: qwen2.5-coder-1.5b
+        models:
+          smollm2-135m: {auto_route: false}
+          qwen2.5-coder-1.5b: {}
+        """)
+    assert load_policy(off).models["smollm2-135m"].auto_route is False

@@ -44,7 +44,7 @@ def test_policy_what_if_aiq_and_calibration(tmp_path):
 
     strict = tmp_path / "strict.yaml"
     text = open("serve_config.yaml").read()
-    text = re.sub(r"(smollm2-135m:\n\s+threshold:) [0-9.]+", r"\1 1.01", text)
+    text = re.sub(r"(smollm2-135m:\n(\s+)threshold: [0-9.]+)", r"\1\n\2auto_route: false", text)
     strict.write_text(re.sub(r'version: "[^"]*"', 'version: "no-tiny-model"', text, count=1))
     out = tmp_path / "whatif"
     assert main(["report", "--data", "data/outcomes/default.csv", "--policy", "serve_config.yaml",

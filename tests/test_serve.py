@@ -94,7 +94,7 @@ def test_live_policy_edits(ensemble, client, tmp_path):
     strict = json.loads(json.dumps(original))
     strict["version"] = "everything-to-fallback"
     for name in (SMOL, CODER):
-        strict["models"][name]["threshold"] = 1.01
+        strict["models"][name]["auto_route"] = False
 
     # a streamed answer is in flight (its first token read) while the policy changes; it must complete
     with client.chat.completions.with_streaming_response.create(

@@ -6,6 +6,7 @@ Every metric, plot and baseline in a report is computed from this one table.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,10 @@ def validate_frame(frame: pd.DataFrame, source: str, known_models: list[str] | N
     if not models:
         raise OutcomeError(f"{source}: no model columns; each model M needs a score column 'M' and a cost column "
                            f"'M{COST}' (RouterBench's layout), or give --model-costs for RouteLLM's layout")
+    if len(models) < 2:
+        raise OutcomeError(f"{source}: only the model {models[0]!r}; routing needs at least two models")
+    if frame.empty:
+        raise OutcomeError(f"{source}: the table has columns but no rows")
     for model in models:
         if model not in frame.columns:
             raise OutcomeError(f"{source}: missing column {model!r} (the score of model {model!r}, which has {model + COST!r})")
@@ -120,11 +125,18 @@ def load_outcomes(path: str | Path, known_models: list[str] | None = None,
     """RouterBench's wide layout; or RouteLLM's CSV layout when `model_costs` gives each model's cost per call."""
     path = Path(path)
     try:
-        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        with warnings.catch_warnings():  # a first row longer than the header must not become a silent index
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(path, keep_default_na=False, na_values=[""], index_col=False)
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
     except FileNotFoundError:
         raise OutcomeError(f"{path}: no such file") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError, UnicodeDecodeError,
+            OSError) as exc:
         raise OutcomeError(f"{path}: not a readable CSV outcome table: {exc}") from None
+    duplicates = sorted({c for c in header if header.count(c) > 1})
+    if duplicates:  # pandas would rename the second one (a.1) and the table would silently lose it
+        raise OutcomeError(f"{path}: duplicate column(s) {duplicates}; each column must appear once")
     if model_costs and not any(c.endswith(COST) for c in frame.columns):
         frame = from_routellm_layout(frame, model_costs, str(path))
     return validate_frame(frame, str(path), known_models)

@@ -17,25 +17,28 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from router.serving import replica
-from router.decision import (Decision, apply_session_floor, blended_cost, fallback_chain, large_model_flags,
+from router.serving.disclosure import OPERATOR_HEADER, may_see_routing, shown_body, shown_headers
+from router.decision import (SUSPECTED_GADGET, Decision, apply_session_floor, blended_cost, fallback_chain, large_model_flags,
                              moderation_needs_large_model, should_escalate, specialist_flags)
 from router.features import Encoder
 from router.serving.feedback import FeedbackRequest, RequestContext, decision_row
 from router.serving.last_good import LastGoodPolicy
 from router.serving.model_server import EmbeddingServer, ModelServer, ModerationServer
 from router.policy import DEFAULT_POLICY_PATH, load_policy
-from router.serving.schemas import (MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
+from router.serving.schemas import (MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
                             ModerationRequest, chat_completion, completion_id, error_body, moderation_result,
                             text_completion)
 from router.service import RoutingService
 from router.serving.streaming import sse_events
 from router.serving.telemetry import RouterMetrics
-from router.store import DecisionStore
+from router.store import URL_ENV, DecisionStore
+from models.yaml_source import ConfigError
 
 logger = logging.getLogger("ray.serve")
 SESSION_TTL_S = 3600.0  # a conversation idle longer than this starts again from the cheapest tier
@@ -76,9 +79,30 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
         loc = list(e["loc"][1:] if e["loc"] and e["loc"][0] == "body" else e["loc"])
         field = ".".join(str(p) for p in loc)
         params.append(field)
+        if not loc and isinstance(e.get("input"), bytes):  # FastAPI parses only a body declared as JSON
+            declared = request.headers.get("content-type")
+            problems.append(f"body: send JSON with content-type: application/json, not "
+                            f"{'content-type: ' + declared if declared else 'without a content-type'}")
+            continue
         problems.append(f"body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}" if e["type"] == "json_invalid"
                         else f"{field or 'body'}: {e['msg']}")
     return _error(400, "; ".join(problems), param=next((p for p in params if p), None))
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own refusals in OpenAI's error shape: a body it cannot decode, an unknown path, a wrong method."""
+    ingress = replica.active()
+    if ingress is not None and (denied := await ingress._guard(request)) is not None:
+        return denied
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        message = f"body is not valid UTF-8: {cause}"
+    elif cause is not None:  # FastAPI's "error parsing the body", e.g. JSON nested too deeply
+        message = f"body cannot be parsed as JSON: {type(cause).__name__}: {str(cause)[:200]}"
+    else:
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+    return _error(exc.status_code, message, headers=exc.headers)
 
 
 def _headers(decision: Decision, version: str, fallback_reason: str | None = None) -> dict[str, str]:
@@ -132,12 +156,15 @@ async def _first_answer(chain: list[str], policy, call, accept=None):
 class RouterIngress:
     def __init__(self, model_handles: dict[str, DeploymentHandle], embedder: DeploymentHandle,
                  moderator: DeploymentHandle, encoder_threads: int = 2, store_url: str | None = None,
-                 store_text: bool = False):
+                 store_text: bool = False, record_decisions: bool = True):
         self.handles = model_handles
         self.embedder = embedder
         self.moderator = moderator
-        self.store = DecisionStore(store_url)  # every answer, for /v1/feedback, monitoring and retraining
+        # every answer, for /v1/feedback, monitoring and retraining; ROUTER_STORE_URL overrides the deployment's args
+        self.store = DecisionStore(os.environ.get(URL_ENV) or store_url)
         self.store_text = store_text  # prompts and answers can hold personal data: off unless asked for
+        self.record_decisions = record_decisions  # off only to measure what logging costs (make bench)
+        self._background: set[asyncio.Task] = set()  # response descriptions in flight (a reference keeps them alive)
         self.metrics = RouterMetrics()
         # 2 intra-op threads by default: the embedding is most of the decision (make bench times it)
         self.service = RoutingService(Encoder(threads=encoder_threads))
@@ -160,6 +187,22 @@ class RouterIngress:
                          "last good policy %s. Deploy a valid policy to clear this.\n%s", policy.version,
                          self.service.last_error)
         self.metrics.policy_refused(self.service.refused is not None)
+        self._take_shadow((user_config or {}).get("shadow_policy"))
+
+    def _take_shadow(self, data) -> None:
+        """A candidate policy from user_config.shadow_policy: its decisions are stored, never served. A refused
+        one leaves the earlier shadow in place; the live policy is never touched."""
+        try:
+            shadow = self.service.apply_shadow(data)
+        except ConfigError:
+            logger.error("shadow policy refused:\n%s", self.service.shadow_refused.message)
+            return
+        if shadow is not None:
+            logger.info("shadow policy %s decides beside the live one (stored, never served)", shadow.version)
+
+    def _shadow_version(self) -> str | None:
+        shadow = self.service.shadow
+        return shadow.policy.version if shadow else None
 
     # --- routes -------------------------------------------------------------------------------------------
     @api.get("/healthz")
@@ -188,10 +231,20 @@ class RouterIngress:
             if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
                 return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                               "authentication_error", code="invalid_api_key")
-        size = int(request.headers.get("content-length") or 0)
+        length = request.headers.get("content-length")
+        size = int(length) if length else len(await request.body())  # a chunked body has no content-length
         if size > live.limits.max_body_bytes:
             return _error(413, f"request body of {size} bytes exceeds the limit of {live.limits.max_body_bytes}")
+        for header in ("x-request-id", "x-session-id"):  # both are kept in the store's 200-character columns
+            value = request.headers.get(header)
+            if value is not None and not 0 < len(value) <= MAX_ID_CHARS:
+                return _error(400, f"{header} must have at least 1 and at most {MAX_ID_CHARS} characters, not "
+                                   f"{len(value)}", param=header)
         return None
+
+    def _disclose(self, request: Request) -> bool:
+        """Whether this client may see scores and reasons (policy access.disclose_routing, the operator key)."""
+        return may_see_routing(self.service.live.policy.access, request.headers.get(OPERATOR_HEADER))
 
     def _api_key(self, policy) -> str | None:
         path = policy.access.api_key_file
@@ -214,34 +267,42 @@ class RouterIngress:
         return {"object": "list", "data": data}
 
     @api.get("/v1/policy")
-    def policy(self) -> dict:
+    def policy(self, request: Request) -> dict:
+        """The live policy and any refused edit; with routing withheld, only the operator sees the policy itself."""
         live = self.service.live
         refused = self.service.refused
-        return {"version": live.policy.version, "applied_at": live.applied_at, "replica_pid": os.getpid(),
+        body = {"version": live.policy.version, "applied_at": live.applied_at, "replica_pid": os.getpid(),
                 "replica": serve.get_replica_context().replica_id.unique_id,
                 "policy": live.policy.model_dump(mode="json"), "last_rejected_edit": self.service.last_error,
-                "refused_edit": refused.as_dict() if refused else None}
+                "refused_edit": refused.as_dict() if refused else None, "shadow_policy_version": self._shadow_version(),
+                "refused_shadow": self.service.shadow_refused.as_dict() if self.service.shadow_refused else None}
+        if not self._disclose(request):
+            body.pop("policy")
+        return body
 
     @api.post("/v1/route")
     async def route(self, body: ChatCompletionRequest, request: Request):
         if (denied := await self._guard(request)) is not None:
             return denied
-        decision, error, _ = self._decide(body)
+        decision, error, _, _ = self._decide(body)
         if error is not None:
             return error
-        return JSONResponse({**decision.as_dict(), "policy_version": self.service.live.policy.version},
-                            headers=_headers(decision, self.service.live.policy.version))
+        disclose = self._disclose(request)
+        return JSONResponse(shown_body({**decision.as_dict(), "policy_version": self.service.live.policy.version},
+                                       disclose),
+                            headers=shown_headers(_headers(decision, self.service.live.policy.version), disclose))
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         if (denied := await self._guard(request)) is not None:
             return denied
-        decision, error, embedding = self._decide(body)
+        decision, error, embedding, shadow = self._decide(body)
         if error is not None:
             return error
         policy, catalogue = self.service.live.policy, self.service.catalogue
         session = request.headers.get("x-session-id") or body.user
-        asked = RequestContext(current_request_id(), body.routing_text(), "chat.completions", session, embedding)
+        asked = RequestContext(current_request_id(), body.routing_text(), "chat.completions", session, embedding,
+                               shadow=shadow, shadow_version=self._shadow_version(), disclose=self._disclose(request))
         if session:  # the costliest model this conversation has used, on any ingress replica (the store)
             used = await asyncio.to_thread(self.store.session_models, session, time.time() - SESSION_TTL_S)
             floor = max((m for m in used if m in policy.models), key=lambda m: blended_cost(m, policy, catalogue),
@@ -257,7 +318,8 @@ class RouterIngress:
             return answered
         model, result, router_info, headers = answered
         return JSONResponse(chat_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
-                                            result["output_tokens"], router_info), headers=headers)
+                                            result["output_tokens"], shown_body(router_info, asked.disclose)),
+                            headers=shown_headers(headers, asked.disclose))
 
     @api.post("/v1/completions")
     async def completions(self, body: CompletionRequest, request: Request):
@@ -266,11 +328,12 @@ class RouterIngress:
             return denied
         as_chat = ChatCompletionRequest(model=body.model, messages=[{"role": "user", "content": body.prompt}],
                                         max_tokens=min(body.max_tokens, MAX_TOKENS_CAP))
-        decision, error, embedding = self._decide(as_chat)
+        decision, error, embedding, shadow = self._decide(as_chat)
         if error is not None:
             return error
         policy = self.service.live.policy
-        asked = RequestContext(current_request_id(), body.prompt, "completions", None, embedding)
+        asked = RequestContext(current_request_id(), body.prompt, "completions", None, embedding, shadow=shadow,
+                               shadow_version=self._shadow_version(), disclose=self._disclose(request))
         generation = {"messages": [], "prompt": body.prompt,
                       "max_tokens": min(body.max_tokens, policy.limits.max_output_tokens),
                       "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed,
@@ -282,7 +345,8 @@ class RouterIngress:
             return answered
         model, result, router_info, headers = answered
         return JSONResponse(text_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
-                                            result["output_tokens"], router_info), headers=headers)
+                                            result["output_tokens"], shown_body(router_info, asked.disclose)),
+                            headers=shown_headers(headers, asked.disclose))
 
     @api.post("/v1/feedback")
     async def feedback(self, body: FeedbackRequest, request: Request):
@@ -369,9 +433,26 @@ class RouterIngress:
 
     def _record(self, asked: RequestContext, decision: Decision, model: str | None, fallback: str | None,
                 tokens_in: int, tokens_out: int, cost: float, cascade: list | None, answer: str) -> None:
-        self.store.record(decision_row(asked, decision, model, fallback, tokens_in, tokens_out, cost, cascade,
-                                       self.service.live.policy.version, answer if self.store_text else None,
-                                       self.store_text))
+        if not self.record_decisions:
+            return
+        row = decision_row(asked, decision, model, fallback, tokens_in, tokens_out, cost, cascade,
+                           self.service.live.policy.version, answer if self.store_text else None, self.store_text)
+        self.store.record(row)
+        if answer:  # off the request path: the answer's embedding and toxicity join its row when ready
+            task = asyncio.get_running_loop().create_task(self._describe_answer(row, answer))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _describe_answer(self, row: dict, answer: str) -> None:
+        """The response's MiniLM embedding and its toxicity (the moderation specialist), rewritten into its row."""
+        try:
+            embedded, toxicity = await asyncio.gather(self.embedder.embed.remote([answer]),
+                                                      self.moderator.probabilities.remote([answer]))
+        except Exception as exc:  # the answer is already served; the row keeps its other fields
+            logger.warning("request %s: response embedding or toxicity failed: %s", row["request_id"], exc)
+            return
+        self.store.record({**row, "response_embedding": np.asarray(embedded["vectors"][0], "<f4").tobytes(),
+                           "response_toxicity": float(toxicity[0])})
 
     async def _answer(self, decision: Decision, generation: dict, policy):
         """Try the chosen model, then the next candidates, then the fallback. A failure or timeout moves on; so
@@ -394,29 +475,31 @@ class RouterIngress:
         return outcome if isinstance(outcome, JSONResponse) else (*outcome, cascade)
 
     def _decide(self, body: ChatCompletionRequest):
-        """(decision, None, prompt embedding), or (None, an error response, None)."""
+        """(decision, None, prompt embedding, shadow decision), or (None, an error response, None, None)."""
         live = self.service.live
         if body.model != "auto" and body.model not in live.policy.models:
             return None, _error(404, f"model {body.model!r} does not exist; use 'auto' or one of "
-                                     f"{list(live.policy.models)}", param="model", code="model_not_found"), None
+                                     f"{list(live.policy.models)}", param="model", code="model_not_found"), None, None
         limits = live.policy.limits
         if len(body.messages) > limits.max_messages:
             return None, _error(400, f"{len(body.messages)} messages exceed the limit of {limits.max_messages}",
-                                param="messages"), None
+                                param="messages"), None, None
         asked = body.max_completion_tokens or body.max_tokens
         if asked is not None and asked > limits.max_output_tokens:
             return None, _error(400, f"max_tokens {asked} exceeds the limit of {limits.max_output_tokens}",
-                                param="max_tokens"), None
+                                param="max_tokens"), None, None
         started = time.perf_counter()
         input_tokens = sum(self.service.encoder.count_tokens(m.text()) for m in body.messages)
         if input_tokens > limits.max_input_tokens:
             return None, _error(400, f"{input_tokens} input tokens exceed the limit of {limits.max_input_tokens}",
-                                param="messages", code="context_length_exceeded"), None
+                                param="messages", code="context_length_exceeded"), None, None
         decision, features = self.service.route_with_features(body.routing_text(), input_tokens, body.model)
         self.metrics.decided((time.perf_counter() - started) * 1000, decision.scores)
         if decision.model is None:
-            return None, _error(400, decision.reason, param="messages", code="context_length_exceeded"), None
-        return decision, None, features[:-1]
+            code = "suspected_gadget" if decision.rule == SUSPECTED_GADGET else "context_length_exceeded"
+            return None, _error(400, decision.reason, param="messages", code=code), None, None
+        shadow = self.service.shadow_route(features, body.routing_text(), input_tokens, body.model)
+        return decision, None, features[:-1], shadow
 
     async def _stream(self, decision: Decision, generation: dict, policy, asked: RequestContext,
                       text_completion: bool = False):
@@ -454,6 +537,7 @@ class RouterIngress:
 
         headers = _headers(decision, policy.version, fallback_reason)
         headers["x-router-model"] = model
+        headers = shown_headers(headers, asked.disclose)
         return StreamingResponse(sse_events(_prepend(first, deltas), model, text_completion, failed, finished),
                                  media_type="text/event-stream", headers=headers)
 
@@ -463,7 +547,8 @@ def build_app(args: dict[str, Any] | None = None):
     policy_file (used when the config gives no user_config; default: the policy in serve_config.yaml),
     encoder_threads (the router's embedding threads, default 2), store_url (the decision store; the environment
     variable ROUTER_STORE_URL overrides it; default a SQLite file under ~/.cache/ensemble-router/), store_text
-    (keep prompt and answer text in the store; default off)."""
+    (keep prompt and answer text in the store; default off), record_decisions (default on; off, no answer reaches
+    the store, so feedback and sessions cannot find it: for measuring what logging costs)."""
     from models.catalogue import load_catalogue
 
     args = args or {}
@@ -475,4 +560,5 @@ def build_app(args: dict[str, Any] | None = None):
     catalogue = load_catalogue()
     return ingress.bind(handles, EmbeddingServer.options(name=catalogue.encoder.name).bind(),
                         ModerationServer.options(name=catalogue.moderation.name).bind(),
-                        int(args.get("encoder_threads", 2)), args.get("store_url"), bool(args.get("store_text", False)))
+                        int(args.get("encoder_threads", 2)), args.get("store_url"), bool(args.get("store_text", False)),
+                        bool(args.get("record_decisions", True)))

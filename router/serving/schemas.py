@@ -5,10 +5,52 @@ import time
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator,
+                      model_validator)
 
 MAX_MESSAGES = 256
 MAX_TOKENS_CAP = 2048
+MAX_ID_CHARS = 200  # request and session ids: the decision store keeps them in 200-character columns
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def lone_surrogate_at(data) -> tuple | None:
+    """The path of the first string (or key) in a JSON value that holds a lone UTF-16 surrogate, or None.
+    Iterative: a deeply nested body must not exhaust the stack here."""
+    stack = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str) and not _is_unicode(value):
+            return path
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and not _is_unicode(key):
+                    return path + ("(a key)",)
+            stack.extend(reversed([(path + (key,), item) for key, item in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(path + (i,), item) for i, item in enumerate(value)]))
+    return None
+
+
+class JsonBody(BaseModel):
+    """A request body. JSON's \\u escapes can carry half a surrogate pair, which is no Unicode character: the
+    tokenizer, the store and UTF-8 cannot take it, so it is refused here with the field that holds it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data):
+        path = lone_surrogate_at(data)
+        if path is not None:
+            raise ValueError(f"{'.'.join(map(str, path)) or 'body'} holds a lone UTF-16 surrogate (half of a "
+                             f"\\ud800-\\udfff pair), which is not valid Unicode")
+        return data
 
 
 class ContentPart(BaseModel):
@@ -28,21 +70,22 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(JsonBody):
     """Fields OpenAI clients send; unknown extra fields are ignored, as OpenAI-compatible servers do."""
 
     model_config = ConfigDict(extra="ignore")
     model: str = Field("auto", min_length=1)
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=1, description="only one choice is supported")
+    # strict scalars: "stream": "true" or "max_tokens": "16" is a client bug, answered with a 400 naming the field
+    max_tokens: StrictInt | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    temperature: StrictFloat = Field(0.7, ge=0.0, le=2.0)
+    top_p: StrictFloat = Field(1.0, gt=0.0, le=1.0)
+    n: StrictInt = Field(1, ge=1, le=1, description="only one choice is supported")
     stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
-    user: str | None = None
+    seed: StrictInt | None = None
+    stream: StrictBool = False
+    user: str | None = Field(None, max_length=MAX_ID_CHARS, description="the session id, when no x-session-id")
 
     @field_validator("messages")
     @classmethod
@@ -101,7 +144,7 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
 MAX_EMBEDDING_INPUTS = 256
 
 
-class TextInputs(BaseModel):
+class TextInputs(JsonBody):
     """`input`: one text or a list of texts, as OpenAI's embeddings and moderations take it."""
 
     model_config = ConfigDict(extra="ignore")
@@ -129,7 +172,7 @@ class EmbeddingRequest(TextInputs):
     """OpenAI's embeddings body. The official client asks for base64 unless told otherwise."""
 
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: StrictInt | None = None
 
 
 class ModerationRequest(TextInputs):
@@ -150,18 +193,18 @@ def moderation_result(flagged: bool, probability: float, decided_by: str) -> dic
     return {"flagged": flagged, "categories": categories, "category_scores": scores, "decided_by": decided_by}
 
 
-class CompletionRequest(BaseModel):
+class CompletionRequest(JsonBody):
     """OpenAI's legacy completions body: one prompt per request (each prompt is routed on its own)."""
 
     model_config = ConfigDict(extra="ignore")
     model: str = Field("auto", min_length=1)
     prompt: str | list[str]
-    max_tokens: int = Field(16, ge=1, le=MAX_TOKENS_CAP)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: StrictInt = Field(16, ge=1, le=MAX_TOKENS_CAP)
+    temperature: StrictFloat = Field(1.0, ge=0.0, le=2.0)
+    top_p: StrictFloat = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
+    seed: StrictInt | None = None
+    stream: StrictBool = False
 
     @field_validator("prompt")
     @classmethod

@@ -22,8 +22,10 @@ install: $(STAMP)
 weights: install
 	$(BIN)/router fetch-models
 
+# `router up` deploys serve_config.yaml on a private local Ray cluster and stops it cleanly on Ctrl-C or SIGTERM
+# (`serve run serve_config.yaml` works too, but its exit on SIGTERM crashed after Ray's atexit handler).
 run: weights
-	$(BIN)/serve run serve_config.yaml
+	$(BIN)/router up
 
 # Headless Chromium for the test that opens the HTML report; from Debian's packages when we are root.
 browser:

@@ -172,6 +172,14 @@ def _report(args) -> None:
         print(f"{kind:5} {path}")
 
 
+def _up(args) -> int:
+    from router.serving.launcher import run
+
+    if not Path(args.config).is_file():
+        raise FileNotFoundError(f"{args.config}: no such Serve config")
+    return run(Path(args.config), args.port)
+
+
 def _attack(args) -> None:
     from router.offline.attack_run import attack_command
 
@@ -297,6 +305,12 @@ def parser() -> argparse.ArgumentParser:
     cal.add_argument("--seed", type=int, default=0)
     cal.set_defaults(run=_calibrate)
 
+    up = sub.add_parser("up", help="start the ensemble from a Serve config on a private local Ray cluster until "
+                        "Ctrl-C or SIGTERM, then stop every Ray process it started (what `make run` runs)")
+    up.add_argument("--config", default="serve_config.yaml")
+    up.add_argument("--port", type=_positive_int, default=8000, help="HTTP port on 127.0.0.1")
+    up.set_defaults(run=_up)
+
     att = sub.add_parser("attack", help="search for a routing gadget (Shafran et al., 2025) and measure how many "
                          "held-out decisions it flips, with the gadget guard off or on")
     att.add_argument("--mode", choices=["white-box", "transfer", "black-box"], default="white-box",
@@ -304,6 +318,8 @@ def parser() -> argparse.ArgumentParser:
                           "other data; black-box: only what POST /v1/route shows a client (--url)")
     att.add_argument("--direction", choices=["up", "down", "both"], default="both")
     att.add_argument("--defence", choices=["off", "on"], default="off", help="measure with the policy's gadget guard")
+    att.add_argument("--no-adaptive", dest="adaptive", action="store_false", help="with --defence on: search "
+                     "without the guard (does it catch a gadget that was not searched against it?)")
     att.add_argument("--policy", default="serve_config.yaml")
     att.add_argument("--table", default="data/outcomes/default.csv", help="prompts to search on and to measure on")
     att.add_argument("--url", default="http://127.0.0.1:8000", help="black-box: the router's address")
@@ -326,6 +342,8 @@ def parser() -> argparse.ArgumentParser:
     gt.add_argument("--out", default="data/router/guard.json")
     gt.add_argument("--searches", type=_positive_int, default=8, help="white-box gadget searches (resumable)")
     gt.add_argument("--target-fpr", type=_fraction, default=0.01, help="share of clean prompts it may flag")
+    gt.add_argument("--adversarial-rounds", type=int, default=0, help="rounds of searching again with the guard on "
+                    "and refitting on what those searches find")
     gt.add_argument("--seed", type=int, default=0)
     gt.set_defaults(run=_guard_train)
 
@@ -348,6 +366,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the router's own cost per 1k input tokens (default: the encoder's 0.022B parameters at the "
                         "catalogue's 0.1 $/1M tokens per billion parameters)")
     r.add_argument("--robustness-sample", type=_positive_int, default=200, help="held-out prompts to perturb")
+    r.add_argument("--gadgets", action="store_true", help="add routing gadgets to the robustness section: a "
+                   "white-box search in each direction and the held-out decisions it flips (needs --policy)")
     r.add_argument("--shadow", action="store_true", help="instead: compare the live and the shadow policy on the "
                    "requests in the decision store (agreement, cost, feedback where they differ)")
     r.add_argument("--store", help="with --shadow: store URL (default: $ROUTER_STORE_URL, else the SQLite file)")

@@ -41,6 +41,8 @@ class Limits(BaseModel):
     max_messages: int = Field(256, gt=0, description="most messages in one chat request")
     max_output_tokens: int = Field(2048, gt=0, description="largest max_tokens a client may ask for")
     max_input_tokens: int = Field(8192, gt=0, description="longest conversation (router tokens) accepted")
+    max_queue_wait_s: float | None = Field(30.0, gt=0, description="longest a request may wait for a busy model "
+                                           "before it gets a fast 503 with Retry-After; null: no bound")
 
 
 class Moderation(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +12,8 @@ import httpx
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from router.serving.local_ensemble import wait_for
 
 CATALOGUE = Path(__file__).with_name("bad_inputs.yaml")
 Kind = Literal["http", "policy", "table", "store_url", "cli"]
@@ -239,11 +240,21 @@ class LiveState:
                 "feedback": rated}
 
 
+def settled(state: "LiveState") -> dict:
+    """The snapshot once two in a row agree: rows still in the ingress's write batch (200 ms) have landed."""
+    last: list = [None]
+
+    def stable():
+        now = state.snapshot()
+        same, last[0] = now == last[0], now
+        return now if same else None
+    return wait_for(stable, 30, "the store to settle", interval=0.3)
+
+
 @pytest.fixture(scope="module")
 def live_state(ensemble):
     state = LiveState(ensemble.base)
-    time.sleep(1.0)  # rows of earlier tests still in the ingress's write batch land first
-    state.before = state.snapshot()
+    state.before = settled(state)
     yield state
     state.store.close()
 
@@ -278,5 +289,4 @@ def test_http_serving_survives_the_catalogue(ensemble, live_state):
     assert httpx.get(f"{ensemble.base}/healthz", timeout=60).status_code == 200
     assert httpx.post(f"{ensemble.base}/v1/route", json={"messages": [{"role": "user", "content": "hi"}]},
                       timeout=60).status_code == 200
-    time.sleep(0.5)
-    assert live_state.snapshot() == live_state.before
+    assert settled(live_state) == live_state.before

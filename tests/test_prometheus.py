@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -176,8 +175,11 @@ def test_prometheus_scrapes_the_routers_metrics_from_ray(prometheus, client):
     assert {m["job"] for m in labels} == {"ray"} and {m["stream"] for m in labels} <= {"true", "false"}
     assert sum(float(s["value"][1]) for s in series) >= 2
     # the dashboard's own queries run on the real server; the traffic panels have data
-    time.sleep(3)  # rate() needs two samples of each series
-    answered = {where: query(url, as_promql(promql)) for where, promql in dashboard_queries()}
-    for where in ("Requests by model", "Requests by rule", "Decision latency", "Tokens by model",
-                  "Cost per hour by model", "variable application"):
-        assert answered[where], f"dashboard panel {where!r} has no data"
+    traffic = ("Requests by model", "Requests by rule", "Decision latency", "Tokens by model",
+               "Cost per hour by model", "variable application")
+
+    def panels_with_data():  # rate() needs two samples of each series: wait for the second scrape
+        answered = {where: query(url, as_promql(promql)) for where, promql in dashboard_queries()}
+        return answered if all(answered[where] for where in traffic) else None
+    answered = wait_for(panels_with_data, 60, "data in the dashboard's traffic panels", interval=1)
+    assert all(answered[where] for where in traffic)

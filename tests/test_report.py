@@ -29,10 +29,15 @@ def test_report_refuses_unknown_data(tmp_path, capsys):
 def test_trained_router_beats_random_on_held_out_default_ensemble_data(tmp_path):
     out = tmp_path / "default"
     assert main(["report", "--data", "data/outcomes/default.csv", "--policy", "serve_config.yaml",
-                 "--out", str(out), "--seed", "0"]) == 0
+                 "--out", str(out), "--seed", "0", "--gadgets"]) == 0
     report = json.loads((out / "default.json").read_text())
     trained, random = report["routers"]["trained"], report["routers"]["random"]
     assert trained["apgr"] > random["apgr"]
+    # the robustness section's routing gadgets: a search in each direction, and the held-out decisions it flips
+    up, down = report["robustness"]["gadgets"]
+    assert (up["direction"], down["direction"]) == ("up", "down") and len(up["gadget"].split()) == 10
+    assert 0 <= up["up"] <= 1 and 0 <= down["down"] <= 1 and up["clean_small"] + up["clean_large"] > 0
+    assert "Routing gadgets" in (out / "default.html").read_text()
     # at the same share of large-model calls, the trained router keeps more quality
     assert trained["operating_point"]["quality"] > random["operating_point"]["quality"]
     assert set(report["single_models"]) == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}

@@ -43,11 +43,23 @@ def guard_train_command(args) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     gadgets = search_gadgets(view, searchable, vocabularies, args.searches, out.with_suffix(".gadgets.json"),
                              seed=args.seed)
-    guard, metrics = fit_guard(clean_prompts(prompts, seed=args.seed), [g["text"] for g in gadgets], vocabularies,
-                               lambda texts: embed(list(texts), encoder, desc="embed")[0], args.target_fpr, args.seed)
-    guard.metadata["gadgets"] = gadgets
+    clean = clean_prompts(prompts, seed=args.seed)
+
+    def fit(found: list[dict]):
+        return fit_guard(clean, [g["text"] for g in found], vocabularies,
+                         lambda texts: embed(list(texts), encoder, desc="embed")[0], args.target_fpr, args.seed)
+
+    guard, metrics = fit(gadgets)
+    for round_ in range(1, args.adversarial_rounds + 1):
+        # adversarial training: search again with this guard on (a flagged prompt counts as a failed attack),
+        # and refit on everything found so far
+        defended = WhiteBoxView(classifier, _with_guard(policy, True), catalogue, encoder, guard)
+        gadgets += search_gadgets(defended, searchable, vocabularies, args.searches,
+                                  out.with_suffix(f".round{round_}.gadgets.json"), seed=args.seed + 100 * round_)
+        guard, metrics = fit(gadgets)
+    guard.metadata.update(gadgets=gadgets, adversarial_rounds=args.adversarial_rounds)
     guard.save(out)
-    return {"out": str(out), **metrics}
+    return {"out": str(out), "adversarial_rounds": args.adversarial_rounds, **metrics}
 
 
 def _surrogate(prompts_table: str, encoder, seed: int):
@@ -91,9 +103,12 @@ def attack_command(args) -> dict:
     elif args.mode == "transfer":
         search_view = WhiteBoxView(_surrogate(args.table, encoder, args.seed), _with_guard(policy, False), catalogue,
                                    encoder)
+    elif defended and not args.adaptive:  # the gadget was found without the guard: does the guard catch it?
+        search_view = WhiteBoxView(classifier, _with_guard(policy, False), catalogue, encoder)
     else:
         search_view = measure
-    results = {"mode": args.mode, "defence": args.defence, "vocabulary": args.vocabulary, "runs": []}
+    results = {"mode": args.mode, "defence": args.defence, "adaptive": args.adaptive, "vocabulary": args.vocabulary,
+               "runs": []}
     for direction in ([UP, DOWN] if args.direction == "both" else [args.direction]):
         gadget = find_gadget(search_view, search, direction, vocabularies[args.vocabulary], length=args.length,
                              candidates=args.candidates, rounds=args.rounds, seed=args.seed)

@@ -163,6 +163,9 @@ def report_command(args) -> dict[str, Path]:
                      "share_flagged": None if distances is None else float((distances > clf.ood_threshold).mean())}
     report["selection"] = selection.as_dict()
     report["robustness"] = _robustness(args, test, clf, probs, thresholds, views)
+    if getattr(args, "gadgets", False):
+        report["robustness"]["gadgets"] = _gadget_flips(args, table.subset(train_rows).prompts, test.prompts, clf,
+                                                        views)
     report["title"] = f"Routing report: {name}"
     report["data"] = {"source": args.data, "rows": len(table), "train_rows": int(len(train_rows)),
                       "test_rows": int(len(test_rows)), "seed": args.seed, "split": "by unique prompt text",
@@ -222,3 +225,23 @@ def _robustness(args, test: OutcomeTable, clf, probs: np.ndarray, thresholds, vi
     else:
         before, after = choose(probs[rows], thresholds), choose(edited_probs, thresholds)
     return {"sample": int(len(sample)), **flip_rates(before.tolist(), after.tolist(), [k for _, k, _ in edits])}
+
+
+def _gadget_flips(args, train_prompts: list[str], test_prompts: list[str], clf, views) -> list[dict]:
+    """Routing gadgets (router/offline/attack.py): a white-box search against this report's router on training
+    prompts, in each direction, and the share of held-out decisions the gadget flips."""
+    if not views:
+        raise ValueError("--gadgets needs --policy: the search steers the decisions a policy makes")
+    from router.offline.attack import DOWN, UP, WhiteBoxView, find_gadget, flip_rates, token_vocabulary
+
+    encoder = _encoder()
+    view = WhiteBoxView(clf, views[0].policy, views[0].catalogue, encoder)
+    rng = np.random.default_rng(args.seed)
+    unique_train, unique_test = list(dict.fromkeys(train_prompts)), list(dict.fromkeys(test_prompts))
+    search = [unique_train[i] for i in rng.permutation(len(unique_train))[:16]]
+    test = [unique_test[i] for i in rng.permutation(len(unique_test))[:args.robustness_sample]]
+    results = []
+    for direction in (UP, DOWN):
+        gadget = find_gadget(view, search, direction, token_vocabulary(encoder), seed=args.seed)
+        results.append({"direction": direction, "gadget": gadget.text, **flip_rates(view, test, gadget.text)})
+    return results

@@ -221,6 +221,15 @@ def render_html(report: dict, png: Path) -> str:
                        f"edit of the prompt, on {rob['sample']} held-out prompts ({rob['edits']} edits).</p><table><tr>"
                        f"<th>overall</th><th>case</th><th>whitespace</th><th>typo</th><th>synonym</th></tr><tr>"
                        f"<td>{_pct(rob['overall'])}</td>{cells}</tr></table>")
+    gadgets = rob.get("gadgets") or []
+    if gadgets:
+        rows = "".join(f"<tr><td>{g['direction']}</td><td><code>{html.escape(g['gadget'])}</code></td>"
+                       f"<td>{_pct(g['up'])} of {g['clean_small']}</td><td>{_pct(g['down'])} of {g['clean_large']}</td>"
+                       f"</tr>" for g in gadgets)
+        robust_html += ("<h3>Routing gadgets</h3><p>A white-box greedy search (Shafran et al., 2025) for a 10-word "
+                        "prefix that steers this router, on 16 training prompts; the share of held-out decisions it "
+                        "flips from a small model to the large one (up) and back (down).</p><table><tr><th>search"
+                        f"</th><th>gadget</th><th>flips up</th><th>flips down</th></tr>{rows}</table>")
     confusion = report["routers"]["trained"]["operating_point"]["confusion"]
     confusion_html = ("<h2>Confusion matrix</h2><p>The trained router at the policy's thresholds: rows are the oracle's "
                       "model, columns the router's. Right of the diagonal over-routes (a costlier model than needed); "

@@ -35,6 +35,7 @@ from router.serving.schemas import (MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletion
                             ModerationRequest, chat_completion, completion_id, error_body, moderation_result,
                             text_completion)
 from router.service import RoutingService
+from router.serving.queueing import is_queue_wait, stamped
 from router.serving.streaming import sse_events
 from router.serving.telemetry import RouterMetrics
 from router.store import URL_ENV, DecisionStore
@@ -142,6 +143,11 @@ async def _first_answer(chain: list[str], policy, call, accept=None):
         except asyncio.TimeoutError:
             failures.append(Failure(model, "timeout", f"{model} timed out after {timeout:g}s"))
         except Exception as exc:
+            if is_queue_wait(exc):  # busy past the policy's bound: a fast 503, as for a full queue
+                bound = policy.limits.max_queue_wait_s or 1
+                return _error(503, f"{model} is busy: the wait for it passed the policy's max_queue_wait_s "
+                                   f"({bound:g}s); retry shortly", "server_error", code="queue_wait_exceeded",
+                              headers={"retry-after": str(max(1, round(bound / 2)))})
             failures.append(Failure(model, "error", f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}"))
         else:
             if accept is None or accept(position, model, result):
@@ -169,6 +175,7 @@ class RouterIngress:
         # 2 intra-op threads by default: the embedding is most of the decision (make bench times it)
         self.service = RoutingService(Encoder(threads=encoder_threads))
         self.last_good = LastGoodPolicy(serve.get_replica_context().app_name)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
         replica.register(self)
 
     def reconfigure(self, user_config: dict) -> None:
@@ -362,8 +369,9 @@ class RouterIngress:
         await asyncio.to_thread(self.store.rate, body.request_id, score, body.rating_label(), body.comment,
                                 body.metadata)
         self.metrics.feedback(decision["model"], score)
-        return {"object": "feedback", "request_id": body.request_id, "model": decision["model"],
-                "rule": decision["rule"], "score": score, "rating": body.rating_label()}
+        return JSONResponse({"object": "feedback", "request_id": body.request_id, "model": decision["model"],
+                             "rule": decision["rule"], "score": score, "rating": body.rating_label()},
+                            headers={"x-router-replica": self.replica_id})
 
     @api.post("/v1/embeddings")
     async def embeddings(self, body: EmbeddingRequest, request: Request):
@@ -427,6 +435,7 @@ class RouterIngress:
                        "policy_version": policy.version, "model_latency_s": round(result.get("latency_s", 0.0), 4)}
         headers = _headers(decision, policy.version, fallback_reason)
         headers["x-router-model"] = model
+        headers["x-router-replica"] = self.replica_id  # which ingress replica answered (sessions, feedback)
         if cascade:
             headers["x-router-cascade"] = ",".join(f"{step['model']}:{step['mean_logprob']:.2f}" for step in cascade)
         return model, result, router_info, headers
@@ -470,8 +479,9 @@ class RouterIngress:
                 return False
             return True
 
-        outcome = await _first_answer(chain, policy, lambda model: self.handles[model].generate.remote(generation),
-                                      confident)
+        # each attempt is stamped when it is made, so a fallback's wait is bounded from its own start
+        outcome = await _first_answer(chain, policy, lambda model: self.handles[model].generate.remote(
+            stamped(generation, policy.limits.max_queue_wait_s)), confident)
         return outcome if isinstance(outcome, JSONResponse) else (*outcome, cascade)
 
     def _decide(self, body: ChatCompletionRequest):
@@ -507,7 +517,8 @@ class RouterIngress:
         token, and a failure or timeout before it moves on along the same fallback chain. The headers go out once
         the answering model is known. After the first token a failure ends the stream with an error event."""
         async def first_token(model: str):
-            deltas = self.handles[model].options(stream=True).stream.remote(generation)
+            deltas = self.handles[model].options(stream=True).stream.remote(
+                stamped(generation, policy.limits.max_queue_wait_s))
             try:
                 return deltas, await deltas.__anext__()
             except StopAsyncIteration:
@@ -537,6 +548,7 @@ class RouterIngress:
 
         headers = _headers(decision, policy.version, fallback_reason)
         headers["x-router-model"] = model
+        headers["x-router-replica"] = self.replica_id  # which ingress replica answered (sessions, feedback)
         headers = shown_headers(headers, asked.disclose)
         return StreamingResponse(sse_events(_prepend(first, deltas), model, text_completion, failed, finished),
                                  media_type="text/event-stream", headers=headers)

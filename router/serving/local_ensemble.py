@@ -79,20 +79,23 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
 
 
 @contextlib.contextmanager
-def local_ensemble(ready_timeout: float = 600):
+def local_ensemble(ready_timeout: float = 600, port: int | None = None,
+                   config_path: Path = PROJECT_ROOT / "serve_config.yaml", num_cpus: int | None = 2):
+    """The ensemble on a private Ray cluster: on `port` (default a free one), from `config_path`, with
+    `num_cpus` CPUs for Ray's scheduler (2 in tests and benchmarks, as on this machine)."""
     os.environ.update(RAY_ENV)
     import ray
 
     started = time.perf_counter()
-    dashboard_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+    dashboard_port, http_port, metrics_port = free_port(), port or free_port(), free_port()
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
              dashboard_port=dashboard_port, object_store_memory=80 * 1024**2, log_to_driver=False,
              logging_level="warning", _metrics_export_port=metrics_port)
     ens = Ensemble(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{dashboard_port}", http_port, started,
                    metrics=f"http://127.0.0.1:{metrics_port}/metrics")
     try:
         wait_for(lambda: http_ok(f"{ens.dashboard}/api/serve/applications/"), 120, "the Serve REST API")
-        deploy_config(serve_config(http_port), ens.dashboard)
+        deploy_config(serve_config(http_port, config_path), ens.dashboard)
         wait_for(lambda: http_ok(f"{ens.base}/healthz"), ready_timeout, "the ensemble to become ready")
         ens.ready_after_s = time.perf_counter() - started
         yield ens

@@ -1,9 +1,12 @@
 """A Ray Serve deployment around one model backend: a thin shell, one per catalogue model."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from ray import serve
+
+from router.serving.queueing import queue_deadline, slot
 
 from models.backend import GenerationRequest
 from models.registry import make_backend
@@ -16,16 +19,22 @@ class ModelServer:
     def __init__(self, model_name: str, runtime: dict | None = None):
         self.name = model_name
         self.backend = make_backend(load_catalogue().model(model_name), **(runtime or {}))
+        # one request per llama.cpp slot generates; the rest wait here, where their wait can be bounded
+        self.slots = asyncio.Semaphore(int((runtime or {}).get("n_parallel", 2)))
 
     def ready(self) -> str:
         return self.name
 
     async def generate(self, request: dict) -> dict:
-        return dataclasses.asdict(await self.backend.generate(GenerationRequest(**request)))
+        request, deadline = queue_deadline(request)
+        async with slot(self.slots, deadline, self.name):
+            return dataclasses.asdict(await self.backend.generate(GenerationRequest(**request)))
 
     async def stream(self, request: dict):
-        async for delta in self.backend.stream(GenerationRequest(**request)):
-            yield dataclasses.asdict(delta)
+        request, deadline = queue_deadline(request)
+        async with slot(self.slots, deadline, self.name):
+            async for delta in self.backend.stream(GenerationRequest(**request)):
+                yield dataclasses.asdict(delta)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16, max_queued_requests=64)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.serve
 
 SMOL, CODER, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
 GREETING = "Hi! How are you today?"
-CODE = "Write a Python function that returns the n-th Fibonacci number."
+CODE = "Write a Python function that reverses a string."
 HARD = ("A bakery sells cupcakes for $3 each and cookies for $1.50 each. On Monday it sold 48 cupcakes and twice as "
         "many cookies; on Tuesday it sold 25% fewer cupcakes and 10 more cookies than on Monday. How much money did "
         "the bakery make over both days? Solve it step by step.")

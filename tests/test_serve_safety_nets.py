@@ -13,7 +13,7 @@ pytestmark = pytest.mark.serve
 
 SMOL, CODER, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
 GREETING = "Hi! How are you today?"
-CODE = "Write a Python function that returns the n-th Fibonacci number."
+CODE = "Write a Python function that reverses a string."
 
 
 def _policy_if(ensemble, accept):

@@ -7,7 +7,7 @@ from router.serving.live import deploy_config
 from router.serving.local_ensemble import serve_config, wait_for
 
 pytestmark = pytest.mark.serve
-CODER, CODE = "qwen2.5-coder-0.5b", "Write a Python function that returns the n-th Fibonacci number."
+CODER, CODE = "qwen2.5-coder-0.5b", "Write a Python function that reverses a string."
 INGRESS = "RouterIngress"
 
 

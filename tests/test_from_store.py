@@ -17,7 +17,7 @@ from router.cli import main
 from router.decision import Decision
 from router.features import Encoder
 from router.offline import from_store
-from router.offline.decisions import decide_rows
+from router.offline.decisions import decide_rows, with_thresholds
 from router.policy import load_policy
 from router.serving.feedback import RequestContext, decision_row
 from router.store import DecisionStore
@@ -106,15 +106,16 @@ def train(table: Path, out: Path, *extra: str) -> dict:
 
 
 def routed(artifact: Path, held: pd.DataFrame, encoder) -> tuple[np.ndarray, list[str]]:
-    """Each held-out prompt's model as the serving decision picks it (serve_config.yaml's policy), on the router's
-    scores alone (the OOD check off: a router with more prompts near these would flag fewer of them)."""
+    """Each held-out prompt's model as the serving decision picks it (serve_config.yaml's policy at fixed 0.5
+    thresholds, so recalibrating the shipped policy does not move this test), on the router's scores alone (the
+    OOD check off: a router with more prompts near these would flag fewer of them)."""
     clf = AdequacyClassifier.load(artifact)
     prompts = held["prompt"].tolist()
     tokens = [encoder.count_tokens(p) for p in prompts]
     features = feature_matrix(encoder.encode(prompts), tokens)
     tasks = [clf.tasks[i] for i in clf.predict_tasks(features).argmax(axis=1)]
-    chosen = decide_rows(clf.models, clf.predict_proba(features, prompts), tasks, tokens, load_policy(POLICY),
-                         load_catalogue())
+    policy = with_thresholds(load_policy(POLICY), {SMALL: 0.5, MID: 0.5})
+    chosen = decide_rows(clf.models, clf.predict_proba(features, prompts), tasks, tokens, policy, load_catalogue())
     return chosen, clf.models
 
 

@@ -108,7 +108,8 @@ def test_live_policy_edits(ensemble, client, tmp_path):
             after = _policy(ensemble)
             assert after["replica_pid"] == before["replica_pid"]  # swapped in place, no restart
             completion, headers = ask(client, GREETING)
-            assert completion.model == LARGE and headers["x-router-rule"] == "fallback_no_confident_model"
+            # out of automatic routing, the small models are not eligible: the fallback answers
+            assert completion.model == LARGE and headers["x-router-rule"] == "fallback_no_eligible_model"
             rest = list(chunks)
             assert first.model == CODER and rest[-1].choices[0].finish_reason in ("stop", "length")
         except BaseException:

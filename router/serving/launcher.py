@@ -27,12 +27,16 @@ def run(config_path: Path, port: int | None = None, ready_timeout: float = 900) 
         if not ready.is_set():  # still starting: leave the start at once; local_ensemble shuts Ray down
             raise KeyboardInterrupt
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, on_signal)
+    def listen() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
+
+    listen()
     code = 0
     try:
         with local_ensemble(ready_timeout=ready_timeout, port=port, config_path=config_path,
                             num_cpus=os.cpu_count()) as ens:
+            listen()  # again: starting Ray installed its own SIGTERM handler, which dumps a stack and exits 15
             ready.set()
             print(f"router: ready at {ens.base} (OpenAI-compatible: {ens.base}/v1) after {ens.ready_after_s:.0f} s; "
                   f"Ctrl-C or SIGTERM stops it", flush=True)

@@ -33,7 +33,7 @@ def config_with_policy(config: dict, policy: dict, shadow: dict | None | object 
 
 def deploy_config(config: dict, address: str) -> None:
     try:
-        reply = httpx.put(f"{address.rstrip('/')}/api/serve/applications/", json=config, timeout=30)
+        reply = httpx.put(f"{address.rstrip('/')}/api/serve/applications/", json=config, timeout=120)
     except httpx.HTTPError as exc:
         raise RuntimeError(f"cannot reach the Serve REST API at {address}: {exc}") from None
     if reply.status_code >= 400:

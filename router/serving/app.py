@@ -42,6 +42,7 @@ from router.store import URL_ENV, DecisionStore
 from models.yaml_source import ConfigError
 
 logger = logging.getLogger("ray.serve")
+DESCRIBE_DELAY_S = 0.05  # the answer's embedding and toxicity wait this long after it, off its path
 SESSION_TTL_S = 3600.0  # a conversation idle longer than this starts again from the cheapest tier
 MODERATION_PROMPT = (Path(__file__).parents[1] / "rubrics" / "moderation.txt").read_text()
 api = FastAPI(title="ensemble-router", version="0.1.0")
@@ -454,6 +455,8 @@ class RouterIngress:
 
     async def _describe_answer(self, row: dict, answer: str) -> None:
         """The response's MiniLM embedding and its toxicity (the moderation specialist), rewritten into its row."""
+        # start once the response has gone out: the handle calls would otherwise run on the event loop before it
+        await asyncio.sleep(DESCRIBE_DELAY_S)
         try:
             embedded, toxicity = await asyncio.gather(self.embedder.embed.remote([answer]),
                                                       self.moderator.probabilities.remote([answer]))

@@ -23,6 +23,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from router.serving import replica
+from router.serving.describer import AnswerDescriber
 from router.serving.disclosure import OPERATOR_HEADER, may_see_routing, shown_body, shown_headers
 from router.decision import (SUSPECTED_GADGET, Decision, apply_session_floor, blended_cost, fallback_chain, large_model_flags,
                              moderation_needs_large_model, should_escalate, specialist_flags)
@@ -42,7 +43,6 @@ from router.store import URL_ENV, DecisionStore
 from models.yaml_source import ConfigError
 
 logger = logging.getLogger("ray.serve")
-DESCRIBE_DELAY_S = 0.05  # the answer's embedding and toxicity wait this long after it, off its path
 SESSION_TTL_S = 3600.0  # a conversation idle longer than this starts again from the cheapest tier
 MODERATION_PROMPT = (Path(__file__).parents[1] / "rubrics" / "moderation.txt").read_text()
 api = FastAPI(title="ensemble-router", version="0.1.0")
@@ -171,7 +171,10 @@ class RouterIngress:
         self.store = DecisionStore(os.environ.get(URL_ENV) or store_url)
         self.store_text = store_text  # prompts and answers can hold personal data: off unless asked for
         self.record_decisions = record_decisions  # off only to measure what logging costs (make bench)
-        self._background: set[asyncio.Task] = set()  # response descriptions in flight (a reference keeps them alive)
+        # each answer's embedding and toxicity, after it is sent, in batches on a lowest-priority thread
+        self.describer = AnswerDescriber(lambda: Encoder(threads=1),
+                                         lambda texts: self.moderator.probabilities.remote(texts).result(),
+                                         self.store.record)
         self.metrics = RouterMetrics()
         # 2 intra-op threads by default: the embedding is most of the decision (make bench times it)
         self.service = RoutingService(Encoder(threads=encoder_threads))
@@ -449,22 +452,7 @@ class RouterIngress:
                            self.service.live.policy.version, answer if self.store_text else None, self.store_text)
         self.store.record(row)
         if answer:  # off the request path: the answer's embedding and toxicity join its row when ready
-            task = asyncio.get_running_loop().create_task(self._describe_answer(row, answer))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _describe_answer(self, row: dict, answer: str) -> None:
-        """The response's MiniLM embedding and its toxicity (the moderation specialist), rewritten into its row."""
-        # start once the response has gone out: the handle calls would otherwise run on the event loop before it
-        await asyncio.sleep(DESCRIBE_DELAY_S)
-        try:
-            embedded, toxicity = await asyncio.gather(self.embedder.embed.remote([answer]),
-                                                      self.moderator.probabilities.remote([answer]))
-        except Exception as exc:  # the answer is already served; the row keeps its other fields
-            logger.warning("request %s: response embedding or toxicity failed: %s", row["request_id"], exc)
-            return
-        self.store.record({**row, "response_embedding": np.asarray(embedded["vectors"][0], "<f4").tobytes(),
-                           "response_toxicity": float(toxicity[0])})
+            self.describer.describe(row, answer)
 
     async def _answer(self, decision: Decision, generation: dict, policy):
         """Try the chosen model, then the next candidates, then the fallback. A failure or timeout moves on; so

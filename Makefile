@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S := 30
 export RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S := 30
 
-.PHONY: install weights browser test-servers run test bench report routellm-benchmark routellm-learning-curve routellm-small-lm
+.PHONY: install weights browser test-servers run test bench soak report routellm-benchmark routellm-learning-curve routellm-small-lm
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -39,9 +39,16 @@ test-servers:
 			&& DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql prometheus; } \
 		|| echo "postgresql or prometheus missing: apt-get install postgresql prometheus, to run their tests"
 
+# Two pytest processes: a process joins one Ray cluster, and the 2-node cluster tests (the soak among them) must
+# not share this machine's 2 cores with the single-node ensemble of the others.
 test: weights browser test-servers
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m "not cluster" tests
+	$(BIN)/python -m pytest -q -m cluster tests
+
+# Five minutes of load at twice the ensemble's capacity on a 2-node cluster, with kills (bench/soak.py)
+soak: weights
+	$(BIN)/python bench/soak.py --duration 300
 
 bench: weights
 	$(BIN)/python bench/bench_router.py

@@ -115,7 +115,8 @@ def rejudge(log_path: Path, prompts: list[dict], grader: str, catalogue: Catalog
 def _model_worker():
     import ray
 
-    @ray.remote(num_cpus=0)
+    # SPREAD: on a cluster (--address) the models' actors go to different nodes, so the work spreads over them
+    @ray.remote(num_cpus=0, scheduling_strategy="SPREAD")
     class ModelWorker:
         """One model per actor; requests run concurrently on llama.cpp's slots."""
 

@@ -107,15 +107,21 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return _error(exc.status_code, message, headers=exc.headers)
 
 
+def _header_text(text: str) -> str:
+    """Printable ASCII on one line: a newline in a header value (an exception's message has them) makes the
+    HTTP server drop the connection without a response."""
+    return " ".join(text.encode("ascii", "replace").decode().split())
+
+
 def _headers(decision: Decision, version: str, fallback_reason: str | None = None) -> dict[str, str]:
     headers = {"x-router-model": decision.model or "", "x-router-rule": decision.rule,
-               "x-router-reason": decision.reason.encode("ascii", "replace").decode(),
+               "x-router-reason": _header_text(decision.reason),
                "x-router-task": decision.task, "x-router-policy-version": version,
                "x-router-scores": json.dumps({k: round(v, 3) for k, v in decision.scores.items()}, separators=(",", ":"))}
     if decision.ood_distance is not None:
         headers["x-router-ood"] = f"distance={decision.ood_distance:.4f};threshold={decision.ood_threshold:.4f}"
     if fallback_reason:
-        headers["x-router-fallback"] = fallback_reason.encode("ascii", "replace").decode()[:300]
+        headers["x-router-fallback"] = _header_text(fallback_reason)[:300]
     return headers
 
 
@@ -128,11 +134,21 @@ async def _prepend(first: dict | None, rest):
         yield delta
 
 
+def _running_replicas() -> dict[str, int] | None:
+    """Running replicas per deployment of this app, from Serve's controller; None when it cannot say."""
+    try:
+        app = serve.status().applications[serve.get_replica_context().app_name]
+        return {name: dep.replica_states.get("RUNNING", 0) for name, dep in app.deployments.items()}
+    except Exception as exc:
+        logger.warning("healthz: no replica states from Serve's controller (%s); asking each model", exc)
+        return None
+
+
 async def _first_answer(chain: list[str], policy, call, accept=None):
     """Try each model of `chain` in turn: `await call(model)`, bounded by the model's timeout_s. A timeout or a
     failure moves on to the next model, and so does a result that accept(position, model, result) turns down.
-    Returns (model, result, failures), or an error response: 503 when a model is at capacity, 502 when none
-    answered."""
+    Returns (model, result, failures), or an error response: 503 with Retry-After when a model is at capacity,
+    or when none answered (replicas restarting after a fault are the usual cause, so a retry is the remedy)."""
     failures = []
     for position, model in enumerate(chain):
         timeout = policy.models[model].timeout_s
@@ -149,13 +165,15 @@ async def _first_answer(chain: list[str], policy, call, accept=None):
                 return _error(503, f"{model} is busy: the wait for it passed the policy's max_queue_wait_s "
                                    f"({bound:g}s); retry shortly", "server_error", code="queue_wait_exceeded",
                               headers={"retry-after": str(max(1, round(bound / 2)))})
-            failures.append(Failure(model, "error", f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}"))
+            detail = " ".join(str(exc).split())[:120]  # one line: it reaches a header
+            failures.append(Failure(model, "error", f"{model} failed: {type(exc).__name__}: {detail}"))
         else:
             if accept is None or accept(position, model, result):
                 return model, result, failures
             continue
         logger.warning("request %s: %s", current_request_id(), failures[-1].message)
-    return _error(502, "every candidate model failed: " + "; ".join(f.message for f in failures), "server_error")
+    return _error(503, "every candidate model failed: " + "; ".join(f.message for f in failures), "server_error",
+                  code="no_model_answered", headers={"retry-after": "2"})
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, max_queued_requests=256)
@@ -218,15 +236,22 @@ class RouterIngress:
     # --- routes -------------------------------------------------------------------------------------------
     @api.get("/healthz")
     async def healthz(self):
-        """Ready when every model deployment answers; 503 with the ones that do not."""
-        not_ready = []
+        """Ready when every model deployment has a running replica; 503 with the ones that have none. Serve's
+        controller says so, not a call into each model: under load such a call queues behind the answers, and a
+        busy ensemble would look dead to a load balancer."""
         specialists = {self.service.catalogue.encoder.name: self.embedder,
                        self.service.catalogue.moderation.name: self.moderator}
-        for name, handle in {**self.handles, **specialists}.items():
-            try:
-                await asyncio.wait_for(handle.ready.remote(), timeout=5)
-            except Exception:
-                not_ready.append(name)
+        deployments = {**self.handles, **specialists}
+        running = await asyncio.to_thread(_running_replicas)
+        if running is not None:
+            not_ready = [name for name in deployments if running.get(name, 0) < 1]
+        else:  # no answer from the controller: ask each deployment
+            not_ready = []
+            for name, handle in deployments.items():
+                try:
+                    await asyncio.wait_for(handle.ready.remote(), timeout=5)
+                except Exception:
+                    not_ready.append(name)
         refused = self.service.refused
         body = {"status": "ok" if not not_ready else "loading", "policy_version": self.service.live.policy.version,
                 "refused_policy_version": refused.version if refused else None, "policy_refused": refused is not None,

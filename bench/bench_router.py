@@ -92,11 +92,14 @@ async def _load(url: str, body_for, total: int, concurrency: int) -> dict:
     return {"clients": concurrency, "req_per_s": round(total / wall, 1), **percentiles(samples)}
 
 
+ROUTE_CLIENTS, STREAMS = (1, 4, 16, 64), (1, 2, 4, 8)  # the scaling curve: cost against work
+
+
 def route_load(base: str, n: int) -> dict:
     import asyncio
 
     body = lambda i: {"model": "auto", "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}  # noqa: E731
-    return {f"{c}_clients": asyncio.run(_load(f"{base}/v1/route", body, n, c)) for c in (1, 16)}
+    return {f"{c}_clients": asyncio.run(_load(f"{base}/v1/route", body, n, c)) for c in ROUTE_CLIENTS}
 
 
 def bench_plain_fastapi(n: int) -> dict:
@@ -136,6 +139,38 @@ def stream_tokens(base: str, streams: int, max_tokens: int = 64) -> float:
             return sum(counts) / (time.perf_counter() - started)
 
     return round(asyncio.run(run()), 1)
+
+
+def raw_stream_tokens(streams: int, max_tokens: int = 64) -> float:
+    """The same streams from the raw llama.cpp runtime in-process (same model, same runtime settings), no Serve."""
+    import asyncio
+
+    from models.backend import GenerationRequest
+
+    backend = _tiny_backend()
+    request = GenerationRequest(messages=[{"role": "user", "content": "Write a long story about a robot who learns to "
+                                           "paint."}], max_tokens=max_tokens, temperature=0.0)
+
+    async def one():
+        return sum([1 async for delta in backend.stream(request) if delta.text])
+
+    async def run():
+        await one()  # warm-up
+        started = time.perf_counter()
+        counts = await asyncio.gather(*(one() for _ in range(streams)))
+        return sum(counts) / (time.perf_counter() - started)
+
+    return round(asyncio.run(run()), 1)
+
+
+def _tiny_backend():
+    import yaml
+
+    from models.catalogue import load_catalogue
+    from models.registry import make_backend
+
+    runtime = yaml.safe_load((Path(__file__).resolve().parent.parent / "serve_config.yaml").read_text())
+    return make_backend(load_catalogue().model("smollm2-135m"), **runtime["applications"][0]["args"]["runtime"])
 
 
 OVERHEAD_PROMPT, OVERHEAD_TOKENS, OVERHEAD_RUNS = "Hi! How are you today?", 32, 20
@@ -249,12 +284,15 @@ def bench_serve(n: int) -> dict:
                 speeds[model] = round(statistics.median(runs), 1)
             result["tokens_per_s_end_to_end"] = speeds
         result["route_load"] = route_load(ens.base, n)
-        result["tiny_model_stream_tokens_per_s"] = {f"{k}_streams": stream_tokens(ens.base, k) for k in (1, 8)}
+        result["tiny_model_stream_tokens_per_s"] = {f"{k}_streams": stream_tokens(ens.base, k) for k in STREAMS}
         result["tiny_answer_via_ensemble"] = ensemble_answer_ms(ens.base)
         logging = result["logging_on_vs_off"] = logging_on_vs_off(ens)
         result["logging_on_vs_off_p50"] = logging["on_vs_off_p50"]
     # measured after the ensemble is down, so that nothing else runs beside the model
     direct = result["tiny_answer_direct"] = direct_answer_ms()
+    raw = result["raw_runtime_stream_tokens_per_s"] = {f"{k}_streams": raw_stream_tokens(k) for k in STREAMS}
+    result["served_vs_raw_tokens_4_streams"] = round(result["tiny_model_stream_tokens_per_s"]["4_streams"]
+                                                     / raw["4_streams"], 3)
     via = result["tiny_answer_via_ensemble"]
     result["ensemble_overhead_share"] = round((via["p50_ms"] - direct["p50_ms"]) / via["p50_ms"], 3)
     # of that: the request path (HTTP, proxy, routing, Serve hops) against generation slowed by the cluster beside it
@@ -269,6 +307,17 @@ def main() -> None:
     args = parser.parse_args()
     results = {"machine": "2 CPU cores, no GPU", "in_process": bench_in_process(args.requests),
                "plain_fastapi": bench_plain_fastapi(args.requests), "serve": bench_serve(args.requests)}
+    serve, plain = results["serve"], results["plain_fastapi"]
+    # the issue-16 goals, each a ratio against a baseline of this same run
+    results["ratios"] = {
+        "route_p50_serve_vs_plain_1_client (goal <= 1.5)": round(
+            serve["route_load"]["1_clients"]["p50_ms"] / plain["1_clients"]["p50_ms"], 2),
+        "route_throughput_serve_vs_plain_16_clients (goal >= 0.8)": round(
+            serve["route_load"]["16_clients"]["req_per_s"] / plain["16_clients"]["req_per_s"], 2),
+        "tiny_answer_ensemble_vs_in_process (goal <= 1.05)": round(
+            serve["tiny_answer_via_ensemble"]["p50_ms"] / serve["tiny_answer_direct"]["p50_ms"], 2),
+        "tokens_served_vs_raw_4_streams (goal >= 0.9)": serve["served_vs_raw_tokens_4_streams"],
+        "logging_on_vs_off_p50 (goal <= 1.05)": serve["logging_on_vs_off_p50"]}
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
 

@@ -112,30 +112,31 @@ def healthz_green(base: str) -> bool:
         return False
 
 
-def running_replicas(ens, dead_pids: frozenset = frozenset()) -> Counter:
-    """Running replicas per deployment, not counting the killed processes (Serve may not have noticed yet)."""
+def new_replicas(ens, known_pids: frozenset) -> Counter:
+    """Running replicas per deployment that were not there before the kill: the replacements Serve started."""
     running: Counter = Counter()
     try:
         for r in ens.replicas():
-            running[r["deployment"]] += r["state"] == "RUNNING" and r["pid"] not in dead_pids
+            running[r["deployment"]] += r["state"] == "RUNNING" and r["pid"] not in known_pids
     except (httpx.HTTPError, ValueError):
         pass
     return running
 
 
-def recovery(ens, back, dead_pids: frozenset, since: float, until: float) -> dict:
-    """Seconds from a kill until back(running replicas) holds and /healthz is green (None: not by `until`)."""
+def recovery(ens, replaced: set, known_pids: frozenset, since: float, until: float) -> dict:
+    """Seconds from a kill until every deployment in `replaced` has a new running replica, and until /healthz
+    is green again (None: not by `until`)."""
     back_s = green_s = None
     red_seen = False
     while time.monotonic() < until and (back_s is None or green_s is None):
         time.sleep(0.5)
-        if back_s is None and back(running_replicas(ens, dead_pids)):
+        if back_s is None and all(new_replicas(ens, known_pids)[d] >= 1 for d in replaced):
             back_s = round(time.monotonic() - since, 1)
         green = healthz_green(ens.base)
         red_seen |= not green
         if green and green_s is None and (red_seen or back_s is not None):
             green_s = round(time.monotonic() - since, 1)
-    return {"replicas_back_after_s": back_s, "healthz_green_after_s": green_s, "healthz_red_seen": red_seen}
+    return {"replaced_after_s": back_s, "healthz_green_after_s": green_s, "healthz_red_seen": red_seen}
 
 
 def kill_replica(ens, deployment: str) -> dict | None:
@@ -156,24 +157,26 @@ def chaos(ens, started: float, duration: float, kill_every: float, node_kill_at:
         now = time.monotonic() - started
         if not node_done and now >= node_kill_at:
             node_done, at = True, time.monotonic()
-            before = running_replicas(ens)
-            dead = frozenset(r["pid"] for r in ens.replicas() if r["node_id"] != ens.head_node_id())
+            replicas = ens.replicas()
+            known = frozenset(r["pid"] for r in replicas)
+            lost = {r["deployment"] for r in replicas if r["node_id"] != ens.head_node_id() and r["state"] == "RUNNING"}
             ens.kill_worker_node()
             time.sleep(node_down_s)
             ens.restart_worker_node()
             event = {"at_s": round(now, 1), "kill": "worker node", "restarted_after_s": round(time.monotonic() - at, 1)}
-            event.update(recovery(ens, lambda r: all(r[m] >= before[m] for m in MODELS), dead, at, at + 240))
+            event["replicas_lost"] = sorted(lost)
+            event.update(recovery(ens, lost, known, at, at + max(60.0, 2 * kill_every)))
             events.append(event)
             next_kill = time.monotonic() - started + kill_every
         elif now >= next_kill:
             deployment = MODELS[turn % len(MODELS)]
             turn += 1
+            known = frozenset(r["pid"] for r in ens.replicas())
             killed = kill_replica(ens, deployment)
             if killed:
                 at = time.monotonic()
-                want = killed["running_before"]
                 events.append({"at_s": round(now, 1), "kill": "replica", **killed, **recovery(
-                    ens, lambda r: r[deployment] >= want, frozenset([killed["pid"]]), at, max(at + 10, started + now + kill_every))})
+                    ens, {deployment}, known, at, max(at + 10, started + now + kill_every))})
             next_kill = now + kill_every
         else:
             time.sleep(0.25)

@@ -27,5 +27,5 @@ def test_a_short_soak_with_replica_and_node_kills_loses_nothing(tmp_path):
     kills = result["kills"]
     assert any(k["kill"] == "worker node" for k in kills) and any(k["kill"] == "replica" for k in kills), kills
     node = next(k for k in kills if k["kill"] == "worker node")
-    assert node["replicas_back_after_s"] is not None and node["healthz_green_after_s"] is not None, node
+    assert node["replaced_after_s"] is not None and node["healthz_green_after_s"] is not None, node
     assert done.returncode == 0

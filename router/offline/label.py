@@ -112,11 +112,21 @@ def rejudge(log_path: Path, prompts: list[dict], grader: str, catalogue: Catalog
     tmp.replace(log_path)
 
 
+def _on_node(i: int):
+    """The i-th model's actor goes to the i-th alive node, round robin: on a cluster (--address) the models
+    spread over the nodes (Ray's SPREAD does not promise that for actors that claim no CPU). Soft: if that node
+    goes, Ray places the actor elsewhere."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    return NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True)
+
+
 def _model_worker():
     import ray
 
-    # SPREAD: on a cluster (--address) the models' actors go to different nodes, so the work spreads over them
-    @ray.remote(num_cpus=0, scheduling_strategy="SPREAD")
+    @ray.remote(num_cpus=0)
     class ModelWorker:
         """One model per actor; requests run concurrently on llama.cpp's slots."""
 
@@ -161,7 +171,8 @@ def run_labelling(prompts: list[dict], models: list[str], catalogue: Catalogue, 
     try:
         Worker = _model_worker()
         runtime = {"n_parallel": per_model, "slot_context": 4096, "threads": threads}
-        workers = {m: Worker.remote(m, runtime) for m in dict.fromkeys(active)}
+        workers = {m: Worker.options(scheduling_strategy=_on_node(i)).remote(m, runtime)
+                   for i, m in enumerate(dict.fromkeys(active))}
         in_flight: dict = {}  # ObjectRef -> (kind, model, prompt, answer entry)
 
         def submit(model: str) -> None:

@@ -5,11 +5,13 @@ The routing policy arrives as the ingress's user_config and is swapped live in `
 """
 import asyncio
 import base64
+import contextvars
 import hmac
 import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -196,6 +198,9 @@ class RouterIngress:
         self.metrics = RouterMetrics()
         # 2 intra-op threads by default: the embedding is most of the decision (make bench times it)
         self.service = RoutingService(Encoder(threads=encoder_threads))
+        # decisions run here, one at a time (the encoder already uses the cores), never on the event loop:
+        # an embedding there would stall every other request of this replica, /healthz included
+        self.decider = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decide")
         self.last_good = LastGoodPolicy(serve.get_replica_context().app_name)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         replica.register(self)
@@ -320,7 +325,7 @@ class RouterIngress:
     async def route(self, body: ChatCompletionRequest, request: Request):
         if (denied := await self._guard(request)) is not None:
             return denied
-        decision, error, _, _ = self._decide(body)
+        decision, error, _, _ = await self._decide(body)
         if error is not None:
             return error
         disclose = self._disclose(request)
@@ -332,7 +337,7 @@ class RouterIngress:
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         if (denied := await self._guard(request)) is not None:
             return denied
-        decision, error, embedding, shadow = self._decide(body)
+        decision, error, embedding, shadow = await self._decide(body)
         if error is not None:
             return error
         policy, catalogue = self.service.live.policy, self.service.catalogue
@@ -364,7 +369,7 @@ class RouterIngress:
             return denied
         as_chat = ChatCompletionRequest(model=body.model, messages=[{"role": "user", "content": body.prompt}],
                                         max_tokens=min(body.max_tokens, MAX_TOKENS_CAP))
-        decision, error, embedding, shadow = self._decide(as_chat)
+        decision, error, embedding, shadow = await self._decide(as_chat)
         if error is not None:
             return error
         policy = self.service.live.policy
@@ -500,7 +505,12 @@ class RouterIngress:
             stamped(generation, policy.limits.max_queue_wait_s)), confident)
         return outcome if isinstance(outcome, JSONResponse) else (*outcome, cascade)
 
-    def _decide(self, body: ChatCompletionRequest):
+    async def _decide(self, body: ChatCompletionRequest):
+        """_decide_now on the decision thread, with this request's context (its id reaches the logs)."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self.decider, context.run, self._decide_now, body)
+
+    def _decide_now(self, body: ChatCompletionRequest):
         """(decision, None, prompt embedding, shadow decision), or (None, an error response, None, None)."""
         live = self.service.live
         if body.model != "auto" and body.model not in live.policy.models:

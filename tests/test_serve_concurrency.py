@@ -1,0 +1,48 @@
+"""Under concurrency: while 16 clients route without pause, /healthz still answers (the decision runs off the
+ingress's event loop) and a policy edit goes live, with every routing request answered."""
+import threading
+import time
+
+import httpx
+import pytest
+
+from router.policy import load_policy
+from router.serving.local_ensemble import wait_for
+
+pytestmark = pytest.mark.serve
+CLIENTS = 16
+
+
+def test_healthz_answers_and_a_policy_edit_goes_live_while_16_clients_route(ensemble):
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def client(k: int) -> None:
+        with httpx.Client(timeout=60) as http:
+            while not stop.is_set():
+                reply = http.post(f"{ensemble.base}/v1/route", json={
+                    "model": "auto", "messages": [{"role": "user", "content": f"Client {k}: write a haiku."}]})
+                statuses.append(reply.status_code)
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    policy = load_policy().model_dump(mode="json")
+    edited = {**policy, "version": f"{policy['version']}-under-load"}
+    try:
+        wait_for(lambda: len(statuses) >= 50, 120, "routing traffic from 16 clients")
+        with httpx.Client(timeout=10) as http:
+            for _ in range(5):  # a 10 s timeout: a blocked event loop would not answer in time under this load
+                assert http.get(f"{ensemble.base}/healthz").status_code == 200
+                time.sleep(0.2)
+        served_before = len(statuses)
+        ensemble.deploy_policy(edited)
+        wait_for(lambda: ensemble.policy()["version"] == edited["version"], 120, "the edit to go live under load")
+        wait_for(lambda: len(statuses) >= served_before + 50, 120, "routing after the edit")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        ensemble.deploy_policy(policy)
+        wait_for(lambda: ensemble.policy()["version"] == policy["version"], 120, "the original policy back")
+    assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}

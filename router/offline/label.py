@@ -114,13 +114,13 @@ def rejudge(log_path: Path, prompts: list[dict], grader: str, catalogue: Catalog
 
 def _on_node(i: int):
     """The i-th model's actor goes to the i-th alive node, round robin: on a cluster (--address) the models
-    spread over the nodes (Ray's SPREAD does not promise that for actors that claim no CPU). Soft: if that node
-    goes, Ray places the actor elsewhere."""
+    spread over the nodes (neither SPREAD nor a soft affinity kept actors that claim no CPU apart). If that node
+    dies, its actor fails and the run stops; run it again and it resumes from its log."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-    return NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True)
+    return NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False)
 
 
 def _model_worker():

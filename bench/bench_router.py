@@ -197,15 +197,9 @@ def direct_answer_ms() -> dict:
     """The same answer from the same model and runtime settings, called in-process with no router or Serve."""
     import asyncio
 
-    import yaml
-
     from models.backend import GenerationRequest
-    from models.registry import make_backend
-    from models.catalogue import load_catalogue
 
-    runtime = yaml.safe_load((Path(__file__).resolve().parent.parent / "serve_config.yaml").read_text())
-    runtime = runtime["applications"][0]["args"]["runtime"]
-    backend = make_backend(load_catalogue().model("smollm2-135m"), **runtime)
+    backend = _tiny_backend()
     request = GenerationRequest(messages=[{"role": "user", "content": OVERHEAD_PROMPT}], max_tokens=OVERHEAD_TOKENS,
                                 temperature=0.0)
     samples, tokens = [], set()

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_router import percentiles  # noqa: E402  (this directory is on sys.path when run as a script)
 from router.serving.local_cluster import local_cluster  # noqa: E402
 
 MODELS = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
@@ -42,13 +42,6 @@ MAX_TOKENS = 16
 def body(i: int) -> dict:
     return {"model": "auto", "max_tokens": MAX_TOKENS, "temperature": 0,
             "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
 
 async def measure_capacity(http: httpx.AsyncClient, base: str, seconds: float, clients: int = 6) -> float:
@@ -215,8 +208,9 @@ def soak(ens, duration: float, kill_every: float, node_kill_at: float, node_down
             "offered_per_s": round(stats["offered_per_s"], 2), "sent": sent,
             **{k: ledger.outcomes.get(k, 0) for k in ("answered", "rejected", "lost", "hung")},
             "accounted": not load.is_alive() and sum(ledger.outcomes.values()) == sent,
-            "answered_p50_ms": round(statistics.median(answered), 1) if answered else None,
-            "answered_p99_ms": pct(answered, 0.99), "rejects_by_code": dict(ledger.rejects),
+            "answered_p50_ms": percentiles(answered)["p50_ms"] if answered else None,
+            "answered_p99_ms": percentiles(answered)["p99_ms"] if answered else None,
+            "rejects_by_code": dict(ledger.rejects),
             "fallbacks": ledger.fallbacks, "answered_by_model": dict(ledger.models), "lost_examples": ledger.lost[:5],
             "kills": events}
 

@@ -167,8 +167,7 @@ async def _first_answer(chain: list[str], policy, call, accept=None):
                 return _error(503, f"{model} is busy: the wait for it passed the policy's max_queue_wait_s "
                                    f"({bound:g}s); retry shortly", "server_error", code="queue_wait_exceeded",
                               headers={"retry-after": str(max(1, round(bound / 2)))})
-            detail = " ".join(str(exc).split())[:120]  # one line: it reaches a header
-            failures.append(Failure(model, "error", f"{model} failed: {type(exc).__name__}: {detail}"))
+            failures.append(Failure(model, "error", f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}"))
         else:
             if accept is None or accept(position, model, result):
                 return model, result, failures

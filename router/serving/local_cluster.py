@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -35,7 +35,6 @@ class ClusterEnsemble:
     worker: object  # the second node: ray._private.node.Node
     gcs: str = ""
     ready_after_s: float = 0.0
-    node_kills: list = field(default_factory=list)
 
     def replicas(self) -> list[dict]:
         """Every replica of the app: deployment, state, node id, pid and actor name (Serve's REST API)."""

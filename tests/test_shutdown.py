@@ -27,8 +27,10 @@ def test_router_up_stops_cleanly_on_sigterm(tmp_path):
     child = subprocess.Popen([sys.executable, "-m", "router.cli", "up", "--port", str(port)], cwd=ROOT, env=env,
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/healthz") or child.poll() is not None, 900,
-                 "router up to become ready")
+        # its ready line, not /healthz alone: healthz can turn green a moment before the launcher sees it
+        wait_for(lambda: "router: ready at" in (tmp_path / "up.log").read_text() or child.poll() is not None, 900,
+                 "router up to print that it is ready")
+        assert http_ok(f"http://127.0.0.1:{port}/healthz")
         assert child.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
         assert _session_processes(child.pid), "the cluster's processes are in the launcher's session"
         started = time.monotonic()

@@ -31,12 +31,11 @@ def run(config_path: Path, port: int | None = None, ready_timeout: float = 900) 
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, on_signal)
 
-    listen()
+    listen()  # now, and again after ray.init (after_ray_init): Ray installs a handler that dumps a stack, exits 15
     code = 0
     try:
         with local_ensemble(ready_timeout=ready_timeout, port=port, config_path=config_path,
-                            num_cpus=os.cpu_count()) as ens:
-            listen()  # again: starting Ray installed its own SIGTERM handler, which dumps a stack and exits 15
+                            num_cpus=os.cpu_count(), after_ray_init=listen) as ens:
             ready.set()
             print(f"router: ready at {ens.base} (OpenAI-compatible: {ens.base}/v1) after {ens.ready_after_s:.0f} s; "
                   f"Ctrl-C or SIGTERM stops it", flush=True)

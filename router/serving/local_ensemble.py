@@ -80,9 +80,11 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
 
 @contextlib.contextmanager
 def local_ensemble(ready_timeout: float = 600, port: int | None = None,
-                   config_path: Path = PROJECT_ROOT / "serve_config.yaml", num_cpus: int | None = 2):
+                   config_path: Path = PROJECT_ROOT / "serve_config.yaml", num_cpus: int | None = 2,
+                   after_ray_init=None):
     """The ensemble on a private Ray cluster: on `port` (default a free one), from `config_path`, with
-    `num_cpus` CPUs for Ray's scheduler (2 in tests and benchmarks, as on this machine)."""
+    `num_cpus` CPUs for Ray's scheduler (2 in tests and benchmarks, as on this machine). `after_ray_init` runs
+    right after `ray.init` (the launcher takes its signal handlers back from Ray there)."""
     os.environ.update(RAY_ENV)
     import ray
 
@@ -91,6 +93,8 @@ def local_ensemble(ready_timeout: float = 600, port: int | None = None,
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
              dashboard_port=dashboard_port, object_store_memory=80 * 1024**2, log_to_driver=False,
              logging_level="warning", _metrics_export_port=metrics_port)
+    if after_ray_init is not None:
+        after_ray_init()
     ens = Ensemble(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{dashboard_port}", http_port, started,
                    metrics=f"http://127.0.0.1:{metrics_port}/metrics")
     try:

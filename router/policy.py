@@ -43,6 +43,9 @@ class Limits(BaseModel):
     max_input_tokens: int = Field(8192, gt=0, description="longest conversation (router tokens) accepted")
     max_queue_wait_s: float | None = Field(30.0, gt=0, description="longest a request may wait for a busy model "
                                            "before it gets a fast 503 with Retry-After; null: no bound")
+    max_request_s: float | None = Field(180.0, gt=0, description="longest a request may wait for an answer (its "
+                                        "first token when streamed), over every model it tries; past it: 503 "
+                                        "no_model_answered with Retry-After; null: no bound")
 
 
 class Moderation(BaseModel):

@@ -45,3 +45,28 @@ def test_a_burst_is_answered_or_refused_within_the_bound(ensemble):
         if status == 503:
             assert body["error"]["code"] == "queue_wait_exceeded" and int(headers["retry-after"]) >= 1
             assert "max_queue_wait_s" in body["error"]["message"]
+
+
+def test_a_request_ends_by_the_policys_max_request_s(ensemble):
+    """limits.max_request_s bounds the whole request over every model it tries: the large model asked for a long
+    answer under a 1 s bound gives a 503 no_model_answered with Retry-After that names the bound, in about 1 s."""
+    original = ensemble.policy()["policy"]
+    bounded = json.loads(json.dumps(original))
+    bounded["version"] = "bounded-request"
+    bounded["limits"] = {**bounded.get("limits", {}), "max_request_s": 1.0}
+    ensemble.deploy_policy(bounded)
+    body = {"model": "qwen2.5-coder-1.5b", "max_tokens": 400, "temperature": 0,
+            "messages": [{"role": "user", "content": "Write a long essay on the history of the printing press."}]}
+    try:
+        wait_for(lambda: ensemble.policy()["version"] == "bounded-request", 60, "the edit to go live")
+        started = time.monotonic()
+        reply = httpx.post(f"{ensemble.base}/v1/chat/completions", json=body, timeout=120)
+        elapsed = time.monotonic() - started
+    finally:
+        ensemble.deploy_policy(original)
+        wait_for(lambda: ensemble.policy()["version"] == original["version"], 60, "the original policy")
+    assert reply.status_code == 503, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == "no_model_answered" and int(reply.headers["retry-after"]) >= 1
+    assert "max_request_s (1s)" in error["message"], error["message"]
+    assert elapsed < 10, elapsed

@@ -146,21 +146,36 @@ def _running_replicas() -> dict[str, int] | None:
         return None
 
 
+def _attempt_timeout(model_timeout: float | None, deadline: float | None) -> float | None:
+    """The tighter of a model's own timeout and the time left before the request's deadline (None: unbounded)."""
+    bounds = [t for t in (model_timeout, None if deadline is None else deadline - time.monotonic()) if t is not None]
+    return min(bounds) if bounds else None
+
+
 async def _first_answer(chain: list[str], policy, call, accept=None):
-    """Try each model of `chain` in turn: `await call(model)`, bounded by the model's timeout_s. A timeout or a
-    failure moves on to the next model, and so does a result that accept(position, model, result) turns down.
-    Returns (model, result, failures), or an error response: 503 with Retry-After when a model is at capacity,
-    or when none answered (replicas restarting after a fault are the usual cause, so a retry is the remedy)."""
+    """Try each model of `chain` in turn: `await call(model)`, bounded by the model's timeout_s and by what is
+    left of the policy's limits.max_request_s (a Serve call to a deployment with no replica waits forever). A
+    timeout or a failure moves on to the next model, and so does a result that accept(position, model, result)
+    turns down. Returns (model, result, failures), or an error response: 503 with Retry-After when a model is at
+    capacity, or when none answered (replicas restarting after a fault are the usual cause, so a retry helps)."""
     failures = []
+    bound = policy.limits.max_request_s
+    deadline = None if bound is None else time.monotonic() + bound
     for position, model in enumerate(chain):
-        timeout = policy.models[model].timeout_s
+        timeout = _attempt_timeout(policy.models[model].timeout_s, deadline)
+        if timeout is not None and timeout <= 0:
+            failures.append(Failure(model, "timeout", f"{model} not tried: the request used its "
+                                                      f"max_request_s ({bound:g}s)"))
+            break
         try:
             result = await asyncio.wait_for(call(model), timeout)
         except BackPressureError:  # past capacity: tell the client to retry rather than pile onto another model
             return _error(503, f"{model} is at capacity; retry shortly", "server_error", code="overloaded",
                           headers={"retry-after": "1"})
         except asyncio.TimeoutError:
-            failures.append(Failure(model, "timeout", f"{model} timed out after {timeout:g}s"))
+            own = policy.models[model].timeout_s
+            failures.append(Failure(model, "timeout", f"{model} timed out after {own:g}s" if own == timeout else
+                                    f"{model} timed out: the request used its max_request_s ({bound:g}s)"))
         except Exception as exc:
             if is_queue_wait(exc):  # busy past the policy's bound: a fast 503, as for a full queue
                 bound = policy.limits.max_queue_wait_s or 1

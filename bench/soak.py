@@ -10,7 +10,8 @@
 4. Accounting: every request sent ends answered (200) or rejected (a 429/503 that carries Retry-After), within
    --hung-after seconds; anything else is lost, no reply in time is hung. The goal: lost = hung = 0.
 Recorded: p50/p99 of answered, rejects by code, fallbacks, and after each kill the time until the killed
-deployment is back to its replica count and /healthz is green.
+deployment has a new running replica and /healthz is green (watched once a second through the run and up to
+half the run (at most 2 minutes) after it, so a slow recovery is timed rather than cut off by the next kill).
 """
 from __future__ import annotations
 
@@ -105,31 +106,37 @@ def healthz_green(base: str) -> bool:
         return False
 
 
-def new_replicas(ens, known_pids: frozenset) -> Counter:
-    """Running replicas per deployment that were not there before the kill: the replacements Serve started."""
-    running: Counter = Counter()
-    try:
-        for r in ens.replicas():
-            running[r["deployment"]] += r["state"] == "RUNNING" and r["pid"] not in known_pids
-    except (httpx.HTTPError, ValueError):
-        pass
-    return running
+class Watcher(threading.Thread):
+    """Samples, once a second for the whole run, which replicas run (pids per deployment) and whether /healthz is
+    green, so each kill's recovery is timed even when it takes longer than the gap to the next kill."""
 
+    def __init__(self, ens):
+        super().__init__(daemon=True)
+        self.ens, self.samples, self.stop = ens, [], threading.Event()
 
-def recovery(ens, replaced: set, known_pids: frozenset, since: float, until: float) -> dict:
-    """Seconds from a kill until every deployment in `replaced` has a new running replica, and until /healthz
-    is green again (None: not by `until`)."""
-    back_s = green_s = None
-    red_seen = False
-    while time.monotonic() < until and (back_s is None or green_s is None):
-        time.sleep(0.5)
-        if back_s is None and all(new_replicas(ens, known_pids)[d] >= 1 for d in replaced):
-            back_s = round(time.monotonic() - since, 1)
-        green = healthz_green(ens.base)
-        red_seen |= not green
-        if green and green_s is None and (red_seen or back_s is not None):
-            green_s = round(time.monotonic() - since, 1)
-    return {"replaced_after_s": back_s, "healthz_green_after_s": green_s, "healthz_red_seen": red_seen}
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            running: dict[str, set] = {}
+            try:
+                for r in self.ens.replicas():
+                    if r["state"] == "RUNNING":
+                        running.setdefault(r["deployment"], set()).add(r["pid"])
+            except (httpx.HTTPError, ValueError):
+                continue  # the controller is busy or restarting: no sample this second
+            self.samples.append((time.monotonic(), running, healthz_green(self.ens.base)))
+
+    def recovery(self, at: float, replaced: set, known_pids: frozenset) -> dict:
+        """Seconds from a kill at `at` until every deployment in `replaced` has a new running replica, and until
+        /healthz is green after that, or after red (None: not by the end of the watch)."""
+        back_s = green_s = None
+        red_seen = False
+        for t, running, green in (s for s in self.samples if s[0] > at):
+            if back_s is None and all(running.get(d, set()) - known_pids for d in replaced):
+                back_s = round(t - at, 1)
+            red_seen |= not green
+            if green and green_s is None and (red_seen or back_s is not None):
+                green_s = round(t - at, 1)
+        return {"replaced_after_s": back_s, "healthz_green_after_s": green_s, "healthz_red_seen": red_seen}
 
 
 def kill_replica(ens, deployment: str) -> dict | None:
@@ -144,22 +151,21 @@ def kill_replica(ens, deployment: str) -> dict | None:
 
 
 def chaos(ens, started: float, duration: float, kill_every: float, node_kill_at: float, node_down_s: float) -> list:
-    """On the main thread (Ray starts a node only there): replica kills and the node's death and return."""
+    """On the main thread (Ray starts a node only there): replica kills and the node's death and return. Each
+    event keeps when it happened, the pids running before it and the deployments that lost a replica."""
     events, turn, node_done, next_kill = [], 0, False, kill_every
     while time.monotonic() - started < duration:
         now = time.monotonic() - started
         if not node_done and now >= node_kill_at:
             node_done, at = True, time.monotonic()
             replicas = ens.replicas()
-            known = frozenset(r["pid"] for r in replicas)
             lost = {r["deployment"] for r in replicas if r["node_id"] != ens.head_node_id() and r["state"] == "RUNNING"}
             ens.kill_worker_node()
             time.sleep(node_down_s)
             ens.restart_worker_node()
-            event = {"at_s": round(now, 1), "kill": "worker node", "restarted_after_s": round(time.monotonic() - at, 1)}
-            event["replicas_lost"] = sorted(lost)
-            event.update(recovery(ens, lost, known, at, at + max(60.0, 2 * kill_every)))
-            events.append(event)
+            events.append({"at_s": round(now, 1), "kill": "worker node",
+                           "restarted_after_s": round(time.monotonic() - at, 1), "replicas_lost": sorted(lost),
+                           "_at": at, "_known": frozenset(r["pid"] for r in replicas), "_replaced": lost})
             next_kill = time.monotonic() - started + kill_every
         elif now >= next_kill:
             deployment = MODELS[turn % len(MODELS)]
@@ -167,13 +173,23 @@ def chaos(ens, started: float, duration: float, kill_every: float, node_kill_at:
             known = frozenset(r["pid"] for r in ens.replicas())
             killed = kill_replica(ens, deployment)
             if killed:
-                at = time.monotonic()
-                events.append({"at_s": round(now, 1), "kill": "replica", **killed, **recovery(
-                    ens, {deployment}, known, at, max(at + 10, started + now + kill_every))})
+                events.append({"at_s": round(now, 1), "kill": "replica", **killed, "_at": time.monotonic(),
+                               "_known": known, "_replaced": {deployment}})
             next_kill = now + kill_every
         else:
             time.sleep(0.25)
     return events
+
+
+def timed_recoveries(events: list, watcher: Watcher, drain_s: float) -> list:
+    """Each event with its recovery times, watching up to `drain_s` past the load for the last ones."""
+    deadline = time.monotonic() + drain_s
+    while time.monotonic() < deadline and any(watcher.recovery(e["_at"], e["_replaced"], e["_known"])
+                                              ["healthz_green_after_s"] is None for e in events):
+        time.sleep(2)
+    watcher.stop.set()
+    return [{**{k: v for k, v in e.items() if not k.startswith("_")},
+             **watcher.recovery(e["_at"], e["_replaced"], e["_known"])} for e in events]
 
 
 async def offer_load(ens, duration: float, hung_after: float, capacity_s: float, ledger: Ledger,
@@ -201,8 +217,11 @@ def soak(ens, duration: float, kill_every: float, node_kill_at: float, node_down
     load.start()
     if not load_started.wait(capacity_s + 600):
         raise RuntimeError("the capacity measurement did not finish")
+    watcher = Watcher(ens)
+    watcher.start()
     events = chaos(ens, stats["started"], duration, kill_every, node_kill_at, node_down_s)
     load.join(hung_after + 60)
+    events = timed_recoveries(events, watcher, drain_s=min(120.0, duration / 2))
     answered, sent = ledger.answered_ms, stats.get("sent", 0)
     return {"duration_s": duration, "capacity_answers_per_s": stats["capacity_answers_per_s"],
             "offered_per_s": round(stats["offered_per_s"], 2), "sent": sent,
@@ -212,6 +231,9 @@ def soak(ens, duration: float, kill_every: float, node_kill_at: float, node_down
             "answered_p99_ms": percentiles(answered)["p99_ms"] if answered else None,
             "rejects_by_code": dict(ledger.rejects),
             "fallbacks": ledger.fallbacks, "answered_by_model": dict(ledger.models), "lost_examples": ledger.lost[:5],
+            "slowest_healthz_green_after_s": max((e["healthz_green_after_s"] for e in events
+                                                  if e["healthz_green_after_s"] is not None), default=None),
+            "kills_never_green_again": sum(e["healthz_green_after_s"] is None for e in events),
             "kills": events}
 
 

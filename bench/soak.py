@@ -127,7 +127,7 @@ class Watcher(threading.Thread):
 
     def recovery(self, at: float, replaced: set, known_pids: frozenset) -> dict:
         """Seconds from a kill at `at` until every deployment in `replaced` has a new running replica, and until
-        /healthz is green after that, or after red (None: not by the end of the watch)."""
+        /healthz is green after that, or after red (0 when it never went red; None: not by the end of the watch)."""
         back_s = green_s = None
         red_seen = False
         for t, running, green in (s for s in self.samples if s[0] > at):
@@ -136,6 +136,8 @@ class Watcher(threading.Thread):
             red_seen |= not green
             if green and green_s is None and (red_seen or back_s is not None):
                 green_s = round(t - at, 1)
+        if not red_seen and any(s[0] > at for s in self.samples):
+            green_s = 0.0
         return {"replaced_after_s": back_s, "healthz_green_after_s": green_s, "healthz_red_seen": red_seen}
 
 

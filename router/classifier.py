@@ -105,14 +105,17 @@ class AdequacyClassifier:
             return None
         return nearest_distance(features[:, :-1].astype(np.float32), self.ood_keys)
 
+    def predict(self, features: np.ndarray, texts: Sequence[str]) -> list[Prediction]:
+        """One Prediction per row, computed as one batch (the ingress batches concurrent decisions)."""
+        probabilities, tasks = self.predict_proba(features, texts), self.predict_tasks(features)
+        distances = self.ood_distances(features)
+        return [Prediction({m: float(v) for m, v in zip(self.models, p)}, self.tasks[int(t.argmax())],
+                           {k: float(v) for k, v in zip(self.tasks, t)},
+                           None if distances is None else float(distances[i]), self.ood_threshold)
+                for i, (p, t) in enumerate(zip(probabilities, tasks))]
+
     def predict_one(self, feature_row: np.ndarray, text: str) -> Prediction:
-        x = feature_row[None, :]
-        p = self.predict_proba(x, [text])[0]
-        t = self.predict_tasks(x)[0]
-        distance = self.ood_distances(x)
-        return Prediction({m: float(v) for m, v in zip(self.models, p)}, self.tasks[int(t.argmax())],
-                          {k: float(v) for k, v in zip(self.tasks, t)},
-                          None if distance is None else float(distance[0]), self.ood_threshold)
+        return self.predict(feature_row[None, :], [text])[0]
 
     def to_json(self) -> dict:
         return {"format": ARTIFACT_FORMAT, "models": self.models, "family": self.family.to_json(),

@@ -9,7 +9,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from threadpoolctl import threadpool_limits
 
@@ -155,21 +157,47 @@ class RoutingService:
 
     def route_with_features(self, text: str, input_tokens: int, model: str = "auto"):
         """(the decision, the feature row it was made from), so the caller can keep the embedding."""
-        row, _ = self.features(text)
-        return self.decide_on(self.live, row, text, input_tokens, model), row
+        return self.route_many([RouteRequest(text, input_tokens, model)])[0][:2]
+
+    def route_many(self, requests: Sequence["RouteRequest"]) -> list[tuple[Decision, np.ndarray, Decision | None]]:
+        """(decision, feature row, shadow decision or None) for each request, the embeddings and classifier run as
+        one batch: concurrent requests cost one encoder call (the ingress batches them), the policy runs per row."""
+        if not requests:
+            return []
+        texts = [r.text for r in requests]
+        rows = feature_matrix(self.encoder.encode(texts), [self.encoder.count_tokens(t) for t in texts])
+        live, shadow = self.live, self.shadow
+        decisions = self.decide_many(live, rows, requests)
+        if shadow is None:
+            return [(d, row, None) for d, row in zip(decisions, rows)]
+        # a model the shadow policy does not serve is routed as "auto" there, rather than failing the request
+        shadowed = [r if r.model in shadow.policy.models else RouteRequest(r.text, r.input_tokens) for r in requests]
+        return list(zip(decisions, rows, self.decide_many(shadow, rows, shadowed)))
 
     def shadow_route(self, row, text: str, input_tokens: int, model: str = "auto") -> Decision | None:
         """What the shadow policy would decide for the same features; None when there is no shadow."""
         shadow = self.shadow
         if shadow is None:
             return None
-        # a model the shadow policy does not serve is routed as "auto" there, rather than failing the request
-        return self.decide_on(shadow, row, text, input_tokens, model if model in shadow.policy.models else "auto")
+        request = RouteRequest(text, input_tokens, model if model in shadow.policy.models else "auto")
+        return self.decide_many(shadow, row[None, :], [request])[0]
 
     def decide_on(self, live: LivePolicy, row, text: str, input_tokens: int, model: str = "auto") -> Decision:
-        prediction = live.classifier.predict_one(row, text)
-        if model != "auto":
-            return pin(model, prediction.task, input_tokens, live.policy, self.catalogue)
-        suspected = live.guard is not None and bool(live.guard.flags(row[None, :-1])[0])
-        return decide(prediction.scores, prediction.task, input_tokens, live.policy, self.catalogue,
-                      prediction.ood_distance, prediction.ood_threshold, suspected)
+        return self.decide_many(live, row[None, :], [RouteRequest(text, input_tokens, model)])[0]
+
+    def decide_many(self, live: LivePolicy, rows: np.ndarray, requests: Sequence["RouteRequest"]) -> list[Decision]:
+        """The classifier on every row at once, then the pure policy decision for each."""
+        predictions = live.classifier.predict(rows, [r.text for r in requests])
+        suspected = live.guard.flags(rows[:, :-1]) if live.guard is not None else np.zeros(len(rows), bool)
+        return [pin(r.model, p.task, r.input_tokens, live.policy, self.catalogue) if r.model != "auto" else
+                decide(p.scores, p.task, r.input_tokens, live.policy, self.catalogue, p.ood_distance, p.ood_threshold,
+                       bool(flag))
+                for r, p, flag in zip(requests, predictions, suspected)]
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """What a decision needs: the text the router reads, the conversation's tokens, and the model asked for."""
+    text: str
+    input_tokens: int
+    model: str = "auto"

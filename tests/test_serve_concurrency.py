@@ -1,12 +1,13 @@
 """Under concurrency: while 16 clients route without pause, /healthz still answers (the decision runs off the
-ingress's event loop) and a policy edit goes live, with every routing request answered."""
+ingress's event loop) and a policy edit goes live, with every routing request answered; concurrent decisions
+share encoder calls (the batch-size histogram sees batches of more than one)."""
 import threading
 
 import httpx
 import pytest
 
 from router.policy import load_policy
-from router.serving.local_ensemble import wait_for
+from router.serving.local_ensemble import metric_value, wait_for
 
 pytestmark = pytest.mark.serve
 CLIENTS = 16
@@ -44,3 +45,14 @@ def test_healthz_answers_and_a_policy_edit_goes_live_while_16_clients_route(ense
         ensemble.deploy_policy(policy)
         wait_for(lambda: ensemble.policy()["version"] == policy["version"], 120, "the original policy back")
     assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+
+    def batched_decisions() -> float | None:
+        try:
+            text = httpx.get(ensemble.metrics, timeout=10).text
+        except httpx.HTTPError:
+            return None
+        total = metric_value(text, "ray_router_decision_batch_size_count")
+        alone = metric_value(text, "ray_router_decision_batch_size_bucket", le="1.0")
+        return None if total is None or alone is None or total <= alone else total - alone
+
+    assert wait_for(batched_decisions, 120, "a batch of concurrent decisions on the metrics endpoint", interval=2)

@@ -37,7 +37,7 @@ from router.policy import DEFAULT_POLICY_PATH, load_policy
 from router.serving.schemas import (MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
                             ModerationRequest, chat_completion, completion_id, error_body, moderation_result,
                             text_completion)
-from router.service import RoutingService
+from router.service import RouteRequest, RoutingService
 from router.serving.queueing import is_queue_wait, stamped
 from router.serving.streaming import sse_events
 from router.serving.telemetry import RouterMetrics
@@ -45,6 +45,7 @@ from router.store import URL_ENV, DecisionStore
 from models.yaml_source import ConfigError
 
 logger = logging.getLogger("ray.serve")
+DECISION_BATCH = 32  # most concurrent decisions that share one encoder call
 SESSION_TTL_S = 3600.0  # a conversation idle longer than this starts again from the cheapest tier
 MODERATION_PROMPT = (Path(__file__).parents[1] / "rubrics" / "moderation.txt").read_text()
 api = FastAPI(title="ensemble-router", version="0.1.0")
@@ -520,36 +521,59 @@ class RouterIngress:
         return outcome if isinstance(outcome, JSONResponse) else (*outcome, cascade)
 
     async def _decide(self, body: ChatCompletionRequest):
-        """_decide_now on the decision thread, with this request's context (its id reaches the logs)."""
-        context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self.decider, context.run, self._decide_now, body)
+        """(decision, None, prompt embedding, shadow decision), or (None, an error response, None, None). The
+        decision runs on the decision thread, never on the event loop, batched with the requests that arrived
+        while the previous batch ran; each request's context (its id reaches the logs) goes with it."""
+        return await self._decide_batch((body, contextvars.copy_context()))
 
-    def _decide_now(self, body: ChatCompletionRequest):
-        """(decision, None, prompt embedding, shadow decision), or (None, an error response, None, None)."""
+    # no wait for a batch to fill: one request alone goes at once, requests that queue behind a batch share the next
+    @serve.batch(max_batch_size=DECISION_BATCH, batch_wait_timeout_s=0.0)
+    async def _decide_batch(self, items: list[tuple[ChatCompletionRequest, contextvars.Context]]) -> list[tuple]:
+        return await asyncio.get_running_loop().run_in_executor(self.decider, self._decide_all, items)
+
+    def _decide_all(self, items: list[tuple[ChatCompletionRequest, contextvars.Context]]) -> list[tuple]:
+        started = time.perf_counter()
         live = self.service.live
+        checked = [context.run(self._check, body, live) for body, context in items]
+        waiting = [i for i, (error, _) in enumerate(checked) if error is None]
+        requests = [RouteRequest(items[i][0].routing_text(), checked[i][1], items[i][0].model) for i in waiting]
+        try:
+            routed = self.service.route_many(requests)
+        except Exception:  # one bad request must not fail the batch: decide one at a time, so only it fails
+            if len(requests) == 1:
+                raise
+            routed = [self.service.route_many([r])[0] for r in requests]
+        out = [(None, error, None, None) for error, _ in checked]
+        if requests:
+            self.metrics.batched(len(requests))
+        each_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
+        for i, (decision, row, shadow) in zip(waiting, routed):
+            self.metrics.decided(each_ms, decision.scores)
+            if decision.model is None:
+                code = "suspected_gadget" if decision.rule == SUSPECTED_GADGET else "context_length_exceeded"
+                out[i] = (None, _error(400, decision.reason, param="messages", code=code), None, None)
+            else:
+                out[i] = (decision, None, row[:-1], shadow)
+        return out
+
+    def _check(self, body: ChatCompletionRequest, live) -> tuple[JSONResponse | None, int]:
+        """(an error response, 0) for a request the policy's limits refuse, else (None, its input tokens)."""
         if body.model != "auto" and body.model not in live.policy.models:
-            return None, _error(404, f"model {body.model!r} does not exist; use 'auto' or one of "
-                                     f"{list(live.policy.models)}", param="model", code="model_not_found"), None, None
+            return _error(404, f"model {body.model!r} does not exist; use 'auto' or one of "
+                               f"{list(live.policy.models)}", param="model", code="model_not_found"), 0
         limits = live.policy.limits
         if len(body.messages) > limits.max_messages:
-            return None, _error(400, f"{len(body.messages)} messages exceed the limit of {limits.max_messages}",
-                                param="messages"), None, None
+            return _error(400, f"{len(body.messages)} messages exceed the limit of {limits.max_messages}",
+                          param="messages"), 0
         asked = body.max_completion_tokens or body.max_tokens
         if asked is not None and asked > limits.max_output_tokens:
-            return None, _error(400, f"max_tokens {asked} exceeds the limit of {limits.max_output_tokens}",
-                                param="max_tokens"), None, None
-        started = time.perf_counter()
+            return _error(400, f"max_tokens {asked} exceeds the limit of {limits.max_output_tokens}",
+                          param="max_tokens"), 0
         input_tokens = sum(self.service.encoder.count_tokens(m.text()) for m in body.messages)
         if input_tokens > limits.max_input_tokens:
-            return None, _error(400, f"{input_tokens} input tokens exceed the limit of {limits.max_input_tokens}",
-                                param="messages", code="context_length_exceeded"), None, None
-        decision, features = self.service.route_with_features(body.routing_text(), input_tokens, body.model)
-        self.metrics.decided((time.perf_counter() - started) * 1000, decision.scores)
-        if decision.model is None:
-            code = "suspected_gadget" if decision.rule == SUSPECTED_GADGET else "context_length_exceeded"
-            return None, _error(400, decision.reason, param="messages", code=code), None, None
-        shadow = self.service.shadow_route(features, body.routing_text(), input_tokens, body.model)
-        return decision, None, features[:-1], shadow
+            return _error(400, f"{input_tokens} input tokens exceed the limit of {limits.max_input_tokens}",
+                          param="messages", code="context_length_exceeded"), 0
+        return None, input_tokens
 
     async def _stream(self, decision: Decision, generation: dict, policy, asked: RequestContext,
                       text_completion: bool = False):

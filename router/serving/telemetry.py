@@ -14,6 +14,7 @@ NAMES = {
     "escalations": "router_cascade_escalations",
     "feedback": "router_feedback",
     "policy_refused": "router_policy_refused",
+    "decision_batch": "router_decision_batch_size",
 }
 
 
@@ -22,6 +23,9 @@ class RouterMetrics:
         self.decision_latency = metrics.Histogram(
             NAMES["decision_latency"], "time to route one request (features, classifier, policy), ms",
             boundaries=[1, 2, 3, 5, 8, 13, 21, 34, 55, 100])
+        self.decision_batch = metrics.Histogram(
+            NAMES["decision_batch"], "requests decided together in one encoder call (concurrent requests batch)",
+            boundaries=[1, 2, 4, 8, 16, 32])
         self.requests = metrics.Counter(NAMES["requests"], "requests by the model that answered, the rule, and "
                                         "whether the answer was streamed", tag_keys=("model", "rule", "stream"))
         self.fallbacks = metrics.Counter(NAMES["fallbacks"], "answers that came from a later candidate, by reason",
@@ -50,6 +54,9 @@ class RouterMetrics:
 
     def escalated(self, model: str) -> None:
         self.escalations.inc(tags={"model": model})
+
+    def batched(self, size: int) -> None:
+        self.decision_batch.observe(size)
 
     def decided(self, latency_ms: float, scores: dict[str, float]) -> None:
         self.decision_latency.observe(latency_ms)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+TINY = "smollm2-135m"
 PROMPTS = ["Hi! How are you today?", "Write a Python function that merges two sorted lists.",
            "A shop sells pens at $2 and notebooks at $5. Ann buys 3 pens and 2 notebooks. How much does she pay?",
            "Thanks for the help, see you tomorrow!", "Implement binary search in Python and explain it."]
@@ -151,7 +152,7 @@ def stream_tokens(base: str, streams: int, max_tokens: int = 64) -> float:
     async def one(http):
         count = 0
         async with http.stream("POST", f"{base}/v1/chat/completions", json={
-                "model": "smollm2-135m", "stream": True, "max_tokens": max_tokens, "temperature": 0,
+                "model": TINY, "stream": True, "max_tokens": max_tokens, "temperature": 0,
                 "messages": [{"role": "user", "content": "Write a long story about a robot who learns to paint."}]}) as r:
             async for line in r.aiter_lines():
                 if line.startswith("data: {") and '"content": "' in line and '"role"' not in line:
@@ -194,9 +195,11 @@ def _tiny_backend():
 
     from models.catalogue import load_catalogue
     from models.registry import make_backend
+    from models.runtime_options import runtime_for
 
-    runtime = yaml.safe_load((Path(__file__).resolve().parent.parent / "serve_config.yaml").read_text())
-    return make_backend(load_catalogue().model("smollm2-135m"), **runtime["applications"][0]["args"]["runtime"])
+    config = yaml.safe_load((Path(__file__).resolve().parent.parent / "serve_config.yaml").read_text())
+    # the settings the served replica runs with, so the two sides differ only by the serving path
+    return make_backend(load_catalogue().model(TINY), **runtime_for(config["applications"][0]["args"], TINY))
 
 
 OVERHEAD_PROMPT, OVERHEAD_TOKENS, OVERHEAD_RUNS = "Hi! How are you today?", 32, 20
@@ -233,7 +236,7 @@ def direct_answer_ms() -> dict:
         t = time.perf_counter()
         result = asyncio.run(backend.generate(request))
         samples.append((time.perf_counter() - t) * 1000)
-        tokens.add(("smollm2-135m", result.output_tokens))
+        tokens.add((TINY, result.output_tokens))
     return {**percentiles(samples[2:]), "answered_by_tokens": sorted(tokens)}
 
 

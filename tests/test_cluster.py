@@ -12,6 +12,8 @@ import httpx
 import pytest
 import yaml
 
+from models.runtime_options import runtime_for
+
 from pg_fixture import postgres_server  # noqa: F401  (a fixture)
 from router.policy import PROJECT_ROOT
 from router.serving.config_check import check_serve_config
@@ -32,7 +34,7 @@ def test_the_cluster_profile_serves_the_default_policy_with_honest_cpus():
     assert deployments["RouterIngress"]["user_config"] == default["RouterIngress"]["user_config"]
     assert set(deployments) == set(default)
     for model in MODELS:  # a model replica claims the CPUs its llama.cpp threads use
-        assert deployments[model]["ray_actor_options"]["num_cpus"] == args["runtime"]["threads"]
+        assert deployments[model]["ray_actor_options"]["num_cpus"] == runtime_for(args, model)["threads"]
     assert deployments["RouterIngress"]["ray_actor_options"]["num_cpus"] == args["encoder_threads"]
     assert deployments["RouterIngress"]["num_replicas"] == 2
     assert "ready to deploy" in check_serve_config(CLUSTER_YAML)

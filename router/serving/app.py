@@ -38,6 +38,7 @@ from router.serving.schemas import (MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletion
                             ModerationRequest, chat_completion, completion_id, error_body, moderation_result,
                             text_completion)
 from router.service import RouteRequest, RoutingService
+from models.runtime_options import runtime_for
 from router.serving.queueing import is_queue_wait, stamped
 from router.serving.streaming import sse_events
 from router.serving.telemetry import RouterMetrics
@@ -619,7 +620,8 @@ class RouterIngress:
 
 
 def build_app(args: dict[str, Any] | None = None):
-    """Application builder. args: models (names; default the whole catalogue), runtime (llama.cpp options),
+    """Application builder. args: models (names; default the whole catalogue), runtime (llama.cpp options) and
+    runtime_per_model (a model's own options over them),
     policy_file (used when the config gives no user_config; default: the policy in serve_config.yaml),
     encoder_threads (the router's embedding threads, default 2), store_url (the decision store; the environment
     variable ROUTER_STORE_URL overrides it; default a SQLite file under ~/.cache/ensemble-router/), store_text
@@ -629,8 +631,7 @@ def build_app(args: dict[str, Any] | None = None):
 
     args = args or {}
     names = args.get("models") or load_catalogue().names()
-    runtime = args.get("runtime") or {}
-    handles = {name: ModelServer.options(name=name).bind(name, runtime) for name in names}
+    handles = {name: ModelServer.options(name=name).bind(name, runtime_for(args, name)) for name in names}
     policy = load_policy(args.get("policy_file") or DEFAULT_POLICY_PATH)
     ingress = RouterIngress.options(user_config={"policy": policy.model_dump(mode="json", exclude_defaults=False)})
     catalogue = load_catalogue()

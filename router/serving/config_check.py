@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from models.catalogue import Catalogue, load_catalogue
+from models.runtime_options import RuntimeOptions
 from router.serving.live import INGRESS
 from router.policy import parse_policy
 from models.yaml_source import ConfigError, describe_errors, locate, read_yaml_file
@@ -45,6 +46,22 @@ def check_serve_config(path: str | Path, catalogue: Catalogue | None = None) -> 
     return f"{source}: ready to deploy ({'; '.join(summaries)})"
 
 
+def _runtime_problems(args: dict, catalogue: Catalogue) -> list[tuple[tuple, str]]:
+    """The llama.cpp options: `runtime`, and each `runtime_per_model` entry (a catalogue model's own options)."""
+    per_model = args.get("runtime_per_model") or {}
+    if not isinstance(per_model, dict):
+        return [(("runtime_per_model",), "must map model names to llama.cpp options")]
+    found = [(("runtime_per_model", name), f"unknown model {name!r}; the catalogue has {catalogue.names()}")
+             for name in per_model if name not in catalogue.names()]
+    for where, options in [(("runtime",), args.get("runtime") or {}),
+                           *((("runtime_per_model", name), options or {}) for name, options in per_model.items())]:
+        try:
+            RuntimeOptions.model_validate(options)
+        except ValidationError as err:
+            found += [(where + tuple(e["loc"]), e["msg"]) for e in err.errors()]
+    return found
+
+
 def _check_router_app(app: dict, at: tuple, catalogue: Catalogue, source: str, root) -> tuple[list[str], str]:
     args = app.get("args") if isinstance(app.get("args"), dict) else {}
     found: list[tuple[tuple, str]] = []
@@ -52,6 +69,7 @@ def _check_router_app(app: dict, at: tuple, catalogue: Catalogue, source: str, r
     for i, name in enumerate(models if isinstance(models, list) else []):
         if name not in catalogue.names():
             found.append((at + ("args", "models", i), f"unknown model {name!r}; the catalogue has {catalogue.names()}"))
+    found += [(at + ("args",) + where, message) for where, message in _runtime_problems(args, catalogue)]
     threads = args.get("encoder_threads", 2)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         found.append((at + ("args", "encoder_threads"), f"{threads!r} must be a whole number of at least 1"))

@@ -1,0 +1,21 @@
+"""llama.cpp settings of the model replicas, from the Serve config's args: `runtime` for every model, and
+`runtime_per_model` to change them for one model (the tiny model runs on 1 thread here: make bench)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RuntimeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_parallel: int = Field(2, ge=1, le=64, description="slots per replica: concurrent requests batched together")
+    slot_context: int = Field(4096, ge=256, description="context tokens per slot")
+    threads: int = Field(2, ge=1, le=256, description="llama.cpp threads per replica: its num_cpus on a cluster")
+
+
+def runtime_for(args: dict[str, Any], model: str) -> dict[str, Any]:
+    """The options one model's replica runs with: args.runtime, then args.runtime_per_model[model] over it."""
+    per_model = (args.get("runtime_per_model") or {}).get(model) or {}
+    return RuntimeOptions.model_validate({**(args.get("runtime") or {}), **per_model}).model_dump()

@@ -1,0 +1,28 @@
+"""A model's own llama.cpp options (runtime_per_model) go over the shared ones, for that model only; the shipped
+serve_config.yaml runs the tiny model on 1 thread and the others on 2."""
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from models.runtime_options import runtime_for
+from router.policy import PROJECT_ROOT
+
+
+def test_a_models_own_options_go_over_the_shared_ones():
+    args = {"runtime": {"threads": 2, "n_parallel": 4}, "runtime_per_model": {"tiny": {"threads": 1}}}
+    assert runtime_for(args, "tiny") == {"n_parallel": 4, "slot_context": 4096, "threads": 1}
+    assert runtime_for(args, "other") == {"n_parallel": 4, "slot_context": 4096, "threads": 2}
+    assert runtime_for({}, "any") == {"n_parallel": 2, "slot_context": 4096, "threads": 2}
+
+
+def test_an_unknown_or_bad_option_is_refused_by_name():
+    with pytest.raises(ValidationError, match="thread"):
+        runtime_for({"runtime_per_model": {"tiny": {"thread": 1}}}, "tiny")
+    with pytest.raises(ValidationError, match="threads"):
+        runtime_for({"runtime": {"threads": 0}}, "tiny")
+
+
+def test_the_shipped_config_runs_the_tiny_model_on_one_thread():
+    args = yaml.safe_load((PROJECT_ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
+    assert runtime_for(args, "smollm2-135m")["threads"] == 1
+    assert {runtime_for(args, m)["threads"] for m in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")} == {2}

@@ -33,21 +33,21 @@ class Encoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
-        # batches of similar length: each batch is padded to its longest text, so mixed lengths waste most work
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        for start in range(0, len(texts), batch_size):
-            rows = order[start:start + batch_size]
-            out[rows] = self._encode_batch([texts[i] for i in rows])
+        if not len(texts):
+            return out
+        encodings = [self._truncated(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
+        for rows in length_groups([len(ids) for ids in encodings], batch_size):
+            out[rows] = self._encode_ids([encodings[i] for i in rows])
         return out
 
-    def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(list(texts))
-        width = min(self.max_tokens, max(len(e.ids) for e in encodings))
-        ids = np.zeros((len(texts), width), dtype=np.int64)
+    def _truncated(self, ids: list[int]) -> list[int]:
+        # keep [CLS] ... [SEP] when truncating, as the tokenizer's own truncation does
+        return ids if len(ids) <= self.max_tokens else ids[:self.max_tokens - 1] + [ids[-1]]
+
+    def _encode_ids(self, rows: Sequence[list[int]]) -> np.ndarray:
+        ids = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int64)
         mask = np.zeros_like(ids)
-        for row, enc in enumerate(encodings):
-            # keep [CLS] ... [SEP] when truncating, as the tokenizer's own truncation does
-            tokens = enc.ids if len(enc.ids) <= width else enc.ids[:width - 1] + [enc.ids[-1]]
+        for row, tokens in enumerate(rows):
             ids[row, :len(tokens)] = tokens
             mask[row, :len(tokens)] = 1
         hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
@@ -55,3 +55,15 @@ class Encoder:
         summed = (hidden * mask[:, :, None]).sum(axis=1)
         pooled = summed / np.clip(mask.sum(axis=1, keepdims=True), 1, None)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+
+def length_groups(lengths: Sequence[int], batch_size: int, slack: float = 1.25) -> list[np.ndarray]:
+    """Indices in batches of similar token length: a batch is padded to its longest row and a padded token costs
+    as much as a real one, so a batch closes at `batch_size` rows or when a row is `slack` times its shortest."""
+    order = np.argsort(lengths, kind="stable")
+    groups, start = [], 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or end - start == batch_size or lengths[order[end]] > slack * lengths[order[start]] + 2:
+            groups.append(order[start:end])
+            start = end
+    return groups

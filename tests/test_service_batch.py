@@ -49,3 +49,15 @@ def test_the_shadow_policy_decides_for_every_request_of_a_batch(service):
 
 def test_an_empty_batch_decides_nothing(service):
     assert service.route_many([]) == []
+
+
+def test_length_groups_keep_similar_lengths_together_and_cap_the_batch():
+    from router.features import length_groups
+
+    lengths = [30, 9, 10, 31, 9, 100, 11, 12]
+    groups = length_groups(lengths, batch_size=3)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))  # every row, once
+    assert all(len(g) <= 3 for g in groups)
+    for g in groups:  # padding within a group stays small: the longest row is within 1.25x + 2 of the shortest
+        assert max(lengths[i] for i in g) <= 1.25 * min(lengths[i] for i in g) + 2
+    assert [sorted(lengths[i] for i in g) for g in groups] == [[9, 9, 10], [11, 12], [30, 31], [100]]

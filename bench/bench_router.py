@@ -77,9 +77,13 @@ def decisions_per_s(service, total: int = 640, batch: int = 32) -> dict:
             "mean_prompt_tokens": round(tokens / total, 1)}
 
 
-def memory_of_ray() -> dict:
-    """RSS and PSS (shared pages split between processes) summed over every Ray process of this cluster."""
+def memory_of_ray(replica_pids: dict[int, str] | None = None) -> dict:
+    """RSS and PSS (shared pages split between processes) summed over every Ray process of this cluster, and
+    PSS by kind of process: each replica's deployment (replica_pids: pid -> deployment, from Serve), Serve's
+    controller and proxy, Ray's daemons."""
+    replica_pids = replica_pids or {}
     rss = pss = count = 0
+    by_kind: dict[str, float] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -87,15 +91,31 @@ def memory_of_ray() -> dict:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             if "ray" not in cmd or "bench_router" in cmd:
                 continue
-            for line in (proc / "smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-            count += 1
-        except (OSError, ValueError):
+            fields = dict(line.split(":", 1) for line in (proc / "smaps_rollup").read_text().splitlines()[1:])
+            proc_rss, proc_pss = (int(fields[k].split()[0]) for k in ("Rss", "Pss"))
+            rss, pss, count = rss + proc_rss, pss + proc_pss, count + 1
+            kind = replica_pids.get(int(proc.name)) or _process_kind(cmd)
+            by_kind[kind] = by_kind.get(kind, 0) + proc_pss / 1024**2
+        except (OSError, ValueError, KeyError):
             continue
-    return {"processes": count, "rss_gib": round(rss / 1024**2, 2), "pss_gib": round(pss / 1024**2, 2)}
+    return {"processes": count, "rss_gib": round(rss / 1024**2, 2), "pss_gib": round(pss / 1024**2, 2),
+            "pss_gib_by_kind": {k: round(v, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])}}
+
+
+def _process_kind(cmd: str) -> str:
+    """A Ray process's role from its title (a replica's title keeps only the end of its deployment's name)."""
+    for kind in ("ServeReplica", "ServeController", "ProxyActor", "DashboardAgent", "RuntimeEnvAgent", "dashboard",
+                 "gcs_server", "raylet", "log_monitor", "monitor.py"):
+        if kind in cmd:
+            return kind
+    return "other ray processes"
+
+
+def replica_pids(dashboard: str) -> dict[int, str]:
+    """pid -> deployment of every replica, from Serve's REST API."""
+    body = httpx.get(f"{dashboard}/api/serve/applications/", timeout=30).json()
+    return {int(r["pid"]): name for app in body.get("applications", {}).values()
+            for name, dep in (app.get("deployments") or {}).items() for r in dep.get("replicas") or [] if r.get("pid")}
 
 
 async def _load(url: str, body_for, total: int, concurrency: int) -> dict:
@@ -293,7 +313,7 @@ def bench_serve(n: int) -> dict:
                 http.post(f"{ens.base}/v1/route", json=body(PROMPTS[i % len(PROMPTS)])).raise_for_status()
                 samples.append((time.perf_counter() - t) * 1000)
             result["route_via_serve"] = percentiles(samples)
-            result["memory"] = memory_of_ray()
+            result["memory"] = memory_of_ray(replica_pids(ens.dashboard))
             speeds = {}
             for model in ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"):
                 runs = []

@@ -123,22 +123,38 @@ class Watcher(threading.Thread):
                         running.setdefault(r["deployment"], set()).add(r["pid"])
             except (httpx.HTTPError, ValueError):
                 continue  # the controller is busy or restarting: no sample this second
-            self.samples.append((time.monotonic(), running, healthz_green(self.ens.base)))
+            self.samples.append((time.monotonic(), running, healthz_green(self.ens.base), free_cpus()))
 
     def recovery(self, at: float, replaced: set, known_pids: frozenset) -> dict:
         """Seconds from a kill at `at` until every deployment in `replaced` has a new running replica, and until
         /healthz is green after that, or after red (0 when it never went red; None: not by the end of the watch)."""
         back_s = green_s = None
-        red_seen = False
-        for t, running, green in (s for s in self.samples if s[0] > at):
+        red_seen, waiting = False, []
+        for t, running, green, free in (s for s in self.samples if s[0] > at):
             if back_s is None and all(running.get(d, set()) - known_pids for d in replaced):
                 back_s = round(t - at, 1)
+            if back_s is None:  # what the cluster looked like while the replacement waited
+                waiting.append((free, sum(len(pids) for name, pids in running.items() if name in MODELS)))
             red_seen |= not green
             if green and green_s is None and (red_seen or back_s is not None):
                 green_s = round(t - at, 1)
         if not red_seen and any(s[0] > at for s in self.samples):
             green_s = 0.0
-        return {"replaced_after_s": back_s, "healthz_green_after_s": green_s, "healthz_red_seen": red_seen}
+        frees = [free for free, _ in waiting if free is not None]
+        return {"replaced_after_s": back_s, "healthz_green_after_s": green_s, "healthz_red_seen": red_seen,
+                # evidence for a slow replacement: no free CPU for it while other models' replicas ran
+                "while_waiting": {"min_free_cpus": min(frees, default=None),
+                                  "max_model_replicas": max((n for _, n in waiting), default=None)}}
+
+
+def free_cpus() -> float | None:
+    """Logical CPUs no actor or task holds, cluster-wide (what a new replica needs to be placed)."""
+    import ray
+
+    try:
+        return round(ray.available_resources().get("CPU", 0.0), 1)
+    except Exception:  # the GCS is briefly unreachable while a node dies: no figure this second
+        return None
 
 
 def kill_replica(ens, deployment: str) -> dict | None:

@@ -40,6 +40,24 @@ def test_the_cluster_profile_serves_the_default_policy_with_honest_cpus():
     assert "ready to deploy" in check_serve_config(CLUSTER_YAML)
 
 
+def test_the_cluster_profile_fits_the_cluster_it_is_measured_on():
+    """Every replica at its maximum fits the soak's 2 nodes, and every minimum fits one node: otherwise upscaled
+    replicas can hold the CPUs a crashed model's replacement needs, and Serve has no priorities between deployments."""
+    from router.serving.local_cluster import HEAD, WORKER
+
+    _, deployments = _deployments(CLUSTER_YAML)
+
+    def cpus(limit: str) -> float:
+        total = 0.0
+        for d in deployments.values():
+            scaling = d.get("autoscaling_config") or {}
+            total += d["ray_actor_options"]["num_cpus"] * scaling.get(limit, d.get("num_replicas", 1))
+        return total
+
+    assert cpus("max_replicas") <= HEAD["num_cpus"] + WORKER["num_cpus"]
+    assert cpus("min_replicas") <= min(HEAD["num_cpus"], WORKER["num_cpus"])
+
+
 @pytest.fixture(scope="module")
 def cluster(postgres_server, tmp_path_factory):  # noqa: F811
     name = f"cluster_{uuid.uuid4().hex[:8]}"

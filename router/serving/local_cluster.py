@@ -21,8 +21,8 @@ CLUSTER_CONFIG = PROJECT_ROOT / "serve_config.cluster.yaml"
 APP = "router"
 # the head holds the proxy, both ingress replicas (the router_gateway resource), the two specialists and two
 # model replicas; the worker up to three model replicas
-HEAD = {"num_cpus": 7, "resources": {"router_gateway": 2}}
-WORKER = {"num_cpus": 7, "node_ip_address": "127.0.0.1"}  # loopback only, like every node here
+HEAD = {"num_cpus": 11, "resources": {"router_gateway": 2}}
+WORKER = {"num_cpus": 11, "node_ip_address": "127.0.0.1"}  # loopback only, like every node here
 OBJECT_STORE = 80 * 1024**2
 
 

@@ -32,11 +32,15 @@ class LlamaCppBackend(ChatBackend):
     """One xllamacpp Server per process, kept for the life of the process (deleting one can hang)."""
 
     def __init__(self, entry: ModelEntry, weights_dir: Path | None = None, *, n_parallel: int = 2,
-                 slot_context: int = 4096, threads: int = 2):
+                 slot_context: int = 4096, threads: int = 2, mmap: bool = False):
         super().__init__(entry)
         path = verified_path(entry.weights[0], weights_dir)
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
+        # read into memory rather than mapped: llama.cpp repacks Q4_K weights into its own buffer, and a mapped
+        # file then stays resident beside that copy (the 1.5B: 2.0 GiB PSS mapped, 1.4 read; same tokens/s)
+        params.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_MMAP if mmap else \
+            xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
         params.n_parallel = n_parallel
         params.n_ctx = min(entry.context_length, slot_context) * n_parallel
         params.cpuparams.n_threads = threads

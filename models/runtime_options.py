@@ -13,6 +13,8 @@ class RuntimeOptions(BaseModel):
     n_parallel: int = Field(2, ge=1, le=64, description="slots per replica: concurrent requests batched together")
     slot_context: int = Field(4096, ge=256, description="context tokens per slot")
     threads: int = Field(2, ge=1, le=256, description="llama.cpp threads per replica: its num_cpus on a cluster")
+    mmap: bool = Field(False, description="map the weight file instead of reading it (costs memory when "
+                                          "llama.cpp repacks the weights, as for Q4_K on x86)")
 
 
 def runtime_for(args: dict[str, Any], model: str) -> dict[str, Any]:

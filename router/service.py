@@ -174,17 +174,6 @@ class RoutingService:
         shadowed = [r if r.model in shadow.policy.models else RouteRequest(r.text, r.input_tokens) for r in requests]
         return list(zip(decisions, rows, self.decide_many(shadow, rows, shadowed)))
 
-    def shadow_route(self, row, text: str, input_tokens: int, model: str = "auto") -> Decision | None:
-        """What the shadow policy would decide for the same features; None when there is no shadow."""
-        shadow = self.shadow
-        if shadow is None:
-            return None
-        request = RouteRequest(text, input_tokens, model if model in shadow.policy.models else "auto")
-        return self.decide_many(shadow, row[None, :], [request])[0]
-
-    def decide_on(self, live: LivePolicy, row, text: str, input_tokens: int, model: str = "auto") -> Decision:
-        return self.decide_many(live, row[None, :], [RouteRequest(text, input_tokens, model)])[0]
-
     def decide_many(self, live: LivePolicy, rows: np.ndarray, requests: Sequence["RouteRequest"]) -> list[Decision]:
         """The classifier on every row at once, then the pure policy decision for each."""
         predictions = live.classifier.predict(rows, [r.text for r in requests])

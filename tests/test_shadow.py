@@ -7,6 +7,7 @@ import pytest
 from models.yaml_source import ConfigError
 from router.offline.shadow import compare, summary_lines
 from router.policy import DEFAULT_POLICY_PATH, load_policy
+from router.service import RouteRequest
 from router.store import DecisionStore
 
 SMOL, CODER, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
@@ -28,12 +29,12 @@ def service():
 def test_the_shadow_decides_beside_the_live_policy_without_changing_it(service):
     large_only = _policy_data("large-only", models={LARGE: {}}, fallback=LARGE)
     assert service.apply_shadow(large_only).version == "large-only"
-    decision, row = service.route_with_features("hi there, how are you?", 8)
-    shadow = service.shadow_route(row, "hi there, how are you?", 8)
+    (decision, _, shadow), (pinned, _, pinned_shadow) = service.route_many(
+        [RouteRequest("hi there, how are you?", 8), RouteRequest("hi there", 8, SMOL)])
     assert decision.model == SMOL and service.live.policy.version == "live"
     assert shadow.model == LARGE and shadow.scores.keys() == decision.scores.keys()
     # a model the client named that the shadow does not serve is routed as auto there
-    assert service.shadow_route(row, "hi there", 8, model=SMOL).model == LARGE
+    assert pinned.model == SMOL and pinned_shadow.model == LARGE
 
 
 def test_a_refused_shadow_keeps_the_earlier_one_and_none_clears_it(service):
@@ -43,8 +44,7 @@ def test_a_refused_shadow_keeps_the_earlier_one_and_none_clears_it(service):
     assert service.shadow.policy.version == "candidate" and service.shadow_refused.version == "broken"
     assert service.live.policy.version == "live" and service.refused is None
     assert service.apply_shadow(None) is None and service.shadow is None
-    decision, row = service.route_with_features("hello", 2)
-    assert service.shadow_route(row, "hello", 2) is None
+    assert service.route_many([RouteRequest("hello", 2)])[0][2] is None
 
 
 def _row(request_id: str, chosen: str, shadow: str | None, cost: float) -> dict:

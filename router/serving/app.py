@@ -161,13 +161,13 @@ async def _first_answer(chain: list[str], policy, call, accept=None):
     turns down. Returns (model, result, failures), or an error response: 503 with Retry-After when a model is at
     capacity, or when none answered (replicas restarting after a fault are the usual cause, so a retry helps)."""
     failures = []
-    bound = policy.limits.max_request_s
-    deadline = None if bound is None else time.monotonic() + bound
+    request_s = policy.limits.max_request_s
+    deadline = None if request_s is None else time.monotonic() + request_s
     for position, model in enumerate(chain):
         timeout = _attempt_timeout(policy.models[model].timeout_s, deadline)
         if timeout is not None and timeout <= 0:
             failures.append(Failure(model, "timeout", f"{model} not tried: the request used its "
-                                                      f"max_request_s ({bound:g}s)"))
+                                                      f"max_request_s ({request_s:g}s)"))
             break
         try:
             result = await asyncio.wait_for(call(model), timeout)
@@ -177,7 +177,7 @@ async def _first_answer(chain: list[str], policy, call, accept=None):
         except asyncio.TimeoutError:
             own = policy.models[model].timeout_s
             failures.append(Failure(model, "timeout", f"{model} timed out after {own:g}s" if own == timeout else
-                                    f"{model} timed out: the request used its max_request_s ({bound:g}s)"))
+                                    f"{model} timed out: the request used its max_request_s ({request_s:g}s)"))
         except Exception as exc:
             if is_queue_wait(exc):  # busy past the policy's bound: a fast 503, as for a full queue
                 bound = policy.limits.max_queue_wait_s or 1

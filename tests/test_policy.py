@@ -101,7 +101,7 @@ def test_check_config_refuses_a_bad_serve_config_before_deploy(tmp_path, capsys)
     text = DEFAULT_POLICY_PATH.read_text()
     bad = (text.replace("fallback: qwen2.5-coder-1.5b", "fallback: gpt-9")
                .replace("encoder_threads: 2", "encoder_threads: 0")
-               .replace("- name: profanity-check", "- name: profanity-chek")
+               .replace("- name: smollm2-135m", "- name: smollm2-136m")
                .replace("    max_ongoing_requests: 64", "    max_ongoing_requests: lots"))
     path = tmp_path / "serve_config.yaml"
     path.write_text(bad)
@@ -109,7 +109,7 @@ def test_check_config_refuses_a_bad_serve_config_before_deploy(tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"serve_config.yaml:{_line(bad, 'fallback: gpt-9')}: fallback: 'gpt-9' must be one of" in err
     assert f":{_line(bad, 'encoder_threads: 0')}: applications.0.args.encoder_threads: 0 must be" in err
-    assert f":{_line(bad, 'profanity-chek')}: applications.0.deployments.5.name: the app has no deployment" in err
+    assert f":{_line(bad, 'smollm2-136m')}: applications.0.deployments.1.name: the app has no deployment" in err
     assert f":{_line(bad, 'max_ongoing_requests: lots')}: applications.0.deployments.0.max_ongoing_requests: Input should be" in err
 
 
@@ -188,3 +188,12 @@ def test_a_threshold_is_a_probability_and_auto_route_takes_a_model_out(tmp_path)
           qwen2.5-coder-1.5b: {}
         """)
     assert load_policy(off).models["smollm2-135m"].auto_route is False
+
+
+def test_check_config_refuses_the_specialists_as_deployments(tmp_path, capsys):
+    """They run inside the ingress now: a config that still lists one as a deployment is told so."""
+    text = DEFAULT_POLICY_PATH.read_text() + "      - name: minilm-l6-v2\n        num_replicas: 1\n"
+    path = tmp_path / "serve_config.yaml"
+    path.write_text(text)
+    assert main(["policy", "check-config", str(path)]) == 2
+    assert "the app has no deployment 'minilm-l6-v2'" in capsys.readouterr().err

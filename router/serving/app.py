@@ -32,7 +32,8 @@ from router.decision import (SUSPECTED_GADGET, Decision, apply_session_floor, bl
 from router.features import Encoder
 from router.serving.feedback import FeedbackRequest, RequestContext, decision_row
 from router.serving.last_good import LastGoodPolicy
-from router.serving.model_server import EmbeddingServer, ModelServer, ModerationServer
+from router.serving.model_server import ModelServer
+from router.serving.specialists import EmbeddingSpecialist, ModerationSpecialist
 from router.policy import DEFAULT_POLICY_PATH, load_policy
 from router.serving.schemas import (MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
                             ModerationRequest, chat_completion, completion_id, error_body, moderation_result,
@@ -197,19 +198,16 @@ async def _first_answer(chain: list[str], policy, call, accept=None):
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, max_queued_requests=256)
 @serve.ingress(api)
 class RouterIngress:
-    def __init__(self, model_handles: dict[str, DeploymentHandle], embedder: DeploymentHandle,
-                 moderator: DeploymentHandle, encoder_threads: int = 2, store_url: str | None = None,
-                 store_text: bool = False, record_decisions: bool = True):
+    def __init__(self, model_handles: dict[str, DeploymentHandle], encoder_threads: int = 2,
+                 store_url: str | None = None, store_text: bool = False, record_decisions: bool = True):
         self.handles = model_handles
-        self.embedder = embedder
-        self.moderator = moderator
+        self.embedder, self.moderator = EmbeddingSpecialist(), ModerationSpecialist()  # in-process: ms models
         # every answer, for /v1/feedback, monitoring and retraining; ROUTER_STORE_URL overrides the deployment's args
         self.store = DecisionStore(os.environ.get(URL_ENV) or store_url)
         self.store_text = store_text  # prompts and answers can hold personal data: off unless asked for
         self.record_decisions = record_decisions  # off only to measure what logging costs (make bench)
         # each answer's embedding and toxicity, after it is sent, in batches on a lowest-priority thread
-        self.describer = AnswerDescriber(lambda: Encoder(threads=1),
-                                         lambda texts: self.moderator.probabilities.remote(texts).result(),
+        self.describer = AnswerDescriber(lambda: self.embedder.encoder, self.moderator.probabilities,
                                          self.store.record)
         self.metrics = RouterMetrics()
         # 2 intra-op threads by default: the embedding is most of the decision (make bench times it)
@@ -260,9 +258,7 @@ class RouterIngress:
         """Ready when every model deployment has a running replica; 503 with the ones that have none. Serve's
         controller says so, not a call into each model: under load such a call queues behind the answers, and a
         busy ensemble would look dead to a load balancer."""
-        specialists = {self.service.catalogue.encoder.name: self.embedder,
-                       self.service.catalogue.moderation.name: self.moderator}
-        deployments = {**self.handles, **specialists}
+        deployments = self.handles  # the specialists live in this replica: it answering means they are loaded
         running = await asyncio.to_thread(_running_replicas)
         if running is not None:
             not_ready = [name for name in deployments if running.get(name, 0) < 1]
@@ -434,7 +430,7 @@ class RouterIngress:
         if body.dimensions not in (None, self.service.catalogue.encoder.dimensions):
             return _error(400, f"{name} makes {self.service.catalogue.encoder.dimensions}-dimensional vectors",
                           param="dimensions")
-        result = await self.embedder.embed.remote(body.texts())
+        result = await asyncio.to_thread(self.embedder.embed, body.texts())
         data = []
         for i, vector in enumerate(result["vectors"]):
             value = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode() \
@@ -453,7 +449,7 @@ class RouterIngress:
             return _error(404, f"model {body.model!r} does not moderate; use 'auto' or {name!r}", param="model",
                           code="model_not_found")
         texts = body.texts()
-        probabilities = await self.moderator.probabilities.remote(texts)
+        probabilities = await asyncio.to_thread(self.moderator.probabilities, texts)
         results = []
         for text, p in zip(texts, probabilities):
             if moderation_needs_large_model(p, policy):
@@ -634,8 +630,5 @@ def build_app(args: dict[str, Any] | None = None):
     handles = {name: ModelServer.options(name=name).bind(name, runtime_for(args, name)) for name in names}
     policy = load_policy(args.get("policy_file") or DEFAULT_POLICY_PATH)
     ingress = RouterIngress.options(user_config={"policy": policy.model_dump(mode="json", exclude_defaults=False)})
-    catalogue = load_catalogue()
-    return ingress.bind(handles, EmbeddingServer.options(name=catalogue.encoder.name).bind(),
-                        ModerationServer.options(name=catalogue.moderation.name).bind(),
-                        int(args.get("encoder_threads", 2)), args.get("store_url"), bool(args.get("store_text", False)),
-                        bool(args.get("record_decisions", True)))
+    return ingress.bind(handles, int(args.get("encoder_threads", 2)), args.get("store_url"),
+                        bool(args.get("store_text", False)), bool(args.get("record_decisions", True)))

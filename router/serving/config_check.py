@@ -73,7 +73,7 @@ def _check_router_app(app: dict, at: tuple, catalogue: Catalogue, source: str, r
     threads = args.get("encoder_threads", 2)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         found.append((at + ("args", "encoder_threads"), f"{threads!r} must be a whole number of at least 1"))
-    served = {INGRESS, *(m for m in models if isinstance(m, str)), catalogue.encoder.name, catalogue.moderation.name}
+    served = {INGRESS, *(m for m in models if isinstance(m, str))}  # the specialists run inside the ingress
     policy_data: Any = None
     policy_at: tuple = ()
     shadow_problems: list[str] = []

@@ -35,36 +35,3 @@ class ModelServer:
         async with slot(self.slots, deadline, self.name):
             async for delta in self.backend.stream(GenerationRequest(**request)):
                 yield dataclasses.asdict(delta)
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=16, max_queued_requests=64)
-class EmbeddingServer:
-    """The MiniLM sentence encoder as a task specialist: 384-d, L2-normalised embeddings."""
-
-    def __init__(self):
-        from router.features import Encoder
-
-        self.encoder = Encoder(threads=1)
-
-    def ready(self) -> str:
-        return "embeddings"
-
-    def embed(self, texts: list[str]) -> dict:
-        return {"vectors": self.encoder.encode(texts).tolist(),
-                "tokens": sum(self.encoder.count_tokens(t) for t in texts)}
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=32, max_queued_requests=128)
-class ModerationServer:
-    """The toxicity/profanity classifier as a task specialist."""
-
-    def __init__(self):
-        from models.moderation import ModerationModel
-
-        self.model = ModerationModel(load_catalogue().moderation)
-
-    def ready(self) -> str:
-        return "moderation"
-
-    def probabilities(self, texts: list[str]) -> list[float]:
-        return self.model.probabilities(texts)

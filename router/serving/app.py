@@ -537,14 +537,16 @@ class RouterIngress:
         try:
             routed = self.service.route_many(requests)
         except Exception:  # one bad request must not fail the batch: decide one at a time, so only it fails
-            if len(requests) == 1:
-                raise
-            routed = [self.service.route_many([r])[0] for r in requests]
+            routed = [self._route_alone(r, items[i][1]) for r, i in zip(requests, waiting)]
         out = [(None, error, None, None) for error, _ in checked]
         if requests:
             self.metrics.batched(len(requests))
         each_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
-        for i, (decision, row, shadow) in zip(waiting, routed):
+        for i, routed_one in zip(waiting, routed):
+            if isinstance(routed_one, JSONResponse):
+                out[i] = (None, routed_one, None, None)
+                continue
+            decision, row, shadow = routed_one
             self.metrics.decided(each_ms, decision.scores)
             if decision.model is None:
                 code = "suspected_gadget" if decision.rule == SUSPECTED_GADGET else "context_length_exceeded"
@@ -552,6 +554,15 @@ class RouterIngress:
             else:
                 out[i] = (decision, None, row[:-1], shadow)
         return out
+
+    def _route_alone(self, request: RouteRequest, context: contextvars.Context):
+        """One request decided on its own: its (decision, row, shadow), or a 500 naming what failed."""
+        try:
+            return self.service.route_many([request])[0]
+        except Exception as exc:
+            context.run(lambda: logger.exception("request %s: the routing decision failed", current_request_id()))
+            return _error(500, f"the routing decision failed: {type(exc).__name__}: {str(exc)[:200]}",
+                          "server_error", code="routing_failed")
 
     def _check(self, body: ChatCompletionRequest, live) -> tuple[JSONResponse | None, int]:
         """(an error response, 0) for a request the policy's limits refuse, else (None, its input tokens)."""

@@ -1,8 +1,9 @@
 """A black-box gadget search through the real ensemble's HTTP API, with the defence on: the gadget guard refusing
 flagged prompts (action reject) and routing details withheld (access.disclose_routing false), so the search sees
-only which model would answer and the 400s. On a small seeded set, a search from the router's own tokenizer words
-stays under issue 14's goal (<= 5% flips each way), most gadget prompts are refused, and no clean prompt is.
-README "Routing gadgets" has the full-size runs, and the plain-word search that still escalates."""
+only which model would answer and the 400s. On a small seeded set, a search for a 10-word gadget (the paper's
+length) from the router's own tokenizer words stays under issue 14's goal (<= 5% flips each way), most gadget
+prompts are refused, and no clean prompt is. README "Routing gadgets" has the full-size runs, and the shorter and
+plain-word gadgets that still get through (so those are measured there, not asserted here)."""
 import json
 import random
 

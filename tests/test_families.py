@@ -66,6 +66,33 @@ def test_selection_sees_only_the_training_rows(table_and_features):
     assert [r["aiq"] for r in everything.table] != [r["aiq"] for r in first.table]
 
 
+def test_ensemble_selection_adds_a_family_that_sees_what_the_best_one_misses():
+    """Hand-made out-of-fold scores: 'lr' knows the first half of the prompts, 'knn' the second, 'tfidf' is noise.
+    Greedy selection starts from the better single family, adds the one that covers the other half, and not the
+    noise."""
+    from router.offline.select import ensemble_members, sweep_aiq
+
+    rng = np.random.default_rng(0)
+    n = 400
+    small_ok = rng.random(n) < 0.5            # the small model is adequate on half the prompts
+    adequacy = np.c_[small_ok, np.ones(n)].astype(float)
+    scores, costs = adequacy.copy(), np.c_[np.full(n, 0.1), np.ones(n)]
+    noise = rng.random((n, 2))
+
+    def knows(rows):  # exact P on `rows`, noise elsewhere; the large model's P is a constant
+        p = np.where(rows, adequacy[:, 0] * 0.8 + 0.1, noise[:, 0])
+        return np.c_[p, np.full(n, 0.9)]
+
+    first, second = np.arange(n) < n * 0.55, np.arange(n) >= n * 0.55
+    oofs = [(name, {}, sweep_aiq(oof, scores, costs, ["small", "large"]), oof)
+            for name, oof in (("lr", knows(first)), ("knn", knows(second)),
+                              ("tfidf", np.c_[noise[:, 1], np.full(n, 0.9)]))]
+    assert oofs[0][2] > oofs[1][2] > oofs[2][2]
+    members = ensemble_members(oofs, adequacy, scores, costs, ["small", "large"])
+    assert [m["name"] for m in members] == ["lr", "knn"]
+    assert ensemble_members(oofs[:1], adequacy, scores, costs, ["small", "large"]) == []  # one family: nothing to add
+
+
 def test_a_forced_family_is_the_only_candidate(table_and_features):
     table, features, _ = table_and_features
     selection = select_family(table, features, np.arange(len(table)), family="tfidf", folds=3)

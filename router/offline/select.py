@@ -4,7 +4,9 @@ Folds are grouped by prompt text (a prompt that repeats never sits on both sides
 family's `grid` of settings) is fitted on k-1 folds and scores the held-out fold; the criterion is RouterBench's
 AIQ (router/offline/metrics.py) of the threshold sweep over those out-of-fold scores: the area under the
 cost-quality curve, so the choice rewards a router that is good at every price, not at one threshold. Ties go to
-the earlier candidate (simpler families come first). No test row is ever read here.
+the earlier candidate (simpler families come first). With `ensemble=True` (not the default: it did not win on
+RouteLLM's benchmarks), one more candidate joins: a blend of the single families that greedy ensemble selection
+picks on those out-of-fold scores, cross-validated like the rest. No test row is ever read here.
 """
 from __future__ import annotations
 
@@ -88,26 +90,89 @@ def sweep_aiq(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: 
 
 
 def select_family(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, family: str = AUTO,
-                  folds: int = 5, seed: int = 0) -> Selection:
-    """The family (and settings) to train on `rows`, chosen by cross-validation on `rows` alone."""
+                  folds: int = 5, seed: int = 0, ensemble: bool = False) -> Selection:
+    """The family (and settings) to train on `rows`, chosen by cross-validation on `rows` alone. `ensemble` (off:
+    it did not win on RouteLLM's benchmarks, README "What was tried") adds an ensemble-selected blend with auto."""
     if len(rows) < folds * 2:
         raise ValueError(f"{len(rows)} training rows are too few for {folds}-fold cross-validation")
     options = candidates(family)
     scores, costs = table.scores()[rows], table.costs()[rows]
-    best, best_aiq, best_oof, rows_out = None, -np.inf, None, []
-    for name, params in tqdm(options, desc="cross-validate", unit="candidate", disable=len(options) == 1):
+    best, best_aiq, best_oof, rows_out, oofs = None, -np.inf, None, [], []
+    with_ensemble = ensemble and family == AUTO
+    progress = tqdm(total=len(options) + with_ensemble, desc="cross-validate", unit="candidate",
+                    disable=len(options) == 1)
+
+    def score(name: str, params: dict, how: str) -> None:
+        nonlocal best, best_aiq, best_oof
         oof = out_of_fold(table, features, rows, name, params, folds, seed)
         value = sweep_aiq(oof, scores, costs, table.models)
         label = make_family(name, params).label()
-        rows_out.append({"family": name, "params": params, "label": label, "aiq": round(value, 6)})
+        rows_out.append({"family": name, "params": params, "label": label, "aiq": round(value, 6), "how": how})
+        oofs.append((name, params, value, oof))
         if value > best_aiq + 1e-12:
             best, best_aiq, best_oof = (name, params), value, oof
+        progress.update()
+
+    for name, params in options:
+        score(name, params, "grid")
+    if with_ensemble:  # near-equal families: an ensemble of them may beat the one that CV happens to rank first
+        members = ensemble_members(oofs, table.scores()[rows], scores, costs, table.models)
+        if len(members) > 1 and {"members": members} not in [p for n, p in options if n == "blend"]:
+            score("blend", {"members": members}, "ensemble selection")
+    progress.close()
     return Selection(best[0], best[1], CRITERION, folds, rows_out, best_oof)
+
+
+def ensemble_members(oofs: list[tuple], adequacy: np.ndarray, scores: np.ndarray, costs: np.ndarray,
+                     models: list[str]) -> list[dict]:
+    """Greedy forward ensemble selection (Caruana et al., ICML 2004) over each single family's best setting: start
+    from the best, add the family whose out-of-fold scores raise the blend's AIQ most, stop when none does. The
+    blend is the one `Blend` serves (mean quantile, then a per-model Platt scaling), here on the same out-of-fold
+    scores; the chosen members are then cross-validated as a real `blend` like any other candidate."""
+    best_of: dict[str, tuple] = {}
+    for name, params, value, oof in oofs:
+        if name != "blend" and (name not in best_of or value > best_of[name][1]):
+            best_of[name] = (params, value, oof)
+    ranked = sorted(best_of.items(), key=lambda kv: -kv[1][1])
+    if len(ranked) < 2:
+        return []
+    quantiles = {name: _column_quantiles(oof) for name, (_, _, oof) in ranked}
+    chosen, chosen_aiq = [ranked[0][0]], ranked[0][1][1]
+    while True:
+        trials = [(sweep_aiq(_platt_blend([quantiles[m] for m in chosen + [name]], adequacy), scores, costs, models),
+                   name) for name, _ in ranked if name not in chosen]
+        if not trials or max(trials)[0] <= chosen_aiq + 1e-6:
+            break
+        chosen_aiq, name = max(trials)
+        chosen.append(name)
+    return [{"name": name, "params": best_of[name][0]} for name in chosen]
+
+
+def _column_quantiles(probs: np.ndarray) -> np.ndarray:
+    """Each score's quantile among its model column's scores (as Blend's references do)."""
+    ranks = np.zeros(probs.shape)
+    for j in range(probs.shape[1]):
+        ordered = np.sort(probs[:, j])
+        ranks[:, j] = np.searchsorted(ordered, probs[:, j], side="right") / len(ordered)
+    return ranks
+
+
+def _platt_blend(member_quantiles: list[np.ndarray], adequacy: np.ndarray) -> np.ndarray:
+    from router.families.base import adequate_labels, fit_logistic, sigmoid
+
+    blended = np.mean(member_quantiles, axis=0)
+    labels = adequate_labels(adequacy)
+    out = np.zeros(blended.shape)
+    for j in range(blended.shape[1]):
+        coef, intercept = fit_logistic(blended[:, j:j + 1], labels[:, j], c=100.0)
+        out[:, j] = sigmoid(blended[:, j] * coef[0] + intercept)
+    return out
 
 
 def format_table(selection: Selection) -> str:
     lines = [f"cross-validation ({selection.folds} folds, grouped by prompt); criterion: {selection.criterion}"]
     for row in sorted(selection.table, key=lambda r: -r["aiq"]):
         mark = "*" if (row["family"], row["params"]) == (selection.family, selection.params) else " "
-        lines.append(f" {mark} {row['label']:<40} AIQ {row['aiq']:.4f}")
+        how = "  (ensemble selection)" if row.get("how") == "ensemble selection" else ""
+        lines.append(f" {mark} {row['label']:<40} AIQ {row['aiq']:.4f}{how}")
     return "\n".join(lines)

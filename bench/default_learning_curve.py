@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from router.families import make_family  # noqa: E402
 from router.features import Encoder  # noqa: E402
 from router.offline.calibrate import search  # noqa: E402
-from router.offline.outcomes import load_outcomes  # noqa: E402
+from router.offline.outcomes import load_outcomes, oracle_models  # noqa: E402
 from router.offline.report import choose  # noqa: E402
 from router.offline.select import out_of_fold  # noqa: E402
 from router.offline.train import fit_table, table_features  # noqa: E402
@@ -56,11 +56,8 @@ def at_thresholds(probs, scores, costs, thresholds) -> dict:
             "large_share": float((chosen == scores.shape[1] - 1).mean())}
 
 
-def oracle(scores, costs) -> dict:
-    """RouterBench's oracle: the cheapest model with the best score on each row."""
-    best = scores.max(axis=1, keepdims=True)
-    cost_if_best = np.where(scores >= best, costs, np.inf)
-    chosen = cost_if_best.argmin(axis=1)
+def oracle(scores, costs, models) -> dict:
+    chosen = np.array([models.index(m) for m in oracle_models(scores, costs, models)])
     rows = np.arange(len(scores))
     return {"cost_share": float(costs[rows, chosen].sum() / costs[:, -1].sum()),
             "quality_kept": float(scores[rows, chosen].mean() / scores[:, -1].mean())}
@@ -115,7 +112,7 @@ def run(table, features, test_size: int, sizes: list[int], seeds: list[int]) -> 
                          "best_threshold": {**at_thresholds(probs, scores[test], costs[test],
                                                             [best.thresholds[m] for m in models[:-1]]),
                                             "met": best.met_target},
-                         "oracle": oracle(scores[test], costs[test])})
+                         "oracle": oracle(scores[test], costs[test], models)})
     return rows_out
 
 

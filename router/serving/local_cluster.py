@@ -46,6 +46,14 @@ class ClusterEnsemble:
                               "pid": r.get("pid"), "actor_name": r.get("actor_name")})
         return found
 
+    def app_status(self) -> str | None:
+        """Serve's status of the app: RUNNING once every deployment has its target replicas running."""
+        try:
+            body = httpx.get(f"{self.dashboard}/api/serve/applications/", timeout=30).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return (body.get("applications", {}).get(APP) or {}).get("status")
+
     def head_node_id(self) -> str:
         return self.cluster.head_node.node_id
 
@@ -82,6 +90,8 @@ def local_cluster(config_path: Path = CLUSTER_CONFIG, ready_timeout: float = 900
         wait_for(lambda: http_ok(f"{ens.dashboard}/api/serve/applications/"), 180, "the Serve REST API")
         deploy_config(serve_config(http_port, config_path), ens.dashboard)
         wait_for(lambda: http_ok(f"{ens.base}/healthz"), ready_timeout, "the cluster ensemble to become ready", 1)
+        # /healthz is green with one ingress replica; the second may still be starting
+        wait_for(lambda: ens.app_status() == "RUNNING", ready_timeout, "every replica of the app to run", 1)
         ens.ready_after_s = time.perf_counter() - started
         yield ens
     finally:

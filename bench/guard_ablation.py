@@ -1,7 +1,7 @@
 """Would a different gadget guard close issue 14's gap? An ablation on the guard's training data, against the
 gadgets that the black-box searches found with the shipped guard on (bench/attack/*.json).
 
-    .venv/bin/python bench/guard_ablation.py --out bench   # about 1 minute; writes guard_ablation.md
+    .venv/bin/python bench/guard_ablation.py --out bench   # 2.5 min with a cold embedding cache; writes guard_ablation.md
 
 Every detector is fitted on the same rows as `router guard train` builds them (clean prompts against the same
 prompts behind the shipped guard's gadgets, mutated, and behind random word runs; router/offline/guard_train.py),

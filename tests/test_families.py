@@ -127,6 +127,39 @@ def test_offline_and_online_decisions_agree_row_by_row(table_and_features, tmp_p
     assert "qwen2.5-coder-0.5b" in online and "smollm2-135m" in online
 
 
+def test_offline_decisions_apply_the_gadget_guard_as_serving_does(table_and_features, tmp_path):
+    """With the policy's guard on, the what-if passes the guard's flags to the serving decision: a guard whose
+    threshold flags about half the prompts (action `cheapest`) changes decisions, and offline still equals online."""
+    from router.guard import GadgetGuard
+    from router.offline.pipeline import PolicyView
+    from router.policy import DEFAULT_POLICY_PATH, load_policy
+    from router.service import RoutingService
+
+    table, _, _ = table_and_features
+    base = load_policy(DEFAULT_POLICY_PATH)
+    service = RoutingService()
+    service.apply_policy(base.model_dump(mode="json"))
+    rows = [service.features(text) for text in table.prompts]
+    features, tokens = np.vstack([f for f, _ in rows]), np.array([t for _, t in rows])
+    guard = GadgetGuard.load(base.guard.artifact_path())
+    guard.threshold = float(np.median(guard.probability(features[:, :-1])))
+    guard.save(tmp_path / "guard.json")
+    policy = base.model_dump(mode="json")
+    policy["version"] = "guarded"
+    policy["guard"] = {"enabled": True, "action": "cheapest", "artifact": str(tmp_path / "guard.json")}
+    path = tmp_path / "policy.yaml"
+    path.write_text(json.dumps(policy))
+    unguarded = [service.route(text, int(n)).model for text, n in zip(table.prompts, tokens)]
+    service.apply_policy(policy)
+    online = [service.route(text, int(n)).model for text, n in zip(table.prompts, tokens)]
+    clf = service.live.classifier
+    view = PolicyView(str(path), table.models, clf, features, tokens)
+    offline = [table.models[j] for j in view.choose(clf.predict_proba(features, table.prompts))]
+    assert 0.3 < view.guard_share() < 0.7
+    assert offline == online
+    assert sum(a != b for a, b in zip(online, unguarded)) > 20  # the flags change decisions, so agreement means something
+
+
 def test_in_domain_prompts_pass_and_an_unseen_domain_goes_to_the_fallback(encoder):
     from router.decision import OUT_OF_DISTRIBUTION
     from router.policy import DEFAULT_POLICY_PATH, load_policy

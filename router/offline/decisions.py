@@ -23,14 +23,16 @@ def with_thresholds(policy: Policy, thresholds: dict[str, float]) -> Policy:
 
 
 def decide_rows(models: list[str], probs: np.ndarray, tasks: list[str], tokens, policy: Policy, catalogue: Catalogue,
-                ood_distances: np.ndarray | None = None, ood_threshold: float | None = None) -> np.ndarray:
-    """The column (index into `models`) that decide() picks for each row; a row too long for every model
-    counts as the fallback's."""
+                ood_distances: np.ndarray | None = None, ood_threshold: float | None = None,
+                suspected: np.ndarray | None = None) -> np.ndarray:
+    """The column (index into `models`) that decide() picks for each row. `suspected`: the gadget guard's flag per
+    row, as the serving path passes it. A row that gets no model (too long for every model, or refused by the
+    guard's `reject`) counts as the fallback's: the metrics score one model per row."""
     column = {m: j for j, m in enumerate(models)}
     chosen = np.empty(len(probs), dtype=int)
     for i, row in enumerate(probs):
         distance = None if ood_distances is None else float(ood_distances[i])
         decision = decide(dict(zip(models, map(float, row))), tasks[i], int(tokens[i]), policy, catalogue,
-                          distance, ood_threshold)
+                          distance, ood_threshold, suspected is not None and bool(suspected[i]))
         chosen[i] = column[decision.model or policy.fallback]
     return chosen

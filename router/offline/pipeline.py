@@ -107,6 +107,12 @@ class PolicyView:
         self.models, self.tokens = models, tokens
         self.tasks = [clf.tasks[i] for i in clf.predict_tasks(features).argmax(axis=1)]
         self.distances, self.threshold = clf.ood_distances(features), clf.ood_threshold
+        self.suspected = None  # the gadget guard's flags, when the policy turns it on (as the serving path does)
+        if self.policy.guard.enabled:
+            from router.guard import GadgetGuard
+
+            guard = GadgetGuard.load(self.policy.guard.artifact_path(), dims=self.catalogue.encoder.dimensions)
+            self.suspected = guard.flags(features[:, :-1])
 
     @property
     def thresholds(self) -> np.ndarray:
@@ -117,7 +123,10 @@ class PolicyView:
 
         policy = with_thresholds(self.policy, thresholds) if thresholds else self.policy
         return decide_rows(self.models, probs, self.tasks, self.tokens, policy, self.catalogue,
-                           self.distances if ood else None, self.threshold)
+                           self.distances if ood else None, self.threshold, self.suspected)
+
+    def guard_share(self) -> float | None:
+        return None if self.suspected is None else float(self.suspected.mean())
 
     def ood_share(self) -> float | None:
         if self.distances is None or not self.policy.ood.enabled:
@@ -156,6 +165,7 @@ def report_command(args) -> dict[str, Path]:
             chosen = view.choose(probs)
             report["what_if"].append({
                 "policy": view.path, "version": view.policy.version, "ood_share": view.ood_share(),
+                "guard_share": view.guard_share(), "guard_action": view.policy.guard.action,
                 **savings(chosen, test.scores(), test.costs(), len(test.models) - 1),
                 "shares": {m: float((chosen == j).mean()) for j, m in enumerate(test.models)}})
     distances = clf.ood_distances(features[test_rows])

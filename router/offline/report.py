@@ -209,10 +209,14 @@ def render_html(report: dict, png: Path) -> str:
     whatif = "".join(
         f"<tr><td>{html.escape(w['policy'])}</td><td>{html.escape(w['version'])}</td><td>{w['quality']:.3f}</td>"
         f"<td>{w['cost']:.4g}</td><td>{_pct(w['cost_saved'])}</td><td>{_pct(w['quality_kept'])}</td>"
-        f"<td>{', '.join(f'{m} {_pct(x)}' for m, x in w['shares'].items())}</td></tr>" for w in report.get("what_if", []))
-    whatif_html = ("<h2>Policy what-if</h2><p>Each policy's thresholds and eligibility on the same held-out prompts."
-                   "</p><table><tr><th>policy</th><th>version</th><th>quality</th><th>cost</th><th>cost saved</th>"
-                   f"<th>quality kept</th><th>share of calls</th></tr>{whatif}</table>") if whatif else ""
+        f"<td>{', '.join(f'{m} {_pct(x)}' for m, x in w['shares'].items())}</td>"
+        f"<td>{'off' if w.get('guard_share') is None else _pct(w['guard_share']) + ' ' + html.escape(w['guard_action'])}</td></tr>"
+        for w in report.get("what_if", []))
+    whatif_html = ("<h2>Policy what-if</h2><p>Each policy's thresholds and eligibility on the same held-out prompts. "
+                   "A prompt that gets no model (too long for all, or refused by the gadget guard) is counted at the "
+                   "fallback.</p><table><tr><th>policy</th><th>version</th><th>quality</th><th>cost</th>"
+                   "<th>cost saved</th><th>quality kept</th><th>share of calls</th><th>gadget guard: flagged, action"
+                   f"</th></tr>{whatif}</table>") if whatif else ""
     rob = report.get("robustness", {})
     robust_html = ""
     if rob.get("edits"):

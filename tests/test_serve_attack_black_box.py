@@ -34,15 +34,20 @@ def defended(ensemble):
         wait_for(lambda: ensemble.policy()["version"] == original["version"], 60, "the original policy")
 
 
-@pytest.mark.parametrize("direction", [UP, DOWN])
-def test_a_black_box_search_with_the_defence_on_stays_under_the_goal(defended, direction):
+@pytest.fixture(scope="module")
+def vocabulary():
     from router.features import Encoder
 
+    return token_vocabulary(Encoder(threads=1))
+
+
+@pytest.mark.parametrize("direction", [UP, DOWN])
+def test_a_black_box_search_with_the_defence_on_stays_under_the_goal(defended, vocabulary, direction):
     prompts = list(dict.fromkeys(load_outcomes("data/outcomes/default.csv").prompts))
     rng = random.Random(5)
     search = rng.sample([p for p in prompts if not held_out(p)], 8)
     test = rng.sample([p for p in prompts if held_out(p)], 40)
-    gadget = find_gadget(defended, search, direction, token_vocabulary(Encoder(threads=1)), length=10,
+    gadget = find_gadget(defended, search, direction, vocabulary, length=10,
                          candidates=12, seed=5, progress=False)
     rates = flip_rates(defended, test, gadget.text)
     assert rates["clean_small"] > 0 and rates["clean_large"] > 0, rates  # both directions can be measured

@@ -158,15 +158,13 @@ def _column_quantiles(probs: np.ndarray) -> np.ndarray:
 
 
 def _platt_blend(member_quantiles: list[np.ndarray], adequacy: np.ndarray) -> np.ndarray:
-    from router.families.base import adequate_labels, fit_logistic, sigmoid
+    from router.families.base import adequate_labels, sigmoid
+    from router.families.blend import _platt  # Blend's own per-model scaling
 
     blended = np.mean(member_quantiles, axis=0)
     labels = adequate_labels(adequacy)
-    out = np.zeros(blended.shape)
-    for j in range(blended.shape[1]):
-        coef, intercept = fit_logistic(blended[:, j:j + 1], labels[:, j], c=100.0)
-        out[:, j] = sigmoid(blended[:, j] * coef[0] + intercept)
-    return out
+    platt = np.vstack([_platt(blended[:, j], labels[:, j]) for j in range(blended.shape[1])])
+    return sigmoid(blended * platt[:, 0] + platt[:, 1])
 
 
 def format_table(selection: Selection) -> str:

@@ -19,6 +19,8 @@ class Encoder:
         entry = entry or load_catalogue().encoder
         model_file, tokenizer_file = (verified_path(w, weights_dir) for w in entry.weights)
         self.max_tokens = entry.max_input_tokens
+        # what the embeddings depend on: the pinned files and the truncation (keys the offline embedding cache)
+        self.fingerprint = "-".join(w.sha256[:16] for w in entry.weights) + f"-{self.max_tokens}"
         self.dimensions = entry.dimensions
         self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self.tokenizer.no_padding()

@@ -1,5 +1,6 @@
 """Router families behind one contract: JSON round trips, cross-validated selection that sees only training rows,
 one decision offline and online, out-of-distribution prompts, and bad input."""
+import copy
 import json
 
 import numpy as np
@@ -199,3 +200,17 @@ def test_an_unknown_family_and_an_older_artifact_get_clear_errors(tmp_path, caps
     with pytest.raises(SystemExit) as exited:  # argparse refuses it with usage and exit code 2
         main(["train", "--table", TABLE, "--out", str(tmp_path / "r.json"), "--ood-quantile", "1.5"])
     assert exited.value.code == 2 and "must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_the_embedding_cache_never_hands_one_encoders_vectors_to_another(encoder, tmp_path, monkeypatch):
+    from router.offline.train import embed
+
+    monkeypatch.setenv("ROUTER_EMBEDDING_CACHE", str(tmp_path))
+    texts = ["what is the capital of France?", "write a python function that sorts a list"]
+    first, _ = embed(texts, encoder)
+    assert np.allclose(embed(texts, encoder)[0], first)  # the same encoder reads its cache
+    # stands in for another encoder model (a new catalogue entry): other files, other vectors
+    other = copy.copy(encoder)
+    other.fingerprint = encoder.fingerprint + "-other"
+    other.encode = lambda chunk: np.zeros((len(chunk), encoder.dimensions), np.float32)
+    assert not embed(texts, other)[0].any()

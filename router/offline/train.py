@@ -29,7 +29,8 @@ def embed(texts: list[str], encoder: Encoder, desc: str = "embed") -> tuple[np.n
     vectors, counts = [], []
     for start in tqdm(range(0, len(texts), CHUNK), desc=desc, unit="chunk", disable=len(texts) <= CHUNK):
         chunk = texts[start:start + CHUNK]
-        key = hashlib.sha256(("\x00".join(chunk) + f"|{encoder.max_tokens}").encode()).hexdigest()[:32]
+        # keyed by the encoder's files too: embeddings cached under another encoder must never be reused
+        key = hashlib.sha256(("\x00".join(chunk) + f"|{encoder.fingerprint}").encode()).hexdigest()[:32]
         path = directory / f"{key}.npz"
         if path.exists():
             with np.load(path, allow_pickle=False) as cached:

@@ -86,6 +86,27 @@ class Guard(BaseModel):
         return path if path.is_absolute() else PROJECT_ROOT / path
 
 
+class Escalation(BaseModel):
+    """A cap on how often one client's requests go to the fallback: a routing gadget (or a pinned model) that
+    sends every request to the large model costs the operator at most this share of that client's traffic."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="cap each client's share of requests that go to the fallback "
+                                             "(rule escalation_budget)")
+    max_fallback_share: float = Field(0.8, gt=0, le=1, description="a client whose recent requests went to the "
+                                      "fallback this often or more gets `action` for its next fallback request")
+    window_s: float = Field(3600.0, gt=0, le=7 * 86400, description="recent: the client's requests in this many "
+                            "seconds (answered ones only; a refused request is not counted)")
+    min_requests: int = Field(20, ge=1, le=10_000, description="a client with fewer recent requests is not capped")
+    action: Literal["cheapest", "reject"] = Field(
+        "cheapest", description="past the cap, a request bound for the fallback goes to the cheapest eligible "
+                                "model, or is refused with a 429 (a request that names the fallback is always "
+                                "refused, never answered by another model)")
+    client: Literal["address", "user"] = Field(
+        "address", description="who a client is: the caller's network address, or the request's `user` field "
+                               "(for an application that passes its end users' ids; clients can choose it freely)")
+
+
 class Access(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -144,6 +165,7 @@ class Policy(BaseModel):
     moderation: Moderation = Field(default_factory=Moderation)
     ood: OutOfDistribution = Field(default_factory=OutOfDistribution)
     guard: Guard = Field(default_factory=Guard)
+    escalation: Escalation = Field(default_factory=Escalation)
     monitor: Monitor = Field(default_factory=Monitor, description="thresholds of `router monitor` (drift, problem regions)")
     session_keeps_tier: bool = Field(True, description="a conversation (x-session-id header or `user`) never drops "
                                                        "below the costliest model it has used")

@@ -25,6 +25,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from router.serving import replica
+from router.serving.budget import EscalationBudget
 from router.serving.describer import AnswerDescriber
 from router.serving.disclosure import OPERATOR_HEADER, may_see_routing, shown_body, shown_headers
 from router.decision import (SUSPECTED_GADGET, Decision, apply_session_floor, blended_cost, fallback_chain, large_model_flags,
@@ -210,6 +211,7 @@ class RouterIngress:
         self.describer = AnswerDescriber(lambda: self.embedder.encoder, self.moderator.probabilities,
                                          self.store.record)
         self.metrics = RouterMetrics()
+        self.budget = EscalationBudget()  # each client's recent requests on this replica (policy `escalation`)
         # 2 intra-op threads by default: the embedding is most of the decision (make bench times it)
         self.service = RoutingService(Encoder(threads=encoder_threads))
         # decisions run here, one at a time (the encoder already uses the cores), never on the event loop:
@@ -340,6 +342,11 @@ class RouterIngress:
         decision, error, _, _ = await self._decide(body)
         if error is not None:
             return error
+        policy = self.service.live.policy  # what an answer would get; asking counts in no budget
+        decision, refused = self.budget.check(decision, self.budget.client_of(request, body.user, policy), policy,
+                                              record=False)
+        if refused is not None:
+            return refused
         disclose = self._disclose(request)
         return JSONResponse(shown_body({**decision.as_dict(), "policy_version": self.service.live.policy.version},
                                        disclose),
@@ -361,6 +368,10 @@ class RouterIngress:
             floor = max((m for m in used if m in policy.models), key=lambda m: blended_cost(m, policy, catalogue),
                         default=None)
             decision = apply_session_floor(decision, floor, policy, catalogue)
+        decision, refused = self.budget.check(decision, self.budget.client_of(request, body.user, policy), policy,
+                                              record=True)
+        if refused is not None:
+            return refused
         generation = {"messages": body.as_plain_messages(),
                       "max_tokens": min(body.output_budget(), policy.limits.max_output_tokens),
                       "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop, "seed": body.seed}
@@ -385,6 +396,10 @@ class RouterIngress:
         if error is not None:
             return error
         policy = self.service.live.policy
+        decision, refused = self.budget.check(decision, self.budget.client_of(request, body.user, policy), policy,
+                                              record=True)
+        if refused is not None:
+            return refused
         asked = RequestContext(current_request_id(), body.prompt, "completions", None, embedding, shadow=shadow,
                                shadow_version=self._shadow_version(), disclose=self._disclose(request))
         generation = {"messages": [], "prompt": body.prompt,

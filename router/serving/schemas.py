@@ -205,6 +205,7 @@ class CompletionRequest(JsonBody):
     stop: str | list[str] | None = None
     seed: StrictInt | None = None
     stream: StrictBool = False
+    user: str | None = Field(None, max_length=MAX_ID_CHARS, description="the end user (policy escalation.client)")
 
     @field_validator("prompt")
     @classmethod

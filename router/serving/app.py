@@ -343,8 +343,7 @@ class RouterIngress:
         if error is not None:
             return error
         policy = self.service.live.policy  # what an answer would get; asking counts in no budget
-        decision, refused = self.budget.check(decision, self.budget.client_of(request, body.user, policy), policy,
-                                              record=False)
+        decision, refused = self.budget.check(decision, request, body.user, policy, record=False)
         if refused is not None:
             return refused
         disclose = self._disclose(request)
@@ -368,8 +367,7 @@ class RouterIngress:
             floor = max((m for m in used if m in policy.models), key=lambda m: blended_cost(m, policy, catalogue),
                         default=None)
             decision = apply_session_floor(decision, floor, policy, catalogue)
-        decision, refused = self.budget.check(decision, self.budget.client_of(request, body.user, policy), policy,
-                                              record=True)
+        decision, refused = self.budget.check(decision, request, body.user, policy, record=True)
         if refused is not None:
             return refused
         generation = {"messages": body.as_plain_messages(),
@@ -396,8 +394,7 @@ class RouterIngress:
         if error is not None:
             return error
         policy = self.service.live.policy
-        decision, refused = self.budget.check(decision, self.budget.client_of(request, body.user, policy), policy,
-                                              record=True)
+        decision, refused = self.budget.check(decision, request, body.user, policy, record=True)
         if refused is not None:
             return refused
         asked = RequestContext(current_request_id(), body.prompt, "completions", None, embedding, shadow=shadow,

@@ -22,11 +22,14 @@ class EscalationBudget:
             return f"user:{user}"
         return f"address:{request.client.host if request.client else 'unknown'}"
 
-    def check(self, decision: Decision, client: str, policy: Policy, record: bool) -> tuple[Decision, JSONResponse | None]:
-        """(the decision within the client's budget, None), or (it, a 429) when it is refused. `record`: the
-        request will be answered, so it counts in the client's window (/v1/route only asks)."""
+    def check(self, decision: Decision, request: Request, user: str | None, policy: Policy,
+              record: bool) -> tuple[Decision, JSONResponse | None]:
+        """(the decision within the client's budget, None), or (it, a 429) when it is refused. `user`: the body's
+        `user` field. `record`: the request will be answered, so it counts in the client's window (/v1/route
+        only asks)."""
         if not policy.escalation.enabled:
             return decision, None
+        client = self.client_of(request, user, policy)
         now, window_s = time.time(), policy.escalation.window_s
         decided = within_budget(decision, self.windows.recent(client, now, window_s), policy)
         if decided.model is None and decided.rule == ESCALATION_BUDGET:

@@ -1,6 +1,6 @@
 """The escalation budget on the real ensemble (policy `escalation`): once a client's recent requests went to the
 large model at the policy's cap, its next large-bound request is answered by the cheapest eligible model, a request
-that names the large model gets a 429 with Retry-After, another client is untouched, and /v1/route counts nothing."""
+that names the large model gets a 429 with Retry-After, another client is untouched, /v1/route counts nothing, and the refusal counts in router_refusals."""
 import json
 import uuid
 
@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from router.serving.local_ensemble import wait_for
+from router.serving.local_ensemble import metric_value, wait_for
 
 pytestmark = pytest.mark.serve
 
@@ -22,8 +22,17 @@ def ask(client, user: str, model: str = "auto", text: str = HARD):
     return raw.parse().model, raw.headers["x-router-rule"]
 
 
+def refusals(ensemble) -> float:
+    try:
+        text = httpx.get(ensemble.metrics, timeout=10).text
+    except httpx.HTTPError:
+        return 0
+    return metric_value(text, "ray_router_refusals", code="escalation_budget") or 0
+
+
 def test_a_client_at_its_cap_is_served_by_a_small_model_and_others_are_not(ensemble, client):
     alice, bob = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("alice", "bob"))  # fresh clients and sessions
+    refusals_before = refusals(ensemble)
     original = ensemble.policy()["policy"]
     capped = json.loads(json.dumps(original))
     capped["version"] = "escalation-capped"
@@ -44,6 +53,7 @@ def test_a_client_at_its_cap_is_served_by_a_small_model_and_others_are_not(ensem
             ask(client, alice, LARGE)
         assert refused.value.code == "escalation_budget" and int(refused.value.response.headers["retry-after"]) >= 1
         assert "2 of this client's 3 requests" in refused.value.message
+        wait_for(lambda: refusals(ensemble) >= refusals_before + 1, 120, "the 429 in router_refusals", 2)
         assert ask(client, bob) == (LARGE, "fallback_no_confident_model")  # another client is not capped
         route = httpx.post(f"{ensemble.base}/v1/route", json={"model": "auto", "user": alice,
                                                                "messages": [{"role": "user", "content": HARD}]},

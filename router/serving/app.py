@@ -211,7 +211,8 @@ class RouterIngress:
         self.describer = AnswerDescriber(lambda: self.embedder.encoder, self.moderator.probabilities,
                                          self.store.record)
         self.metrics = RouterMetrics()
-        self.budget = EscalationBudget()  # each client's recent requests on this replica (policy `escalation`)
+        # each client's recent requests on this replica (policy `escalation`); its refusals count in the metrics
+        self.budget = EscalationBudget(self.metrics.refused_request)
         # 2 intra-op threads by default: the embedding is most of the decision (make bench times it)
         self.service = RoutingService(Encoder(threads=encoder_threads))
         # decisions run here, one at a time (the encoder already uses the cores), never on the event loop:
@@ -562,6 +563,7 @@ class RouterIngress:
             self.metrics.decided(each_ms, decision.scores)
             if decision.model is None:
                 code = "suspected_gadget" if decision.rule == SUSPECTED_GADGET else "context_length_exceeded"
+                self.metrics.refused_request(code)
                 out[i] = (None, _error(400, decision.reason, param="messages", code=code), None, None)
             else:
                 out[i] = (decision, None, row[:-1], shadow)

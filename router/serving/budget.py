@@ -2,6 +2,7 @@
 is, and its recent requests on this replica. With several ingress replicas each sees a sample of a client's
 requests, so the cap holds on each replica's share of them, not exactly over all."""
 import time
+from typing import Callable
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -13,8 +14,9 @@ from router.serving.schemas import error_body
 
 
 class EscalationBudget:
-    def __init__(self):
+    def __init__(self, on_refusal: Callable[[str], None] = lambda code: None):
         self.windows = ClientWindows()
+        self.on_refusal = on_refusal  # the refusals metric, by error code
 
     @staticmethod
     def client_of(request: Request, user: str | None, policy: Policy) -> str:
@@ -34,6 +36,7 @@ class EscalationBudget:
         decided = within_budget(decision, self.windows.recent(client, now, window_s), policy)
         if decided.model is None and decided.rule == ESCALATION_BUDGET:
             retry = str(self.windows.retry_after(client, now, window_s))
+            self.on_refusal(ESCALATION_BUDGET)
             return decided, JSONResponse(error_body(decided.reason, "rate_limit_error", "model", ESCALATION_BUDGET),
                                          status_code=429, headers={"retry-after": retry})
         if record and decided.model is not None:

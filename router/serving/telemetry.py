@@ -15,6 +15,7 @@ NAMES = {
     "feedback": "router_feedback",
     "policy_refused": "router_policy_refused",
     "decision_batch": "router_decision_batch_size",
+    "refusals": "router_refusals",
 }
 
 
@@ -40,8 +41,14 @@ class RouterMetrics:
         self.feedback_count = metrics.Counter(NAMES["feedback"], "feedback on answers, by the model that answered "
                                               "and the verdict (score >= 0.5 is good)", tag_keys=("model", "verdict"))
 
+        self.refusals = metrics.Counter(NAMES["refusals"], "requests the policy refused, by error code: the gadget "
+                                        "guard (suspected_gadget), the escalation budget, input too long",
+                                        tag_keys=("code",))
         self.refused = metrics.Gauge(NAMES["policy_refused"], "1 while a refused policy edit is pending (the live "
                                      "policy is not the one Serve holds); 0 once a valid edit is live")
+
+    def refused_request(self, code: str) -> None:
+        self.refusals.inc(tags={"code": code})
 
     def policy_refused(self, refused: bool) -> None:
         self.refused.set(1 if refused else 0)

@@ -234,8 +234,8 @@ def write_results(out: Path, df: pd.DataFrame, latency: dict, chosen: str, picke
                          f"{r.cpt50:.1f}% | {r.cpt80:.1f}% | {lat} |")
     if picked:
         lines += ["", "Families picked by `router train --family auto` (cross-validation on each seed's training split):",
-                  "", "| benchmark | seed | family |", "|---|---|---|"]
-        lines += [f"| {p['benchmark']} | {p['seed']} | {p['family']} |" for p in picked]
+                  "", "| benchmark | seed | variant | family |", "|---|---|---|---|"]
+        lines += [f"| {p['benchmark']} | {p['seed']} | {p.get('variant', '')} | {p['family']} |" for p in picked]
     (out / "results.json").write_text(json.dumps({"per_seed": df.to_dict("records"), "latency_ms": latency,
                                                   "router": chosen, "families_picked": list(picked),
                                                   "protocol": __doc__}, indent=1))

@@ -214,3 +214,14 @@ def test_the_embedding_cache_never_hands_one_encoders_vectors_to_another(encoder
     other.fingerprint = encoder.fingerprint + "-other"
     other.encode = lambda chunk: np.zeros((len(chunk), encoder.dimensions), np.float32)
     assert not embed(texts, other)[0].any()
+
+
+def test_the_selection_criterion_is_the_area_under_the_sweeps_own_points_not_its_hull():
+    from router.offline import metrics as M
+    from router.offline.select import curve_area
+
+    # a dip at cost 2: the hull lifts it onto the chord from (0, 0) to (3, 3), a threshold router cannot
+    dipped = np.array([[0, 0], [1, 1], [2, 0.5], [3, 3]], dtype=float)
+    assert curve_area(dipped) == pytest.approx((0.5 + 0.75 + 1.75) / 3)  # trapezoids over the points, / max cost
+    assert M.aiq([dipped])[0] == pytest.approx((0.5 + 1.5 + 2.5) / 3)
+    assert curve_area(dipped[::-1]) == curve_area(dipped)  # the points' order does not matter

@@ -16,7 +16,6 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from router.offline.outcomes import OutcomeTable
 from router.offline.report import choose
 
 GRID = np.round(np.arange(0.05, 1.0, 0.05), 2)

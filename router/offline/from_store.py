@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from models.catalogue import Catalogue
 from router.classifier import feature_matrix, file_sha256
 from router.offline.outcomes import COST, OutcomeTable, validate_frame
-from router.offline.select import CRITERION, Selection, candidates, out_of_fold, sweep_aiq
+from router.offline.select import CRITERION, Selection, candidates, out_of_fold, sweep_measures
 
 NEIGHBOURS = 5
 NEUTRAL = 0.5  # 3 stars: neither a like nor a dislike
@@ -250,9 +250,10 @@ def select_among(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, op
     best, best_aiq, best_oof, table_rows = None, -np.inf, None, []
     for name, params in options:
         oof = out_of_fold(table, features, rows, name, params, folds, seed)
-        value = sweep_aiq(oof, scores, costs, table.models)
+        measures = sweep_measures(oof, scores, costs, table.models)
+        value = measures["area"]
         table_rows.append({"family": name, "params": params, "label": make_family(name, params).label(),
-                           "aiq": round(value, 6)})
+                           "area": round(measures["area"], 6), "aiq": round(measures["aiq"], 6)})
         if value > best_aiq + 1e-12:
             best, best_aiq, best_oof = (name, params), value, oof
     return Selection(best[0], best[1], CRITERION + "; embedding families only (store rows without text)", folds,

@@ -246,12 +246,15 @@ def render_html(report: dict, png: Path) -> str:
                 f"threshold ({ood['threshold']:.3f}, 1 - cosine similarity): <b>{_pct(ood['share_flagged'])}</b>. "
                 "With the policy's <code>ood.enabled</code> they go to the fallback.</p>"
                 ) if ood.get("share_flagged") is not None else ""
-    cv_rows = "".join(f"<tr><td>{html.escape(r['label'])}{' (chosen)' if (r['family'], r['params']) == (selection['family'], selection['params']) else ''}"
-                      f"</td><td>{r['aiq']:.4f}</td></tr>" for r in sorted(selection.get("cross_validation", []),
-                                                                          key=lambda r: -r["aiq"]))
+    def cv_row(r: dict) -> str:
+        chosen = " (chosen)" if (r["family"], r["params"]) == (selection["family"], selection["params"]) else ""
+        area = f"{r['area']:.4f}" if "area" in r else "-"  # artifacts from before the area criterion have AIQ only
+        return f"<tr><td>{html.escape(r['label'])}{chosen}</td><td>{area}</td><td>{r['aiq']:.4f}</td></tr>"
+    cv_rows = "".join(cv_row(r) for r in sorted(selection.get("cross_validation", []),
+                                                 key=lambda r: -r.get("area", r["aiq"])))
     selection_html = (f"<h2>Router family</h2><p>Chosen by {selection['folds']}-fold cross-validation on the training "
                       f"split alone; criterion: {html.escape(selection['criterion'])}.</p><table><tr><th>candidate</th>"
-                      f"<th>AIQ</th></tr>{cv_rows}</table>") if cv_rows else ""
+                      f"<th>area</th><th>AIQ</th></tr>{cv_rows}</table>") if cv_rows else ""
     image = base64.b64encode(png.read_bytes()).decode()
     meta = html.escape(json.dumps(report.get("data", {}), indent=1))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(report.get('title', 'routing report'))}</title>

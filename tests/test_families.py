@@ -89,9 +89,9 @@ def test_ensemble_selection_adds_a_family_that_sees_what_the_best_one_misses():
             for name, oof in (("lr", knows(first)), ("knn", knows(second)),
                               ("tfidf", np.c_[noise[:, 1], np.full(n, 0.9)]))]
     assert oofs[0][2] > oofs[1][2] > oofs[2][2]
-    members = ensemble_members(oofs, adequacy, scores, costs, ["small", "large"])
+    members = ensemble_members(oofs, adequacy, scores, costs, ["small", "large"], "aiq")
     assert [m["name"] for m in members] == ["lr", "knn"]
-    assert ensemble_members(oofs[:1], adequacy, scores, costs, ["small", "large"]) == []  # one family: nothing to add
+    assert ensemble_members(oofs[:1], adequacy, scores, costs, ["small", "large"], "aiq") == []  # nothing to add
 
 
 def test_a_forced_family_is_the_only_candidate(table_and_features):

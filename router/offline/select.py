@@ -143,7 +143,7 @@ def select_family(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, f
     for name, params in options:
         score(name, params, "grid")
     if with_ensemble:  # near-equal families: an ensemble of them may beat the one that CV happens to rank first
-        members = ensemble_members(oofs, table.scores()[rows], scores, costs, table.models)
+        members = ensemble_members(oofs, table.scores()[rows], scores, costs, table.models, criterion)
         if len(members) > 1 and {"members": members} not in [p for n, p in options if n == "blend"]:
             score("blend", {"members": members}, "ensemble selection")
     progress.close()
@@ -151,9 +151,10 @@ def select_family(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, f
 
 
 def ensemble_members(oofs: list[tuple], adequacy: np.ndarray, scores: np.ndarray, costs: np.ndarray,
-                     models: list[str]) -> list[dict]:
+                     models: list[str], criterion: str = "area") -> list[dict]:
     """Greedy forward ensemble selection (Caruana et al., ICML 2004) over each single family's best setting: start
-    from the best, add the family whose out-of-fold scores raise the blend's AIQ most, stop when none does. The
+    from the best, add the family whose out-of-fold scores raise the blend's `criterion` (the selection's: its
+    values in `oofs` are on the same scale) most, stop when none does. The
     blend is the one `Blend` serves (mean quantile, then a per-model Platt scaling), here on the same out-of-fold
     scores; the chosen members are then cross-validated as a real `blend` like any other candidate."""
     best_of: dict[str, tuple] = {}
@@ -166,8 +167,8 @@ def ensemble_members(oofs: list[tuple], adequacy: np.ndarray, scores: np.ndarray
     quantiles = {name: _column_quantiles(oof) for name, (_, _, oof) in ranked}
     chosen, chosen_aiq = [ranked[0][0]], ranked[0][1][1]
     while True:
-        trials = [(sweep_aiq(_platt_blend([quantiles[m] for m in chosen + [name]], adequacy), scores, costs, models),
-                   name) for name, _ in ranked if name not in chosen]
+        trials = [(sweep_measures(_platt_blend([quantiles[m] for m in chosen + [name]], adequacy), scores, costs,
+                                  models)[criterion], name) for name, _ in ranked if name not in chosen]
         if not trials or max(trials)[0] <= chosen_aiq + 1e-6:
             break
         chosen_aiq, name = max(trials)

@@ -325,7 +325,8 @@ def test_metric_names_appear_on_rays_metrics_endpoint_after_traffic(ensemble, cl
                      "fallbacks": "router_fallbacks", "confidence": "router_classifier_confidence",
                      "cost": "router_cost_dollars", "tokens": "router_tokens",
                      "escalations": "router_cascade_escalations", "feedback": "router_feedback",
-                     "policy_refused": "router_policy_refused", "decision_batch": "router_decision_batch_size"}
+                     "policy_refused": "router_policy_refused", "decision_batch": "router_decision_batch_size",
+                     "refusals": "router_refusals"}
     expected = ["ray_router_decision_latency_ms_bucket", "ray_router_requests", "ray_router_classifier_confidence_bucket",
                 "ray_router_cost_dollars", "ray_router_tokens", "ray_router_decision_batch_size_bucket"]
 

@@ -247,15 +247,15 @@ def select_among(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, op
     if len(rows) < folds * 2:
         raise ValueError(f"{len(rows)} training rows are too few for {folds}-fold cross-validation")
     scores, costs = table.scores()[rows], table.costs()[rows]
-    best, best_aiq, best_oof, table_rows = None, -np.inf, None, []
+    best, best_value, best_oof, table_rows = None, -np.inf, None, []
     for name, params in options:
         oof = out_of_fold(table, features, rows, name, params, folds, seed)
         measures = sweep_measures(oof, scores, costs, table.models)
         value = measures["area"]
         table_rows.append({"family": name, "params": params, "label": make_family(name, params).label(),
                            "area": round(measures["area"], 6), "aiq": round(measures["aiq"], 6)})
-        if value > best_aiq + 1e-12:
-            best, best_aiq, best_oof = (name, params), value, oof
+        if value > best_value + 1e-12:
+            best, best_value, best_oof = (name, params), value, oof
     return Selection(best[0], best[1], CRITERION + "; embedding families only (store rows without text)", folds,
                      table_rows, best_oof)
 

@@ -122,13 +122,13 @@ def select_family(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, f
         raise ValueError(f"{len(rows)} training rows are too few for {folds}-fold cross-validation")
     options = candidates(family)
     scores, costs = table.scores()[rows], table.costs()[rows]
-    best, best_aiq, best_oof, rows_out, oofs = None, -np.inf, None, [], []
+    best, best_value, best_oof, rows_out, oofs = None, -np.inf, None, [], []
     with_ensemble = ensemble and family == AUTO
     progress = tqdm(total=len(options) + with_ensemble, desc="cross-validate", unit="candidate",
                     disable=len(options) == 1)
 
     def score(name: str, params: dict, how: str) -> None:
-        nonlocal best, best_aiq, best_oof
+        nonlocal best, best_value, best_oof
         oof = out_of_fold(table, features, rows, name, params, folds, seed)
         measures = sweep_measures(oof, scores, costs, table.models)
         value = measures[criterion]
@@ -136,8 +136,8 @@ def select_family(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, f
         rows_out.append({"family": name, "params": params, "label": label, "area": round(measures["area"], 6),
                          "aiq": round(measures["aiq"], 6), "how": how})
         oofs.append((name, params, value, oof))
-        if value > best_aiq + 1e-12:
-            best, best_aiq, best_oof = (name, params), value, oof
+        if value > best_value + 1e-12:
+            best, best_value, best_oof = (name, params), value, oof
         progress.update()
 
     for name, params in options:
@@ -165,13 +165,13 @@ def ensemble_members(oofs: list[tuple], adequacy: np.ndarray, scores: np.ndarray
     if len(ranked) < 2:
         return []
     quantiles = {name: _column_quantiles(oof) for name, (_, _, oof) in ranked}
-    chosen, chosen_aiq = [ranked[0][0]], ranked[0][1][1]
+    chosen, chosen_value = [ranked[0][0]], ranked[0][1][1]
     while True:
         trials = [(sweep_measures(_platt_blend([quantiles[m] for m in chosen + [name]], adequacy), scores, costs,
                                   models)[criterion], name) for name, _ in ranked if name not in chosen]
-        if not trials or max(trials)[0] <= chosen_aiq + 1e-6:
+        if not trials or max(trials)[0] <= chosen_value + 1e-6:
             break
-        chosen_aiq, name = max(trials)
+        chosen_value, name = max(trials)
         chosen.append(name)
     return [{"name": name, "params": best_of[name][0]} for name in chosen]
 
@@ -197,7 +197,7 @@ def _platt_blend(member_quantiles: list[np.ndarray], adequacy: np.ndarray) -> np
 
 def format_table(selection: Selection) -> str:
     lines = [f"cross-validation ({selection.folds} folds, grouped by prompt); criterion: {selection.criterion}"]
-    key = "area" if selection.criterion.startswith("area") else "aiq"
+    key = "aiq" if selection.criterion == AIQ_CRITERION else "area"
     for row in sorted(selection.table, key=lambda r: -r[key]):
         mark = "*" if (row["family"], row["params"]) == (selection.family, selection.params) else " "
         how = "  (ensemble selection)" if row.get("how") == "ensemble selection" else ""

@@ -17,6 +17,7 @@ from models.runtime_options import runtime_for
 from pg_fixture import postgres_server  # noqa: F401  (a fixture)
 from router.policy import PROJECT_ROOT
 from router.serving.config_check import check_serve_config
+from router.serving.local_ensemble import wait_for
 
 MODELS = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
 CODER, CODE = "qwen2.5-coder-0.5b", "Write a Python function that reverses a string."
@@ -89,6 +90,11 @@ def test_replicas_run_on_both_nodes_and_each_model_answers(cluster):
     ingress = [r for r in replicas if r["deployment"] == "RouterIngress" and r["state"] == "RUNNING"]
     assert len(ingress) == 2
     with httpx.Client(timeout=300) as http:
+        # direct ingress: each ingress replica also answers on a port of its own, listed for a load balancer
+        direct = wait_for(lambda: (lambda urls: urls if len(urls) == 2 else None)(cluster.direct_urls()), 120,
+                          "both ingress replicas' direct ports")
+        assert {http.get(f"{url}/v1/policy").json()["replica"] for url in direct} == {
+            r["actor_name"].rsplit("#", 1)[-1] for r in ingress}
         for model in MODELS:
             reply = _answer(http, cluster.base, "Say hello.", "each-model", model)
             assert reply.status_code == 200, reply.text

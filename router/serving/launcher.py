@@ -39,6 +39,9 @@ def run(config_path: Path, port: int | None = None, ready_timeout: float = 900) 
             ready.set()
             print(f"router: ready at {ens.base} (OpenAI-compatible: {ens.base}/v1) after {ens.ready_after_s:.0f} s; "
                   f"Ctrl-C or SIGTERM stops it", flush=True)
+            if ens.direct:
+                print(f"router: direct to the ingress replica, without the proxy hop: {ens.direct}/v1 (its port "
+                      f"changes when the replica is replaced; Serve's REST API lists it)", flush=True)
             while not stop.wait(1.0):
                 pass
             print(f"router: {signal.Signals(received[0]).name}, shutting down", flush=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from router.policy import PROJECT_ROOT
+from router.serving.direct_ingress import direct_urls, use_direct_ingress
 from router.serving.local_ensemble import RAY_ENV, free_port, http_ok, serve_config, wait_for
 from router.serving.live import deploy_config
 
@@ -46,6 +47,10 @@ class ClusterEnsemble:
                               "pid": r.get("pid"), "actor_name": r.get("actor_name")})
         return found
 
+    def direct_urls(self) -> list[str]:
+        """Each running ingress replica's own port (direct ingress), as a load balancer in front would find them."""
+        return direct_urls(self.dashboard, "127.0.0.1", APP)
+
     def app_status(self) -> str | None:
         """Serve's status of the app: RUNNING once every deployment has its target replicas running."""
         try:
@@ -70,6 +75,7 @@ def local_cluster(config_path: Path = CLUSTER_CONFIG, ready_timeout: float = 900
     # Ray rewrites 127.0.0.1 in an address to the machine's own IP, which this sandbox does not let a process
     # reach; with this flag off Ray keeps the loopback address (its name says macOS and Windows, its effect is that)
     os.environ.update(RAY_ENV, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # for the processes started from here
+    use_direct_ingress()
     import ray
     from ray._private import ray_constants
     from ray.cluster_utils import Cluster

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from router.serving.direct_ingress import direct_urls, use_direct_ingress
 from router.serving.live import config_with_policy, deploy_config
 from router.policy import PROJECT_ROOT
 
@@ -57,6 +58,11 @@ class Ensemble:
     started_at: float
     metrics: str = ""  # Ray's Prometheus endpoint for this cluster
     ready_after_s: float = 0.0
+    direct: str = ""  # the ingress replica's own HTTP server (direct ingress, unless turned off): no proxy hop
+
+    def direct_urls(self) -> list[str]:
+        """Every running ingress replica's direct URL, now (a replaced replica gets a new port)."""
+        return direct_urls(self.dashboard, "127.0.0.1")
 
     def policy(self) -> dict:
         """GET /v1/policy: the live policy, the refused edit if any, and the replica that answered."""
@@ -86,6 +92,7 @@ def local_ensemble(ready_timeout: float = 600, port: int | None = None,
     `num_cpus` CPUs for Ray's scheduler (2 in tests and benchmarks, as on this machine). `after_ray_init` runs
     right after `ray.init` (the launcher takes its signal handlers back from Ray there)."""
     os.environ.update(RAY_ENV)
+    direct = use_direct_ingress()
     import ray
 
     started = time.perf_counter()
@@ -102,6 +109,9 @@ def local_ensemble(ready_timeout: float = 600, port: int | None = None,
         deploy_config(serve_config(http_port, config_path), ens.dashboard)
         wait_for(lambda: http_ok(f"{ens.base}/healthz"), ready_timeout, "the ensemble to become ready")
         ens.ready_after_s = time.perf_counter() - started
+        if direct:
+            ens.direct = wait_for(lambda: next((u for u in ens.direct_urls() if http_ok(f"{u}/healthz")), None), 120,
+                                  "the ingress replica's direct port")
         yield ens
     finally:
         ray.shutdown()

@@ -327,10 +327,10 @@ def bench_serve(n: int) -> dict:
             result["tokens_per_s_end_to_end"] = speeds
         result["route_load"] = route_load(ens.base, n)
         # the same load on the ingress replica's own port (direct ingress): no proxy hop
-        result["route_load_direct"] = route_load(ens.direct, n)
+        result["route_load_direct"] = route_load(ens.live_direct(), n)
         result["tiny_model_stream_tokens_per_s"] = {f"{k}_streams": stream_tokens(ens.base, k) for k in STREAMS}
         result["tiny_answer_via_ensemble"] = ensemble_answer_ms(ens.base)
-        result["tiny_answer_via_direct_ingress"] = ensemble_answer_ms(ens.direct)
+        result["tiny_answer_via_direct_ingress"] = ensemble_answer_ms(ens.live_direct())
         logging = result["logging_on_vs_off"] = logging_on_vs_off(ens)
         result["logging_on_vs_off_p50"] = logging["on_vs_off_p50"]
     # measured after the ensemble is down, so that nothing else runs beside the model

@@ -52,11 +52,14 @@ def test_a_refused_edit_then_a_killed_ingress_serves_the_last_good_policy(ensemb
     try:
         before = wait_for(lambda: _policy_if(ensemble, lambda b: b["refused_edit"]), 60, "the bad edit to be refused")
         assert before["version"] == original["version"] and before["refused_edit"]["version"] == "broken-fallback"
+        direct_before = ensemble.live_direct()
         os.kill(before["replica_pid"], signal.SIGKILL)  # as an out-of-memory kill or a node loss would
         # Serve restarts the replica with the config it holds, the refused one: the new replica must still serve
         after = wait_for(lambda: _policy_if(ensemble, lambda b: b["replica_pid"] != before["replica_pid"]), 180,
                          "a new ingress replica")
         assert after["version"] == original["version"]
+        # the new replica serves on a port of its own, and Serve's REST API lists it in place of the dead one's
+        assert ensemble.live_direct() != direct_before
         assert after["refused_edit"]["version"] == "broken-fallback"
         assert "fallback: 'gpt-9' must be one of the policy's models" in after["refused_edit"]["message"]
         health = httpx.get(f"{ensemble.base}/healthz", timeout=60)

@@ -64,6 +64,11 @@ class Ensemble:
         """Every running ingress replica's direct URL, now (a replaced replica gets a new port)."""
         return direct_urls(self.dashboard, "127.0.0.1")
 
+    def live_direct(self, timeout: float = 120) -> str:
+        """A running ingress replica's direct URL that answers /healthz: `direct` until that replica is replaced."""
+        return wait_for(lambda: next((u for u in self.direct_urls() if http_ok(f"{u}/healthz")), None), timeout,
+                        "an ingress replica's direct port")
+
     def policy(self) -> dict:
         """GET /v1/policy: the live policy, the refused edit if any, and the replica that answered."""
         return httpx.get(f"{self.base}/v1/policy", timeout=30).json()
@@ -110,8 +115,7 @@ def local_ensemble(ready_timeout: float = 600, port: int | None = None,
         wait_for(lambda: http_ok(f"{ens.base}/healthz"), ready_timeout, "the ensemble to become ready")
         ens.ready_after_s = time.perf_counter() - started
         if direct:
-            ens.direct = wait_for(lambda: next((u for u in ens.direct_urls() if http_ok(f"{u}/healthz")), None), 120,
-                                  "the ingress replica's direct port")
+            ens.direct = ens.live_direct()
         yield ens
     finally:
         ray.shutdown()

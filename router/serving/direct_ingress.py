@@ -1,7 +1,7 @@
 """Direct ingress: a client calls the ingress replica's own HTTP server and skips the hop through Serve's proxy.
 
 On this machine that hop is most of the route path: `POST /v1/route` p50 about 3x plain FastAPI through the proxy,
-about 1.2x direct (README "Serving settings, and why"; `make bench`). Serve gives every ingress replica a port of
+1.2-1.5x direct (README "Serving settings, and why"; `make bench`). Serve gives every ingress replica a port of
 its own (30000-31000 unless RAY_SERVE_DIRECT_INGRESS_MIN/MAX_HTTP_PORT say otherwise) and lists them in its REST
 API's target groups, which is where a load balancer in front of a cluster finds them. The proxy on
 `http_options.port` keeps serving as well: the one address that never moves, for clients that track no replicas.
@@ -19,7 +19,7 @@ DIRECT_INGRESS_ENV = {
     # is 30 s); nothing polls the target groups on one machine, and every ingress restart would wait out the 30 s
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
-REPLICA_TARGET = "SERVE_REPLICA::"
+REPLICA_TARGET = "SERVE_REPLICA::"  # with no running ingress replica Serve lists the proxy instead
 
 
 def use_direct_ingress() -> bool:
@@ -27,7 +27,7 @@ def use_direct_ingress() -> bool:
     an operator's draining period stays): call before Ray starts its processes."""
     for name, value in DIRECT_INGRESS_ENV.items():
         os.environ.setdefault(name, value)
-    return os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"  # with no running ingress replica Serve lists the proxy instead
+    return os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
 
 
 def direct_urls(dashboard: str, host: str, app: str = "router") -> list[str]:

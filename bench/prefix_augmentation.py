@@ -66,14 +66,12 @@ def adversarial(table, aug_table, aug_features, origin, k, rounds, policy, catal
     behind each gadget with the prompt's outcomes, and refits."""
     searchable = [p for p in dict.fromkeys(table.prompts) if not held_out(p)]
     source = [i for i, p in enumerate(table.prompts) if not held_out(p)]
-    found = []
     for r in range(rounds):
         view = WhiteBoxView(fit_table(aug_table, aug_features, np.arange(len(aug_table)), make_family("knn", {"k": k})),
                             policy, catalogue, encoder)
         gadgets = [find_gadget(view, random.Random(100 + 10 * r + s).sample(searchable, 16), d, vocabularies[v],
                                length=10, candidates=24, seed=100 + 10 * r + s, progress=False).text
                    for s in range(2) for v in ("tokens", "natural") for d in (UP, DOWN)]
-        found += gadgets
         extra = table.frame.iloc[[i for _ in gadgets for i in source]].copy()
         extra["prompt"] = [f"{g} {table.prompts[i]}" for g in gadgets for i in source]
         extra_table = OutcomeTable(extra.reset_index(drop=True), table.models)
@@ -82,7 +80,7 @@ def adversarial(table, aug_table, aug_features, origin, k, rounds, policy, catal
         aug_features = np.vstack([aug_features, extra_features])
         origin = np.concatenate([origin, np.tile(source, len(gadgets))])
         print(f"round {r + 1}: {len(gadgets)} gadgets, {len(aug_table)} training rows", flush=True)
-    return aug_table, aug_features, origin, found
+    return aug_table, aug_features, origin
 
 
 def clean_routing(table, features, tokens, aug_table, aug_features, origin, k, policy, catalogue, seeds) -> dict:
@@ -176,7 +174,7 @@ def main(argv=None) -> int:
     if args.adversarial_rounds:
         adv = adversarial(table, aug_table, aug_features, origin, 64, args.adversarial_rounds, policy, catalogue,
                           encoder, vocabularies)
-        variants[f"knn k=64, {args.copies} copies + {args.adversarial_rounds} rounds of searched gadgets"] = (*adv[:3], 64)
+        variants[f"knn k=64, {args.copies} copies + {args.adversarial_rounds} rounds of searched gadgets"] = (*adv, 64)
     result = {"copies": args.copies, "adversarial_rounds": args.adversarial_rounds, "seeds": seeds, "routers": {}}
     for name, (t, f, o, k) in variants.items():
         clean = clean_routing(table, features, tokens, t, f, o, k, policy, catalogue, seeds)

@@ -15,7 +15,8 @@ GREETING = "Hi! How are you today?"
 def direct(ensemble):
     assert ensemble.direct and ensemble.direct != ensemble.base  # found when the ensemble started
     url = ensemble.live_direct()  # an earlier test may have replaced the replica, and with it the port
-    assert ensemble.direct_urls() == [url]
+    # one replica, one port: the listing settles once Serve has applied an earlier test's policy edit
+    wait_for(lambda: ensemble.direct_urls() == [url], 120, "the one ingress replica's port listed")
     return url
 
 

@@ -41,18 +41,26 @@ from router.service import RouteRequest, RoutingService  # noqa: E402
 TABLE = ROOT / "data" / "outcomes" / "default.csv"
 
 
-def int8_model(shipped: Path, directory: Path) -> Path:
-    """The shipped graph with its weights folded to fp32 (onnxruntime's basic optimisations, saved), then dynamically
-    quantized: per-channel int8 weights, so each output column keeps its own scale."""
+def folded_model(shipped: Path, directory: Path) -> Path:
+    """The shipped graph with its weights folded to fp32 (onnxruntime's basic optimisations, saved): what the shipped
+    file computes, with every MatMul weight a plain fp32 initializer."""
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    folded, quantized = directory / "folded.onnx", directory / "minilm-int8-dynamic.onnx"
+    folded = directory / "folded.onnx"
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(folded)
     ort.InferenceSession(str(shipped), options, providers=["CPUExecutionProvider"])
-    quantize_dynamic(str(folded), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
+    return folded
+
+
+def int8_model(shipped: Path, directory: Path) -> Path:
+    """The folded graph dynamically quantized: per-channel int8 weights, so each output column keeps its own scale."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = directory / "minilm-int8-dynamic.onnx"
+    quantize_dynamic(str(folded_model(shipped, directory)), str(quantized), weight_type=QuantType.QInt8,
+                     per_channel=True)
     return quantized
 
 

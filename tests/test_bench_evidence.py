@@ -1,0 +1,26 @@
+"""The arithmetic behind two pieces of committed evidence: erase-and-check's copies (bench/erase_and_check.py) and
+the FLOPs a decision costs (bench/encoder_roofline.py), against hand-computed cases."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from encoder_roofline import flops_per_decision  # noqa: E402
+from erase_and_check import erased  # noqa: E402
+
+
+def test_erase_and_check_copies_drop_leading_words_up_to_the_depth_and_keep_three():
+    assert erased("a b c d e f", depth=2) == ["a b c d e f", "b c d e f", "c d e f"]
+    # a copy keeps at least 3 words, so a short prompt gets fewer copies than the depth
+    assert erased("a b c d", depth=5) == ["a b c d", "b c d"]
+    assert erased("a b", depth=3) == ["a b"]
+    # the certificate: a prefix of at most `depth` words leaves the bare prompt among the copies
+    assert "what is two plus two" in erased("x y z what is two plus two", depth=3)
+    assert "what is two plus two" not in erased("w x y z what is two plus two", depth=3)
+
+
+def test_flops_per_decision_counts_weight_products_per_token_and_attention_per_token_pair():
+    # one 2x3 weight: 2*2*3 per token over 5 tokens = 60; two attention products of width 4: 2 * 2*5*4 * 5 = 400
+    assert flops_per_decision([(2, 3)], attention_matmuls=2, width=4, tokens=5) == 60 + 400
+    # MiniLM-L6's weights alone at 15 tokens: 6 layers of 4 384x384 and 384x1536 + 1536x384
+    layer = [(384, 384)] * 4 + [(384, 1536), (1536, 384)]
+    assert flops_per_decision(layer * 6, 0, 384, 15) == 2 * 6 * (4 * 384 * 384 + 2 * 384 * 1536) * 15

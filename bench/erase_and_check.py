@@ -28,10 +28,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from router.classifier import feature_matrix  # noqa: E402
-from router.decision import decide  # noqa: E402
 from router.families import make_family  # noqa: E402
-from router.offline.attack import DOWN, UP, Observation, find_gadget, flip_rates, margin_of  # noqa: E402
+from router.offline.attack import (DOWN, UP, Observation, WhiteBoxView, find_gadget, flip_rates,  # noqa: E402
+                                   margin_of)
 from router.offline.attack_run import _router, _with_guard  # noqa: E402
 from router.offline.guard_train import held_out, vocabularies_for  # noqa: E402
 from router.offline.outcomes import load_outcomes  # noqa: E402
@@ -47,21 +46,12 @@ def erased(text: str, depth: int, keep: int = 3) -> list[str]:
 
 
 class Router:
-    """The serving decision (router.decision.decide) for whole texts, with or without erase-and-check."""
+    """The serving decision (router.decision.decide, through `router attack`'s white-box view), with or without
+    erase-and-check."""
 
     def __init__(self, classifier, policy, catalogue, encoder, depth: int):
-        self.classifier, self.policy, self.catalogue, self.encoder, self.depth = (classifier, policy, catalogue,
-                                                                                  encoder, depth)
-
-    def decisions(self, texts: list[str]) -> list:
-        tokens = [self.encoder.count_tokens(t) for t in texts]
-        x = feature_matrix(self.encoder.encode(texts), tokens)
-        probs = self.classifier.predict_proba(x, texts)
-        tasks = np.asarray(self.classifier.tasks)[self.classifier.predict_tasks(x).argmax(axis=1)]
-        distances = self.classifier.ood_distances(x)
-        return [decide(dict(zip(self.classifier.models, map(float, probs[i]))), str(tasks[i]), tokens[i],
-                       self.policy, self.catalogue, None if distances is None else float(distances[i]),
-                       self.classifier.ood_threshold, False) for i in range(len(texts))]
+        self.view = WhiteBoxView(classifier, policy, catalogue, encoder)
+        self.policy, self.depth = policy, depth
 
     def small(self, decision) -> bool:
         return decision.model not in (None, self.policy.fallback)
@@ -69,7 +59,7 @@ class Router:
     def checked(self, texts: list[str]) -> list[tuple]:
         """Per text: (the erase-and-check decision, the decisions of the prompt and each erased copy)."""
         groups = [erased(t, self.depth) for t in texts]
-        flat = self.decisions([v for g in groups for v in g])
+        flat = self.view.decisions([v for g in groups for v in g])
         out, start = [], 0
         for group in groups:
             part = flat[start:start + len(group)]
@@ -107,7 +97,7 @@ def served(table, features, classifier_for, policy, catalogue, encoder, depth: i
         clf = classifier_for(np.setdiff1d(np.arange(n), test))
         router = Router(clf, policy, catalogue, encoder, depth)
         texts = [table.prompts[i] for i in test]
-        chosen = {"plain": router.decisions(texts), "erase_and_check": [d for d, _ in router.checked(texts)]}
+        chosen = {"plain": router.view.decisions(texts), "erase_and_check": [d for d, _ in router.checked(texts)]}
         for name, decisions in chosen.items():
             j = np.array([models.index(d.model or policy.fallback) for d in decisions])
             out[name].append({"quality_kept": float(scores[test, j].sum() / scores[test, -1].sum()),

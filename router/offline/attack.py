@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from models.catalogue import Catalogue
 from router.classifier import AdequacyClassifier, feature_matrix
-from router.decision import SUSPECTED_GADGET, decide
+from router.decision import SUSPECTED_GADGET, Decision, decide
 from router.features import Encoder
 from router.guard import GadgetGuard
 from router.policy import Policy
@@ -56,24 +56,23 @@ class WhiteBoxView:
                  guard: GadgetGuard | None = None):
         self.classifier, self.policy, self.catalogue, self.encoder, self.guard = classifier, policy, catalogue, encoder, guard
 
-    def observe(self, texts: Sequence[str]) -> Observation:
+    def decisions(self, texts: Sequence[str]) -> list[Decision]:
         tokens = [self.encoder.count_tokens(t) for t in texts]
         x = feature_matrix(self.encoder.encode(list(texts)), tokens)
         probs = self.classifier.predict_proba(x, texts)
         tasks = np.asarray(self.classifier.tasks)[self.classifier.predict_tasks(x).argmax(axis=1)]
         distances = self.classifier.ood_distances(x)
         suspected = self.guard.flags(x[:, :-1]) if self.guard is not None else np.zeros(len(texts), bool)
-        n = len(texts)
-        to_large, to_small, flagged, margin = (np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n))
-        fallback = self.policy.fallback
-        for i in range(n):
-            d = decide(dict(zip(self.classifier.models, map(float, probs[i]))), str(tasks[i]), tokens[i],
+        return [decide(dict(zip(self.classifier.models, map(float, probs[i]))), str(tasks[i]), tokens[i],
                        self.policy, self.catalogue, None if distances is None else float(distances[i]),
-                       self.classifier.ood_threshold, bool(suspected[i]))
-            to_large[i], to_small[i] = d.model == fallback, d.model not in (None, fallback)
-            flagged[i] = d.rule == SUSPECTED_GADGET
-            margin[i] = margin_of(d.scores, d.thresholds, d.eligible)
-        return Observation(to_large, to_small, flagged, margin)
+                       self.classifier.ood_threshold, bool(suspected[i])) for i in range(len(texts))]
+
+    def observe(self, texts: Sequence[str]) -> Observation:
+        decisions, fallback = self.decisions(texts), self.policy.fallback
+        return Observation(np.array([d.model == fallback for d in decisions], bool),
+                           np.array([d.model not in (None, fallback) for d in decisions], bool),
+                           np.array([d.rule == SUSPECTED_GADGET for d in decisions], bool),
+                           np.array([margin_of(d.scores, d.thresholds, d.eligible) for d in decisions], float))
 
 
 def success(obs: Observation, direction: str) -> np.ndarray:

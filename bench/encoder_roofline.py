@@ -11,7 +11,7 @@ Measured in one run, on the bench's short chat prompts (bench_router.PROMPTS):
   in prompts/s and the FLOP/s that makes.
 
     .venv/bin/pip install onnx==1.23.2      # to read the graph and build the GEMM-only models
-    .venv/bin/python bench/encoder_roofline.py --out bench   # about 1 minute; writes encoder_roofline.md and .json
+    .venv/bin/python bench/encoder_roofline.py --out bench   # about 30 s; writes encoder_roofline.md and .json
 """
 from __future__ import annotations
 

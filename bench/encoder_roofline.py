@@ -199,9 +199,11 @@ def render(r: dict) -> str:
     def top(k):
         return ", ".join(f"{op} {v:.0%}" for op, v in list(r["op_time_shares"][k].items())[:5])
 
-    per_prompt_us = 1e6 / r["encoder_prompts_per_s"]["int8"]
-    products_us = per_prompt_us * gemm_share("int8")
-    rest_us = per_prompt_us - products_us
+    def rest(k):  # µs a prompt outside the products
+        return 1e6 / r["encoder_prompts_per_s"][k] * (1 - gemm_share(k))
+
+    products_us = 1e6 / r["encoder_prompts_per_s"]["int8"] * gemm_share("int8")
+    rest_us = rest("int8")
     lines += ["", "Where the encoder's time goes (onnxruntime's profiler, node time by operator):", "",
               "| arithmetic | weight and attention products | largest operators |", "|---|---|---|"]
     lines += [f"| {k} | {gemm_share(k):.0%} | {top(k)} |" for k in ("fp32", "int8")]
@@ -212,7 +214,7 @@ def render(r: dict) -> str:
               f"{r['encoder_prompts_per_s']['int8']:.0f} prompts/s: the products are then "
               f"{gemm_share('int8'):.0%} of its time, and the rest (quantizing each activation, transposes, layer norms, "
               "GELU, softmax, none of them in int8) does not get cheaper. "
-              f"Per prompt that rest takes {rest_us:.0f} µs; at 2,000/s the whole prompt has 500 µs, so with the "
+              f"Per prompt that rest takes {rest_us:.0f} µs (in fp32: {rest('fp32'):.0f} µs); at 2,000/s the whole prompt has 500 µs, so with the "
               f"products as they are the rest would have to take {max(500 - products_us, 0):.0f} µs."]
     return "\n".join(lines) + "\n"
 

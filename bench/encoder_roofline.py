@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_router import PROMPTS  # noqa: E402
-from bench.encoder_int8 import folded_model, int8_model  # noqa: E402
+from bench.encoder_int8 import folded_model, int8_model, with_model  # noqa: E402
 from router.features import Encoder  # noqa: E402
 
 GOAL = 2000  # decisions/s, issue 16
@@ -148,9 +148,8 @@ def measure(rounds: int) -> dict:
         directory = Path(tmp)
         source = verified_path(load_catalogue().encoder.weights[0])
         shapes, attention = matmul_shapes(folded_model(source, directory))
-        int8 = copy.copy(shipped)
         int8_path = int8_model(source, directory)
-        int8.session = session(int8_path)
+        int8 = with_model(shipped, int8_path)
         layers = attention // 2
         layer = shapes[:len(shapes) // layers]  # the graph repeats one layer's set of weight GEMMs
         rows = 32 * round(tokens)  # a batch of 32 prompts, as the ingress batches

@@ -74,14 +74,16 @@ def with_model(encoder: Encoder, model: Path) -> Encoder:
     return other
 
 
-def speed(encoders: dict[str, Encoder], rounds: int, total: int = 640, batch: int = 32) -> dict:
-    """Prompts/s of the encoder alone and of whole batched decisions, per encoder, best of alternating rounds."""
+def speed(encoders: dict[str, Encoder], rounds: int, total: int = 640, batch: int = 32,
+          policies: dict[str, dict] | None = None) -> dict:
+    """Prompts/s of the encoder alone and of whole batched decisions, per encoder, best of alternating rounds.
+    `policies`: the policy each encoder decides under (default: the shipped one)."""
     texts = [PROMPTS[i % len(PROMPTS)] for i in range(total)]
     requests = [RouteRequest(t, 20) for t in texts]
     services = {}
     for name, encoder in encoders.items():
         services[name] = RoutingService(encoder)
-        services[name].apply_policy(load_policy().model_dump(mode="json"))
+        services[name].apply_policy((policies or {}).get(name) or load_policy().model_dump(mode="json"))
         services[name].route_many(requests[:batch])  # warm-up
     out = {name: {"encoder_prompts_per_s": [], "decisions_per_s": []} for name in encoders}
     for _ in range(rounds):

@@ -157,6 +157,8 @@ def main(argv=None) -> None:
     parser.add_argument("--mt-bench-extra", default=str(ROOT / "data/outcomes/default.csv"),
                         help="an outcome table whose prompts are added to MT-Bench's training set ('' for none); "
                              "its cheapest model plays the weak one, its costliest the strong one")
+    parser.add_argument("--encoder", choices=("minilm", "static"), default="minilm",
+                        help="the shipped MiniLM, or the static table distilled from it (bench/encoder_static.py)")
     args = parser.parse_args(argv)
     names = list(VARIANTS) if args.variants == "all" else args.variants.split(";")
     unknown = [n for n in names if n not in VARIANTS]
@@ -169,6 +171,10 @@ def main(argv=None) -> None:
     encoder = Encoder(threads=2)
     if args.max_tokens:
         encoder.max_tokens = args.max_tokens  # the embedding cache is keyed by it too
+    if args.encoder == "static":
+        from router.static_encoder import static_encoder
+
+        encoder = static_encoder(encoder)
     data = load_all(encoder, args.mt_bench_extra or None)
 
     results, latency, timed, picked = [], {}, {}, []

@@ -114,6 +114,13 @@ class AdequacyClassifier:
                            None if distances is None else float(distances[i]), self.ood_threshold)
                 for i, (p, t) in enumerate(zip(probabilities, tasks))]
 
+    @property
+    def encoder_name(self) -> str | None:
+        """The encoder the router was trained on (`router train --encoder`); None in artifacts that predate the
+        choice, which were all trained on the catalogue's encoder."""
+        features = self.metadata.get("features")
+        return features.get("encoder") if isinstance(features, dict) else None
+
     def predict_one(self, feature_row: np.ndarray, text: str) -> Prediction:
         return self.predict(feature_row[None, :], [text])[0]
 

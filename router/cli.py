@@ -151,6 +151,10 @@ def _store_rows_flags(sub: argparse.ArgumentParser, judged_help: str, judged_def
     sub.add_argument("--store-days", type=float, metavar="DAYS", help="with --from-store: only the last DAYS days")
 
 
+ENCODER_HELP = ("the embedding the router reads: the catalogue's encoder (default, minilm-l6-v2), or the static "
+                "table distilled from it (minilm-l6-v2-static: about 12x the decisions per second, bench/encoder_static.md)")
+
+
 def _train(args) -> None:
     from router.offline.pipeline import train_command
 
@@ -290,6 +294,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--family", default="auto", help="router family: auto (chosen by cross-validation on the "
                    "training rows) or one of lr, knn, domain, tfidf, hand, blend")
     t.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds, grouped by prompt")
+    t.add_argument("--encoder", help=ENCODER_HELP)
     t.add_argument("--ood-quantile", type=_fraction, default=0.97, help="out-of-distribution threshold: this quantile "
                    "of the training prompts' leave-one-out nearest-neighbour distances")
     _store_rows_flags(t, "with --from-store: the verdicts written by `router label --from-store`", None)
@@ -362,6 +367,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--family", default="auto", help="router family (auto: chosen by cross-validation on the "
                    "training split)")
     r.add_argument("--folds", type=_positive_int, default=5)
+    r.add_argument("--encoder", help=ENCODER_HELP)
     r.add_argument("--router-cost-per-1k", type=float, default=0.0000022,
                    help="the router's own cost per 1k input tokens (default: the encoder's 0.022B parameters at the "
                         "catalogue's 0.1 $/1M tokens per billion parameters)")

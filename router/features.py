@@ -10,6 +10,7 @@ from tokenizers import Tokenizer
 
 from models.catalogue import EncoderEntry, load_catalogue
 from models.fetch import verified_path
+from router.static_encoder import SUFFIX, StaticEncoder, static_encoder
 
 
 class Encoder:
@@ -18,6 +19,7 @@ class Encoder:
     def __init__(self, entry: EncoderEntry | None = None, weights_dir: Path | None = None, threads: int = 1):
         entry = entry or load_catalogue().encoder
         model_file, tokenizer_file = (verified_path(w, weights_dir) for w in entry.weights)
+        self.name = entry.name
         self.max_tokens = entry.max_input_tokens
         # what the embeddings depend on: the pinned files and the truncation (keys the offline embedding cache)
         self.fingerprint = "-".join(w.sha256[:16] for w in entry.weights) + f"-{self.max_tokens}"
@@ -57,6 +59,37 @@ class Encoder:
         summed = (hidden * mask[:, :, None]).sum(axis=1)
         pooled = summed / np.clip(mask.sum(axis=1, keepdims=True), 1, None)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+
+def encoder_names(catalogue_encoder: str) -> list[str]:
+    """What `router train --encoder` takes: the catalogue's encoder, then the static table distilled from it."""
+    return [catalogue_encoder, catalogue_encoder + SUFFIX]
+
+
+def check_encoder_name(name: str | None, catalogue_encoder: str) -> None:
+    if name is not None and name not in encoder_names(catalogue_encoder):
+        raise ValueError(f"unknown encoder {name!r}; known: {encoder_names(catalogue_encoder)}")
+
+
+class Encoders:
+    """The encoders a router artifact may name: the catalogue's transformer, and the static table distilled from
+    it (router/static_encoder.py). Each is built once, on first use; every one shares the tokenizer, so token
+    counts agree."""
+
+    def __init__(self, base: Encoder):
+        self.base = base
+        self._built: dict[str, Encoder | StaticEncoder] = {base.name: base}
+
+    def names(self) -> list[str]:
+        return encoder_names(self.base.name)
+
+    def get(self, name: str | None) -> Encoder | StaticEncoder:
+        """The encoder called `name` (None: the catalogue's); ValueError naming the known ones otherwise."""
+        check_encoder_name(name, self.base.name)
+        name = name or self.base.name
+        if name not in self._built:
+            self._built[name] = static_encoder(self.base)
+        return self._built[name]
 
 
 def length_groups(lengths: Sequence[int], batch_size: int, slack: float = 1.25) -> list[np.ndarray]:

@@ -32,6 +32,14 @@ class GadgetGuard:
     def flags(self, embeddings: np.ndarray) -> np.ndarray:
         return self.probability(embeddings) >= self.threshold
 
+    def check_encoder(self, router_encoder: str, catalogue_encoder: str) -> None:
+        """ValueError unless the guard was trained on the embeddings the router reads (`router guard train` records
+        them; older guards were all trained on the catalogue's encoder)."""
+        own = self.metadata.get("encoder") or catalogue_encoder
+        if own != router_encoder:
+            raise ValueError(f"the guard reads {own} embeddings and the router reads {router_encoder}; retrain the "
+                             "guard on this policy with `router guard train`")
+
     def save(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps({"format": GUARD_FORMAT, "coef": [round(float(c), 6) for c in self.coef],

@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from models.catalogue import Catalogue, load_catalogue
 from router.classifier import AdequacyClassifier, feature_matrix
 from router.decision import Decision, decide, pin
-from router.features import Encoder
+from router.features import Encoder, Encoders
 from router.guard import GadgetGuard
 from router.policy import Policy, parse_policy
 from models.yaml_source import ConfigError
@@ -30,6 +30,7 @@ class LivePolicy:
     classifier: AdequacyClassifier
     applied_at: float
     guard: GadgetGuard | None = None  # loaded when the policy's guard is enabled
+    encoder: Any = None  # the encoder the classifier was trained on (router/features.py, Encoders)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def version_label(data: Any) -> str | None:
 class RoutingService:
     def __init__(self, encoder: Encoder | None = None, catalogue: Catalogue | None = None):
         self.catalogue = catalogue or load_catalogue()
-        self.encoder = encoder or Encoder(self.catalogue.encoder)
+        self.encoders = Encoders(encoder or Encoder(self.catalogue.encoder))
         # one BLAS thread for the classifier's small matmuls: OpenBLAS threads that spin after each call fight
         # onnxruntime's threads for the cores and slow the decision
         threadpool_limits(1, user_api="blas")
@@ -66,6 +67,11 @@ class RoutingService:
         if self._live is None:
             raise RuntimeError("no policy has been applied yet")
         return self._live
+
+    @property
+    def encoder(self):
+        """The live classifier's encoder (before any policy: the catalogue's)."""
+        return self._live.encoder if self._live is not None else self.encoders.base
 
     @property
     def has_policy(self) -> bool:
@@ -86,13 +92,18 @@ class RoutingService:
         missing = [m for m in policy.models if m != policy.fallback and m not in classifier.models]
         if missing:
             raise ConfigError(source, [f"{source}: classifier: {path.name} has no scores for {missing}"])
+        try:
+            encoder = self.encoders.get(classifier.encoder_name)
+        except ValueError as exc:
+            raise ConfigError(source, [f"{source}: classifier: {path.name} was trained on {exc}"]) from None
         guard = None
         if policy.guard.enabled:
             try:
                 guard = GadgetGuard.load(policy.guard.artifact_path(), dims=self.catalogue.encoder.dimensions)
+                guard.check_encoder(encoder.name, self.encoders.base.name)
             except ValueError as exc:
                 raise ConfigError(source, [f"{source}: guard.artifact: {exc}"]) from None
-        return LivePolicy(policy, classifier, time.time(), guard)
+        return LivePolicy(policy, classifier, time.time(), guard, encoder)
 
     def apply_policy(self, data: Any, source: str = "user_config.policy") -> Policy:
         """Validate `data` as a policy and swap it in; on any problem raise ConfigError and keep the old one."""
@@ -159,20 +170,24 @@ class RoutingService:
         """(the decision, the feature row it was made from), so the caller can keep the embedding."""
         return self.route_many([RouteRequest(text, input_tokens, model)])[0][:2]
 
-    def route_many(self, requests: Sequence["RouteRequest"]) -> list[tuple[Decision, np.ndarray, Decision | None]]:
+    def route_many(self, requests: Sequence["RouteRequest"], live: LivePolicy | None = None
+                   ) -> list[tuple[Decision, np.ndarray, Decision | None]]:
         """(decision, feature row, shadow decision or None) for each request, the embeddings and classifier run as
-        one batch: concurrent requests cost one encoder call (the ingress batches them), the policy runs per row."""
+        one batch: concurrent requests cost one encoder call (the ingress batches them), the policy runs per row.
+        `live`: the policy to decide with (default: the one live now), so a caller knows which encoder made the rows."""
         if not requests:
             return []
         texts = [r.text for r in requests]
-        rows = feature_matrix(self.encoder.encode(texts), [self.encoder.count_tokens(t) for t in texts])
-        live, shadow = self.live, self.shadow
+        live, shadow = live or self.live, self.shadow
+        tokens = [live.encoder.count_tokens(t) for t in texts]
+        rows = feature_matrix(live.encoder.encode(texts), tokens)
         decisions = self.decide_many(live, rows, requests)
         if shadow is None:
             return [(d, row, None) for d, row in zip(decisions, rows)]
         # a model the shadow policy does not serve is routed as "auto" there, rather than failing the request
         shadowed = [r if r.model in shadow.policy.models else RouteRequest(r.text, r.input_tokens) for r in requests]
-        return list(zip(decisions, rows, self.decide_many(shadow, rows, shadowed)))
+        shadow_rows = rows if shadow.encoder is live.encoder else feature_matrix(shadow.encoder.encode(texts), tokens)
+        return list(zip(decisions, rows, self.decide_many(shadow, shadow_rows, shadowed)))
 
     def decide_many(self, live: LivePolicy, rows: np.ndarray, requests: Sequence["RouteRequest"]) -> list[Decision]:
         """The classifier on every row at once, then the pure policy decision for each."""

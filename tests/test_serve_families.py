@@ -38,3 +38,32 @@ def test_the_ensemble_serves_a_lexical_family_from_its_artifact(ensemble, client
     finally:
         ensemble.deploy_policy(original)
         wait_for(lambda: ensemble.policy()["version"] == original["version"], 60, "the original policy")
+
+
+def test_the_ensemble_serves_a_router_on_the_static_encoder(ensemble, client, tmp_path):
+    """A router trained with `--encoder minilm-l6-v2-static` goes live by a policy edit: the ingress builds the
+    static encoder the artifact names, and answers with the scores that encoder's features give."""
+    from router.cli import main
+    from router.features import Encoder
+    from router.service import RoutingService
+
+    artifact = tmp_path / "static.json"
+    assert main(["train", "--table", "data/outcomes/default.csv", "--out", str(artifact), "--family", "lr",
+                 "--encoder", "minilm-l6-v2-static"]) == 0
+    original = ensemble.policy()["policy"]
+    static = {**copy.deepcopy(original), "version": "static-router", "classifier": str(artifact)}
+    ensemble.deploy_policy(static)
+    try:
+        wait_for(lambda: ensemble.policy()["version"] == "static-router", 120, "the static router")
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": CODE}], max_tokens=8, temperature=0)
+        served = json.loads(raw.headers["x-router-scores"])
+        local = RoutingService(encoder=Encoder(threads=1))
+        local.apply_policy(static)
+        assert local.encoder.name == "minilm-l6-v2-static"
+        expected = local.route(CODE, local.encoder.count_tokens(CODE))
+        assert served == pytest.approx({m: round(p, 3) for m, p in expected.scores.items()}, abs=2e-3)
+        assert raw.headers["x-router-model"] == raw.parse().model == expected.model
+    finally:
+        ensemble.deploy_policy(original)
+        wait_for(lambda: ensemble.policy()["version"] == original["version"], 60, "the original policy")

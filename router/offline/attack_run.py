@@ -14,11 +14,13 @@ from router.offline.guard_train import (clean_prompts, fit_guard, held_out, sear
 def _router(policy_path: str):
     from models.catalogue import load_catalogue
     from router.classifier import AdequacyClassifier
-    from router.features import Encoder
+    from router.features import Encoder, Encoders
     from router.policy import load_policy
 
     policy = load_policy(policy_path)
-    return policy, AdequacyClassifier.load(policy.classifier_path()), load_catalogue(), Encoder(threads=2)
+    classifier = AdequacyClassifier.load(policy.classifier_path())
+    # the embeddings the router was trained on (`router train --encoder`), for the search and for the guard
+    return policy, classifier, load_catalogue(), Encoders(Encoder(threads=2)).get(classifier.encoder_name)
 
 
 def _with_guard(policy, enabled: bool):
@@ -57,7 +59,7 @@ def guard_train_command(args) -> dict:
         gadgets += search_gadgets(defended, searchable, vocabularies, args.searches,
                                   out.with_suffix(f".round{round_}.gadgets.json"), seed=args.seed + 100 * round_)
         guard, metrics = fit(gadgets)
-    guard.metadata.update(gadgets=gadgets, adversarial_rounds=args.adversarial_rounds)
+    guard.metadata.update(gadgets=gadgets, adversarial_rounds=args.adversarial_rounds, encoder=encoder.name)
     guard.save(out)
     return {"out": str(out), "adversarial_rounds": args.adversarial_rounds, **metrics}
 
@@ -89,6 +91,7 @@ def attack_command(args) -> dict:
         from router.guard import GadgetGuard
 
         guard = GadgetGuard.load(policy.guard.artifact_path(), dims=catalogue.encoder.dimensions)
+        guard.check_encoder(encoder.name, catalogue.encoder.name)
     prompts = _table_prompts(args.table)
     rng = random.Random(args.seed)
     test = rng.sample([p for p in prompts if held_out(p)], min(args.test_prompts, sum(map(held_out, prompts))))

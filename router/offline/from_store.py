@@ -299,6 +299,9 @@ def merge_store(args, table: OutcomeTable, features: np.ndarray, catalogue: Cata
     store_days, table)."""
     from router.store import store_url
 
+    if encoder.name != catalogue.encoder.name:  # the ingress stores only the catalogue encoder's embeddings
+        raise ValueError(f"--from-store: the decision store keeps {catalogue.encoder.name} embeddings, not "
+                         f"{encoder.name}; train on the store's rows with --encoder {catalogue.encoder.name}")
     url = args.from_store or store_url(None)
     judged_path = Path(args.judged) if args.judged else None
     judged = read_judged(judged_path) if judged_path else {}

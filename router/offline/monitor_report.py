@@ -71,9 +71,14 @@ class StoreWindows:
 
 def artifact_reference(path: Path) -> Reference:
     """The router artifact's training prompts (its out-of-distribution keys) as the reference."""
+    from models.catalogue import load_catalogue
     from router.classifier import AdequacyClassifier
 
     clf = AdequacyClassifier.load(path)
+    catalogue_encoder = load_catalogue().encoder.name
+    if clf.encoder_name not in (None, catalogue_encoder):  # the ingress stores only the catalogue encoder's embeddings
+        raise ValueError(f"router artifact {path} was trained on {clf.encoder_name} embeddings and the decision store "
+                         f"keeps {catalogue_encoder} ones: compare with an earlier window (--reference window)")
     if clf.ood_keys is None or not len(clf.ood_keys):
         raise ValueError(f"router artifact {path} keeps no training prompt embeddings (ood keys): retrain it with "
                          "`router train`, or compare with an earlier window (--reference window)")

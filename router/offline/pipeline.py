@@ -9,6 +9,7 @@ import numpy as np
 
 from models.catalogue import load_catalogue
 from router.classifier import OOD_QUANTILE, file_sha256
+from router.features import check_encoder_name
 from router.families import make_family
 from router.offline.outcomes import OutcomeTable, load_outcomes
 from router.offline.select import candidates, format_table, select_family
@@ -38,10 +39,11 @@ def _load_table(spec: str, known_models: list[str] | None = None,
     return load_outcomes(spec, known_models, model_costs), Path(spec).stem
 
 
-def _encoder():
-    from router.features import Encoder
+def _encoder(name: str | None = None):
+    """The catalogue's encoder, or (by name) the static table distilled from it: what a router was trained on."""
+    from router.features import Encoder, Encoders
 
-    return Encoder(threads=2)
+    return Encoders(Encoder(threads=2)).get(name)
 
 
 def _fit_selected(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, family: str, folds: int, seed: int,
@@ -54,10 +56,11 @@ def _fit_selected(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, f
 
 
 def train_command(args) -> dict:
-    candidates(args.family)  # an unknown family is refused before the table is read and embedded
+    candidates(args.family)  # an unknown family or encoder is refused before the table is read and embedded
     catalogue = load_catalogue()
+    check_encoder_name(args.encoder, catalogue.encoder.name)
     table, _ = _load_table(args.table, catalogue.names())
-    encoder = _encoder()
+    encoder = _encoder(args.encoder)
     features, _ = table_features(table, encoder)
     store = None
     if getattr(args, "from_store", None) is not None:  # rated answers from the decision store join the table
@@ -72,7 +75,7 @@ def train_command(args) -> dict:
     metadata = {"trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "training_data": {"path": args.table, "sha256": file_sha256(args.table), "rows": len(table),
                                   "train_rows": int(len(train_rows)), "seed": args.seed},
-                "features": {"encoder": catalogue.encoder.name, "max_input_tokens": catalogue.encoder.max_input_tokens,
+                "features": {"encoder": encoder.name, "max_input_tokens": catalogue.encoder.max_input_tokens,
                              "extra": ["log1p(input_tokens)/6"]}}
     if store is not None:
         metadata["rows"] = store.provenance
@@ -137,13 +140,15 @@ class PolicyView:
 def report_command(args) -> dict[str, Path]:
     from router.offline.report import evaluate, write_report
 
-    candidates(args.family)  # an unknown family is refused before the table is read and embedded
+    candidates(args.family)  # an unknown family or encoder is refused before the table is read and embedded
     catalogue = load_catalogue()
+    check_encoder_name(args.encoder, catalogue.encoder.name)
     table, name = _load_table(args.data, None, _parse_costs(args.model_costs))
     if args.limit:
         rows = np.sort(np.random.default_rng(args.seed).permutation(len(table))[: args.limit])
         table = table.subset(rows)
-    features, tokens = table_features(table, _encoder())
+    encoder = _encoder(args.encoder)
+    features, tokens = table_features(table, encoder)
     train_rows, test_rows = split_by_prompt(table, args.test_fraction, args.seed, args.max_train)
     if len(train_rows) == 0 or len(test_rows) == 0:
         raise ValueError(f"the split left {len(train_rows)} training and {len(test_rows)} test rows; "
@@ -172,14 +177,14 @@ def report_command(args) -> dict[str, Path]:
     report["ood"] = {"threshold": clf.ood_threshold,
                      "share_flagged": None if distances is None else float((distances > clf.ood_threshold).mean())}
     report["selection"] = selection.as_dict()
-    report["robustness"] = _robustness(args, test, clf, probs, thresholds, views)
+    report["robustness"] = _robustness(args, encoder, test, clf, probs, thresholds, views)
     if getattr(args, "gadgets", False):
-        report["robustness"]["gadgets"] = _gadget_flips(args, table.subset(train_rows).prompts, test.prompts, clf,
-                                                        views)
+        report["robustness"]["gadgets"] = _gadget_flips(args, encoder, table.subset(train_rows).prompts,
+                                                        test.prompts, clf, views)
     report["title"] = f"Routing report: {name}"
     report["data"] = {"source": args.data, "rows": len(table), "train_rows": int(len(train_rows)),
                       "test_rows": int(len(test_rows)), "seed": args.seed, "split": "by unique prompt text",
-                      "encoder": catalogue.encoder.name, "policies": args.policy or [],
+                      "encoder": encoder.name, "policies": args.policy or [],
                       "family": clf.family.label()}
     return write_report(report, Path(args.out), stem=name)
 
@@ -192,8 +197,8 @@ def calibrate_command(args) -> dict:
 
     catalogue = load_catalogue()
     table, _ = _load_table(args.table, catalogue.names())
-    features, tokens = table_features(table, _encoder())
     clf = AdequacyClassifier.load(load_policy(args.policy).classifier_path())
+    features, tokens = table_features(table, _encoder(clf.encoder_name))
     rows = np.arange(len(table))
     probs = out_of_fold(table, features, rows, clf.family.name, clf.family.params, args.folds, args.seed)
     view = PolicyView(args.policy, table.models, clf, features, tokens)
@@ -210,7 +215,7 @@ def calibrate_command(args) -> dict:
             "cost_saved": 1 - result.cost / result.large_cost, "quality_kept": result.quality / result.large_quality}
 
 
-def _robustness(args, test: OutcomeTable, clf, probs: np.ndarray, thresholds, views) -> dict:
+def _robustness(args, encoder, test: OutcomeTable, clf, probs: np.ndarray, thresholds, views) -> dict:
     """Decision flips under small edits, on a seeded sample of held-out prompts."""
     from router.classifier import feature_matrix
     from router.offline.report import choose
@@ -224,7 +229,7 @@ def _robustness(args, test: OutcomeTable, clf, probs: np.ndarray, thresholds, vi
     if not edits:
         return {"edits": 0}
     edited_texts = [text for _, _, text in edits]
-    vectors, tokens = embed(edited_texts, _encoder(), desc="embed perturbed")
+    vectors, tokens = embed(edited_texts, encoder, desc="embed perturbed")
     feats = feature_matrix(vectors, tokens)
     edited_probs = clf.predict_proba(feats, edited_texts)
     rows = sample[[i for i, _, _ in edits]]
@@ -237,14 +242,13 @@ def _robustness(args, test: OutcomeTable, clf, probs: np.ndarray, thresholds, vi
     return {"sample": int(len(sample)), **flip_rates(before.tolist(), after.tolist(), [k for _, k, _ in edits])}
 
 
-def _gadget_flips(args, train_prompts: list[str], test_prompts: list[str], clf, views) -> list[dict]:
+def _gadget_flips(args, encoder, train_prompts: list[str], test_prompts: list[str], clf, views) -> list[dict]:
     """Routing gadgets (router/offline/attack.py): a white-box search against this report's router on training
     prompts, in each direction, and the share of held-out decisions the gadget flips."""
     if not views:
         raise ValueError("--gadgets needs --policy: the search steers the decisions a policy makes")
     from router.offline.attack import DOWN, UP, WhiteBoxView, find_gadget, flip_rates, token_vocabulary
 
-    encoder = _encoder()
     view = WhiteBoxView(clf, views[0].policy, views[0].catalogue, encoder)
     rng = np.random.default_rng(args.seed)
     unique_train, unique_test = list(dict.fromkeys(train_prompts)), list(dict.fromkeys(test_prompts))

@@ -548,9 +548,9 @@ class RouterIngress:
         waiting = [i for i, (error, _) in enumerate(checked) if error is None]
         requests = [RouteRequest(items[i][0].routing_text(), checked[i][1], items[i][0].model) for i in waiting]
         try:
-            routed = self.service.route_many(requests)
+            routed = self.service.route_many(requests, live)
         except Exception:  # one bad request must not fail the batch: decide one at a time, so only it fails
-            routed = [self._route_alone(r, items[i][1]) for r, i in zip(requests, waiting)]
+            routed = [self._route_alone(r, items[i][1], live) for r, i in zip(requests, waiting)]
         out = [(None, error, None, None) for error, _ in checked]
         if requests:
             self.metrics.batched(len(requests))
@@ -566,13 +566,16 @@ class RouterIngress:
                 self.metrics.refused_request(code)
                 out[i] = (None, _error(400, decision.reason, param="messages", code=code), None, None)
             else:
-                out[i] = (decision, None, row[:-1], shadow)
+                # the store's embeddings are all the catalogue encoder's (monitoring and `router train --from-store`
+                # read them as such), so a router on another encoder stores none
+                embedding = row[:-1] if live.encoder is self.service.encoders.base else None
+                out[i] = (decision, None, embedding, shadow)
         return out
 
-    def _route_alone(self, request: RouteRequest, context: contextvars.Context):
+    def _route_alone(self, request: RouteRequest, context: contextvars.Context, live):
         """One request decided on its own: its (decision, row, shadow), or a 500 naming what failed."""
         try:
-            return self.service.route_many([request])[0]
+            return self.service.route_many([request], live)[0]
         except Exception as exc:
             context.run(lambda: logger.exception("request %s: the routing decision failed", current_request_id()))
             return _error(500, f"the routing decision failed: {type(exc).__name__}: {str(exc)[:200]}",

@@ -167,8 +167,10 @@ def test_prometheus_scrapes_the_routers_metrics_from_ray(prometheus, client):
         targets = httpx.get(f"{url}/api/v1/targets", timeout=30).json()["data"]["activeTargets"]
         return [t for t in targets if t["scrapeUrl"].endswith(f":{metrics_port}/metrics") and t["health"] == "up"]
     wait_for(scraped, 60, f"prometheus to scrape Ray's metrics port {metrics_port}", interval=1)
-    series = wait_for(lambda: query(url, 'ray_router_requests_total{model!=""}'), 120,
-                      "ray_router_requests_total in prometheus", interval=2)
+    def counted():  # Ray exports metrics periodically: a scrape can hold the first answer before the second
+        found = query(url, 'ray_router_requests_total{model!=""}')
+        return found if sum(float(s["value"][1]) for s in found) >= 2 else None
+    series = wait_for(counted, 120, "both answers in ray_router_requests_total in prometheus", interval=2)
     labels = [s["metric"] for s in series]
     assert all({"model", "rule", "stream", "application", "deployment", "replica"} <= set(m) for m in labels), labels
     assert {m["application"] for m in labels} == {"router"} and {m["deployment"] for m in labels} == {"RouterIngress"}

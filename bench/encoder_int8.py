@@ -99,6 +99,21 @@ def speed(encoders: dict[str, Encoder], rounds: int, total: int = 640, batch: in
             for name, d in out.items()}
 
 
+def table_features(table, encoders: dict[str, Encoder]) -> tuple[dict, dict[str, np.ndarray]]:
+    """Each encoder's feature rows for every row of the table, and the fidelity of the second encoder's embeddings
+    to the first's (cosine over the table's unique prompts)."""
+    prompts = list(dict.fromkeys(table.prompts))
+    vectors = {name: e.encode(prompts) for name, e in encoders.items()}
+    first, second = vectors.values()
+    cosine = (first * second).sum(axis=1)
+    index = {p: i for i, p in enumerate(prompts)}
+    rows = [index[p] for p in table.prompts]
+    tokens = [next(iter(encoders.values())).count_tokens(p) for p in table.prompts]
+    fidelity = {"prompts": len(prompts), "mean": float(cosine.mean()), "p1": float(np.percentile(cosine, 1)),
+                "min": float(cosine.min())}
+    return fidelity, {name: feature_matrix(v[rows], tokens) for name, v in vectors.items()}
+
+
 def decision_changes(shipped: Encoder, int8: Encoder, prompts: list[str]) -> dict:
     """The shipped router and policy, unchanged, deciding every table prompt from each encoder's embedding."""
     service = RoutingService(shipped)
@@ -173,18 +188,10 @@ def main() -> None:
         int8 = with_model(shipped, model)
         encoders = {"shipped": shipped, "int8": int8}
         table = load_outcomes(TABLE)
-        prompts = list(dict.fromkeys(table.prompts))
-        vectors = {name: e.encode(prompts) for name, e in encoders.items()}
-        cosine = (vectors["shipped"] * vectors["int8"]).sum(axis=1)
-        index = {p: i for i, p in enumerate(prompts)}
-        rows = [index[p] for p in table.prompts]
-        tokens = [shipped.count_tokens(p) for p in table.prompts]
-        features = {name: feature_matrix(v[rows], tokens) for name, v in vectors.items()}
+        fidelity, features = table_features(table, encoders)
         result = {"machine": "2 CPU cores, no GPU", "rounds": args.rounds, "seeds": list(range(args.seeds)),
-                  "int8_sha256": digest, "speed": speed(encoders, args.rounds),
-                  "fidelity": {"prompts": len(prompts), "mean": float(cosine.mean()),
-                               "p1": float(np.percentile(cosine, 1)), "min": float(cosine.min())},
-                  "decisions": decision_changes(shipped, int8, prompts),
+                  "int8_sha256": digest, "speed": speed(encoders, args.rounds), "fidelity": fidelity,
+                  "decisions": decision_changes(shipped, int8, list(dict.fromkeys(table.prompts))),
                   "cross_validated": cross_validated(table, features, list(range(args.seeds)))}
     s = result["speed"]
     result["speedup"] = {"encoder": s["int8"]["encoder_prompts_per_s"]["median"] / s["shipped"]["encoder_prompts_per_s"]["median"],

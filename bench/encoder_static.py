@@ -35,8 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.encoder_int8 import speed  # noqa: E402
-from router.classifier import feature_matrix  # noqa: E402
+from bench.encoder_int8 import speed, table_features  # noqa: E402
 from router.features import Encoder  # noqa: E402
 from router.offline.outcomes import load_outcomes  # noqa: E402
 from router.families import make_family  # noqa: E402
@@ -110,19 +109,11 @@ def main() -> None:
     distil_s = time.perf_counter() - started
     encoders = {"shipped": shipped, "static": static}
     table = load_outcomes(TABLE)
-    prompts = list(dict.fromkeys(table.prompts))
-    vectors = {name: e.encode(prompts) for name, e in encoders.items()}
-    cosine = (vectors["shipped"] * vectors["static"]).sum(axis=1)
-    index = {p: i for i, p in enumerate(prompts)}
-    rows = [index[p] for p in table.prompts]
-    tokens = [shipped.count_tokens(p) for p in table.prompts]
-    features = {name: feature_matrix(v[rows], tokens) for name, v in vectors.items()}
+    fidelity, features = table_features(table, encoders)
     with tempfile.TemporaryDirectory() as directory:
         policies = {"static": static_policy(table, features["static"], static, Path(directory))}
         result = {"machine": "2 CPU cores, no GPU", "rounds": args.rounds, "distil_s": distil_s,
-                  "speed": speed(encoders, args.rounds, policies=policies),
-                  "fidelity": {"prompts": len(prompts), "mean": float(cosine.mean()),
-                               "p1": float(np.percentile(cosine, 1)), "min": float(cosine.min())},
+                  "speed": speed(encoders, args.rounds, policies=policies), "fidelity": fidelity,
                   "selection": {name: selection(table, f, list(range(args.seeds))) for name, f in features.items()}}
     s = result["speed"]
     result["speedup"] = {k: s["static"][m]["median"] / s["shipped"][m]["median"]

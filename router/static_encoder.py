@@ -41,12 +41,10 @@ class StaticEncoder:
     def __init__(self, encoder: "Encoder", table: np.ndarray):
         self.name = encoder.name + SUFFIX
         self.tokenizer, self.max_tokens, self.dimensions = encoder.tokenizer, encoder.max_tokens, table.shape[1]
+        self.count_tokens = encoder.count_tokens  # the same tokenizer, so the same counts
         self.table = table
         # another embedding: the offline cache must never hand one encoder's vectors to the other
         self.fingerprint = encoder.fingerprint + "-static-mean"
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)

@@ -1,5 +1,6 @@
-"""The ensemble serves any router family from its artifact, with no code change: here a lexical one (TF-IDF),
-trained by `router train --family tfidf`, made live by a policy edit, asked through the official client."""
+"""The ensemble serves any router from its artifact, with no code change: a lexical family (TF-IDF) and a router
+on the static encoder (`--encoder minilm-l6-v2-static`, which the ingress builds when the artifact names it), each
+trained by `router train`, made live by a policy edit, asked through the official client."""
 import copy
 import json
 
@@ -12,55 +13,30 @@ pytestmark = pytest.mark.serve
 CODE = "Write a Python function that returns the n-th Fibonacci number."
 
 
-def test_the_ensemble_serves_a_lexical_family_from_its_artifact(ensemble, client, tmp_path):
+@pytest.mark.parametrize("train_args, family, encoder", [
+    (["--family", "tfidf"], "tfidf", "minilm-l6-v2"),
+    (["--family", "lr", "--encoder", "minilm-l6-v2-static"], "lr", "minilm-l6-v2-static")])
+def test_the_ensemble_serves_a_router_from_its_artifact(ensemble, client, tmp_path, train_args, family, encoder):
     from router.classifier import AdequacyClassifier
     from router.cli import main
     from router.features import Encoder
     from router.service import RoutingService
 
-    artifact = tmp_path / "tfidf.json"
-    assert main(["train", "--table", "data/outcomes/default.csv", "--out", str(artifact), "--family", "tfidf"]) == 0
-    assert AdequacyClassifier.load(artifact).family.name == "tfidf"
+    artifact = tmp_path / "router.json"
+    assert main(["train", "--table", "data/outcomes/default.csv", "--out", str(artifact), *train_args]) == 0
+    assert AdequacyClassifier.load(artifact).family.name == family
     original = ensemble.policy()["policy"]
-    lexical = {**copy.deepcopy(original), "version": "lexical-router", "classifier": str(artifact)}
-    ensemble.deploy_policy(lexical)
+    edited = {**copy.deepcopy(original), "version": f"{family}-on-{encoder}", "classifier": str(artifact)}
+    ensemble.deploy_policy(edited)
     try:
-        wait_for(lambda: ensemble.policy()["version"] == "lexical-router", 60, "the lexical router")
+        wait_for(lambda: ensemble.policy()["version"] == edited["version"], 120, f"the {family} router")
         raw = client.chat.completions.with_raw_response.create(
             model="auto", messages=[{"role": "user", "content": CODE}], max_tokens=8, temperature=0)
         assert raw.parse().choices[0].message.content.strip()
         served = json.loads(raw.headers["x-router-scores"])
         local = RoutingService(encoder=Encoder(threads=1))
-        local.apply_policy(lexical)
-        expected = local.route(CODE, local.encoder.count_tokens(CODE))
-        assert served == pytest.approx({m: round(p, 3) for m, p in expected.scores.items()}, abs=2e-3)
-        assert raw.headers["x-router-model"] == raw.parse().model == expected.model
-    finally:
-        ensemble.deploy_policy(original)
-        wait_for(lambda: ensemble.policy()["version"] == original["version"], 60, "the original policy")
-
-
-def test_the_ensemble_serves_a_router_on_the_static_encoder(ensemble, client, tmp_path):
-    """A router trained with `--encoder minilm-l6-v2-static` goes live by a policy edit: the ingress builds the
-    static encoder the artifact names, and answers with the scores that encoder's features give."""
-    from router.cli import main
-    from router.features import Encoder
-    from router.service import RoutingService
-
-    artifact = tmp_path / "static.json"
-    assert main(["train", "--table", "data/outcomes/default.csv", "--out", str(artifact), "--family", "lr",
-                 "--encoder", "minilm-l6-v2-static"]) == 0
-    original = ensemble.policy()["policy"]
-    static = {**copy.deepcopy(original), "version": "static-router", "classifier": str(artifact)}
-    ensemble.deploy_policy(static)
-    try:
-        wait_for(lambda: ensemble.policy()["version"] == "static-router", 120, "the static router")
-        raw = client.chat.completions.with_raw_response.create(
-            model="auto", messages=[{"role": "user", "content": CODE}], max_tokens=8, temperature=0)
-        served = json.loads(raw.headers["x-router-scores"])
-        local = RoutingService(encoder=Encoder(threads=1))
-        local.apply_policy(static)
-        assert local.encoder.name == "minilm-l6-v2-static"
+        local.apply_policy(edited)
+        assert local.encoder.name == encoder
         expected = local.route(CODE, local.encoder.count_tokens(CODE))
         assert served == pytest.approx({m: round(p, 3) for m, p in expected.scores.items()}, abs=2e-3)
         assert raw.headers["x-router-model"] == raw.parse().model == expected.model

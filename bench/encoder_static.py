@@ -19,7 +19,7 @@ cache):
   each encoder, 3 seeds: the family it picks and that family's out-of-fold area and AIQ.
 RouteLLM's benchmarks under the same selection: `bench/routellm_benchmark.py --encoder static` (README).
 
-    .venv/bin/python bench/encoder_static.py --out bench   # about 10 min; writes encoder_static.md and .json
+    .venv/bin/python bench/encoder_static.py --out bench   # about 2 min; writes encoder_static.md and .json
 """
 from __future__ import annotations
 

@@ -152,7 +152,7 @@ def _store_rows_flags(sub: argparse.ArgumentParser, judged_help: str, judged_def
 
 
 ENCODER_HELP = ("the embedding the router reads: the catalogue's encoder (default, minilm-l6-v2), or the static "
-                "table distilled from it (minilm-l6-v2-static: about 12x the decisions per second, bench/encoder_static.md)")
+                "table distilled from it (minilm-l6-v2-static: about 20x the decisions per second, bench/encoder_static.md)")
 
 
 def _train(args) -> None:

@@ -3,7 +3,7 @@
 Model2Vec's recipe (Tulkens and van Dongen, "Model2Vec: Distill a Small Fast Model from any Sentence Transformer",
 2024): each WordPiece token's vector is MiniLM's mean-pooled embedding of [CLS] token [SEP] alone, and a prompt's
 embedding is the mean of its tokens' vectors, L2-normalised. A decision then costs a tokenization and a table
-lookup (bench/encoder_static.md: about 12x the shipped encoder's batched decisions on 2 cores, at the same
+lookup (bench/encoder_static.md: about 20x the shipped encoder's batched decisions on 2 cores, at the same
 cross-validated routing quality on the default table). The table is derived here from the sha256-pinned MiniLM
 file, in about 10 s on 2 cores, and cached as a plain .npy array (never a pickle) keyed by that file's fingerprint;
 nothing is downloaded.

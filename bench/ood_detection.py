@@ -11,6 +11,7 @@ nearest distance and that factor, each at the 0.985 quantile (so that the two fa
 the shipped one's).
 
     python bench/ood_detection.py --out bench   # writes bench/ood_detection.md and .json
+    python bench/ood_detection.py --out bench --encoder static   # the static encoder: ood_detection_static.*
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from router.classifier import OOD_QUANTILE, nearest_distance  # noqa: E402
 from router.families import make_family  # noqa: E402
 from router.features import Encoder  # noqa: E402
+from router.static_encoder import static_encoder  # noqa: E402
 from router.offline.datasets import load_routellm  # noqa: E402
 from router.offline.outcomes import load_outcomes  # noqa: E402
 from router.offline.select import domains_of  # noqa: E402
@@ -77,8 +79,13 @@ def main() -> None:
     parser.add_argument("--out", default="bench")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quantile", type=float, default=OOD_QUANTILE)
+    parser.add_argument("--encoder", choices=("minilm", "static"), default="minilm",
+                        help="the shipped MiniLM, or the static table distilled from it (router/static_encoder.py)")
     args = parser.parse_args()
     encoder = Encoder(threads=2)
+    if args.encoder == "static":
+        encoder = static_encoder(encoder)
+    stem = "ood_detection" + ("_static" if args.encoder == "static" else "")
     results = {"quantile": args.quantile, "default": [], "mmlu": []}
 
     table = load_outcomes(ROOT / "data/outcomes/default.csv")
@@ -102,9 +109,10 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ood_detection.json").write_text(json.dumps(results, indent=1))
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    flag = " --encoder static" if args.encoder == "static" else ""
     lines = [f"# Out-of-distribution detection (threshold: the {args.quantile:g} quantile of leave-one-out "
-             f"neighbour distances; `python bench/ood_detection.py`)", "",
+             f"neighbour distances; `python bench/ood_detection.py{flag}`; encoder {encoder.name})", "",
              "Goal (issue 12): >= 80% of an unseen domain flagged, <= 5% of held-out in-domain prompts.", "",
              "Unseen flagged / in-domain flagged, for the shipped detector (nearest distance) and two not shipped "
              "(local outlier factor, k = 30; the union of both, each at half the false-alarm quantile).", "",
@@ -118,7 +126,7 @@ def main() -> None:
         lines.append(f"| default table | {r['held_out']} | {cells(r)} | {r['train_rows']} |")
     for r in results["mmlu"]:
         lines.append(f"| MMLU seed {r['seed']} | 10 subjects | {cells(r)} | {r['train_rows']} |")
-    (out / "ood_detection.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -1,0 +1,116 @@
+"""Where a cold start's time goes (issue 16): the phases from `ray.init` to a green /healthz, and in each phase
+the CPU seconds every kind of process used (sampled from /proc every 0.5 s), so a phase that waits shows up
+beside one that computes.
+
+  .venv/bin/python bench/cold_start.py --runs 3     # about 1.5 minutes; writes bench/cold_start.md and .json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.cpu_share import cpu_by_process, kind  # noqa: E402
+from router.serving import local_ensemble as ensemble_module  # noqa: E402
+
+PHASES = ("ray.init", "Serve's REST API up", "deploy, until a replica is titled", "replicas load, to /healthz")
+
+
+def _sample(samples: list, stop: threading.Event, started: float) -> None:
+    while not stop.is_set():
+        samples.append((time.perf_counter() - started, cpu_by_process()))
+        stop.wait(0.5)
+
+
+def _nearest(samples: list, at: float) -> dict:
+    return min(samples, key=lambda s: abs(s[0] - at))[1]
+
+
+def one_run() -> dict:
+    """One cold start: the phase boundaries (seconds from the start) and each phase's CPU by kind of process."""
+    marks: dict[str, float] = {}
+    started = time.perf_counter()
+    samples: list = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=_sample, args=(samples, stop, started), daemon=True)
+    sampler.start()
+    deploy = ensemble_module.deploy_config
+
+    def timed_deploy(config, dashboard):  # the moment the config goes to Serve's REST API
+        marks["deploy"] = time.perf_counter() - started
+        return deploy(config, dashboard)
+
+    ensemble_module.deploy_config = timed_deploy
+    try:
+        with ensemble_module.local_ensemble(
+                after_ray_init=lambda: marks.setdefault("ray_init", time.perf_counter() - started)) as ens:
+            marks["healthz"] = ens.ready_after_s
+            stop.set()  # before the cluster shuts down, so the last sample has every replica's title
+            sampler.join()
+            samples.append((time.perf_counter() - started, cpu_by_process()))
+    finally:
+        ensemble_module.deploy_config = deploy
+        stop.set()
+    # the first model replica's process: its title names the deployment once Serve has started it
+    first_replica = next((at for at, procs in samples if at > marks["deploy"]
+                          and any("ServeReplica" in cmd for cmd, _ in procs.values())), marks["healthz"])
+    bounds = [0.0, marks["ray_init"], marks["deploy"], first_replica, marks["healthz"]]
+    # a process's role from its last title: a replica's title changes while it starts (ray::IDLE, then its method)
+    titles = {pid: cmd for _, procs in samples for pid, (cmd, _) in procs.items()}
+    ray_pids = {pid for _, procs in samples for pid, (cmd, _) in procs.items() if "ray" in cmd}
+    phases = []
+    for name, a, b in zip(PHASES, bounds, bounds[1:]):
+        before, after = _nearest(samples, a), _nearest(samples, b)
+        used: dict[str, float] = defaultdict(float)
+        for pid, (cmd, cpu) in after.items():
+            role = "this script (driver)" if "cold_start.py" in cmd else \
+                kind(titles[pid]) if pid in ray_pids else "outside Ray (the machine's own)"
+            used[role] += cpu - before.get(pid, (cmd, 0.0))[1]
+        core_s = sum(used.values())
+        phases.append({"phase": name, "from_s": round(a, 2), "to_s": round(b, 2), "core_s": round(core_s, 2),
+                       "busy": round(core_s / (2 * max(b - a, 1e-9)), 2),
+                       "top": {k: round(v, 2) for k, v in sorted(used.items(), key=lambda kv: -kv[1])[:5] if v > 0.05}})
+    return {"cold_start_s": round(marks["healthz"], 2), "phases": phases}
+
+
+def markdown(runs: list[dict]) -> str:
+    lines = ["# Where a cold start's time goes", "",
+             "`.venv/bin/python bench/cold_start.py --runs 3` on this 2-core machine. Each phase's wall time, the CPU "
+             "seconds every process used in it (2 cores give 2 core-seconds a second), and the biggest users. "
+             "The sampler reads /proc every 0.5 s, so phase edges are good to about half a second.", ""]
+    for i, run in enumerate(runs, 1):
+        lines += [f"## Run {i}: green /healthz after {run['cold_start_s']} s", "",
+                  "| phase | from → to (s) | core-s used | CPU busy | biggest users (core-s) |", "|---|---|---|---|---|"]
+        for p in run["phases"]:
+            top = ", ".join(f"{k} {v}" for k, v in p["top"].items())
+            lines.append(f"| {p['phase']} | {p['from_s']} → {p['to_s']} | {p['core_s']} | {p['busy']:.0%} | {top} |")
+        lines.append("")
+    median = statistics.median(r["cold_start_s"] for r in runs)
+    lines += [f"Median cold start: {median} s.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="cold starts to measure, one after another")
+    parser.add_argument("--out", default="bench", help="folder for cold_start.md and cold_start.json")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    runs = [one_run() for _ in range(args.runs)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cold_start.json").write_text(json.dumps(runs, indent=1) + "\n")
+    (out / "cold_start.md").write_text(markdown(runs))
+    print(markdown(runs))
+
+
+if __name__ == "__main__":
+    main()

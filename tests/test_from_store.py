@@ -79,14 +79,15 @@ def split(tmp_path_factory):
 
 def make_store(path: Path, encoder, prompts: list[str], model: str, rating: str | None, task: str,
                keep_text: bool = True, prefix: str = "r") -> str:
-    """A store written as the serving shell writes it: decision rows, then feedback on each."""
+    """A store written as the serving shell writes it: decision rows (with `encoder`'s embeddings, named as the
+    ingress names them), then feedback on each. A second call on the same path adds to that store."""
     url = f"sqlite:///{path}"
     store = DecisionStore(url)
     assert store.url == url
     catalogue = load_catalogue()
     try:
         for i, (prompt, vector) in enumerate(zip(prompts, encoder.encode(prompts))):
-            asked = RequestContext(f"{prefix}{i}", prompt, "chat.completions", None, vector)
+            asked = RequestContext(f"{prefix}{i}", prompt, "chat.completions", None, vector, encoder.name)
             decision = Decision(model, "cheapest_confident", "planted", task, encoder.count_tokens(prompt))
             store.record(decision_row(asked, decision, model, None, 40, 60, catalogue.model(model).cost(40, 60), None,
                                       "test-policy", f"an answer to {prompt!r}", keep_text))
@@ -153,6 +154,22 @@ def test_likes_in_a_region_do_not_lower_quality(split, baseline, encoder, tmp_pa
     quality = lambda chosen: scores[np.arange(len(chosen)), [columns[c] for c in chosen]].mean()  # noqa: E731
     assert quality(after) >= quality(before)
     assert (after == models.index(LARGE)).mean() <= (before == models.index(LARGE)).mean()
+
+
+def test_train_reads_only_the_store_rows_of_its_own_encoder(split, encoder, tmp_path, capsys):
+    """A store in which a MiniLM router answered the code requests and a router on the static encoder the small
+    talk: `train --from-store` on each encoder takes only the rows whose embeddings that encoder made."""
+    from router.static_encoder import static_encoder
+
+    url = make_store(tmp_path / "both.db", encoder, CODE_REQUESTS, MID, "dislike", "code", prefix="minilm")
+    make_store(tmp_path / "both.db", static_encoder(encoder), SMALL_TALK, SMALL, "like", "chat", prefix="static")
+    for name, own, other in (("minilm-l6-v2", CODE_REQUESTS, SMALL_TALK),
+                             ("minilm-l6-v2-static", SMALL_TALK, CODE_REQUESTS)):
+        artifact = train(split.path, tmp_path / f"{name}.json", "--from-store", url, "--family", "knn",
+                         "--encoder", name)
+        assert artifact["metadata"]["features"]["encoder"] == name
+        assert artifact["metadata"]["rows"]["store"]["n"] == len(own)
+        assert f"'other_encoder': {len(other)}" in capsys.readouterr().err
 
 
 def test_unknown_models_take_the_nearest_table_prompts_mean_score(split, encoder, tmp_path):

@@ -38,7 +38,7 @@ def prompts():
     return {"a": items[:100], "b": items[100:], "gsm8k": math}
 
 
-def _row(item: dict, at: float, rng: random.Random, model: str | None = None) -> dict:
+def _row(item: dict, at: float, rng: random.Random, model: str | None = None, encoder: str | None = None) -> dict:
     model = model or rng.choice(MODELS[item["task"]])
     scores = {m: round(min(1.0, max(0.0, rng.gauss(0.6 if item["task"] == "chat" else 0.4, 0.15))), 3)
               for m in ("smollm2-135m", "qwen2.5-coder-0.5b")} | {"qwen2.5-coder-1.5b": 0.8}
@@ -47,18 +47,19 @@ def _row(item: dict, at: float, rng: random.Random, model: str | None = None) ->
             "scores": scores, "thresholds": {}, "fallback": None, "cascade": None, "ood_distance": None,
             "latency_s": 0.1, "input_tokens": 10, "output_tokens": 10, "cost": 0.0, "prompt_sha256": "0" * 64,
             "prompt_embedding": np.asarray(item["embedding"], "<f4").tobytes(), "prompt_text": item["prompt"],
-            "response_text": None}
+            "response_text": None, "prompt_embedding_encoder": encoder}
 
 
-def _store(path, windows: list[tuple], rate=None) -> str:
+def _store(path, windows: list[tuple], rate=None, encoder_of=lambda i: None) -> str:
     """A SQLite store with each window's prompts at (items, hours ago[, the model that answered them all]);
-    `rate(item)` -> like/dislike/None rates the answers of the last two hours."""
+    `rate(item)` -> like/dislike/None rates the answers of the last two hours; `encoder_of(i)` names the encoder
+    of a window's i-th embedding (None: the catalogue's)."""
     url = f"sqlite:///{path}"
     store, rng, now = DecisionStore(url=url), random.Random(1), time.time()
     try:
         for items, hours_ago, *model in windows:
             for i, item in enumerate(items):
-                store.record(_row(item, now - hours_ago * 3600 + i, rng, *model))
+                store.record(_row(item, now - hours_ago * 3600 + i, rng, *(model or [None]), encoder_of(i)))
         store.flush()
         for items, hours_ago, *_ in windows:
             for i, item in enumerate(items):
@@ -70,14 +71,17 @@ def _store(path, windows: list[tuple], rate=None) -> str:
     return url
 
 
-def _policy_with_reference(tmp_path, items: list[dict]) -> str:
-    """The serving policy with a copy of the shipped router whose training prompts are `items` (the reference)."""
+def _policy_with_reference(tmp_path, items: list[dict], encoder: str = "minilm-l6-v2") -> str:
+    """The serving policy with a copy of the shipped router whose training prompts are `items` (the reference),
+    recorded as made by `encoder`."""
     artifact = json.loads(open(SHIPPED_ARTIFACT).read())
     artifact["ood"]["keys"] = np.round([i["embedding"] for i in items], 4).tolist()
-    (tmp_path / "router.json").write_text(json.dumps(artifact))
-    policy = load_policy("serve_config.yaml").model_dump(mode="json") | {"classifier": str(tmp_path / "router.json")}
-    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
-    return str(tmp_path / "policy.yaml")
+    artifact["metadata"]["features"]["encoder"] = encoder
+    (tmp_path / f"router-{encoder}.json").write_text(json.dumps(artifact))
+    policy = load_policy("serve_config.yaml").model_dump(mode="json") | {
+        "classifier": str(tmp_path / f"router-{encoder}.json")}
+    (tmp_path / f"policy-{encoder}.yaml").write_text(yaml.safe_dump(policy))
+    return str(tmp_path / f"policy-{encoder}.yaml")
 
 
 def _monitor(tmp_path, url: str, *extra: str) -> tuple[int, dict]:
@@ -162,6 +166,37 @@ def test_model_share_shift_against_an_earlier_window(prompts, tmp_path, capsys):
     assert shares["largest"] == "qwen2.5-coder-1.5b" and shares["max_abs_shift"] > 0.15
     assert [f for f in report["fired"] if not f.startswith("model share shift")] == []
     assert "FIRED model share shift: qwen2.5-coder-1.5b" in capsys.readouterr().out
+
+
+def test_only_the_routers_own_encoders_embeddings_are_compared(prompts, tmp_path):
+    """A window in which a router on the static encoder answered every fourth request: a MiniLM router's monitor
+    compares only the MiniLM rows' embeddings, and a static router's only the static rows' (the vectors share a
+    size, not a space). The store's label decides; these vectors are all MiniLM's, so the test sees the choice."""
+    url = _store(tmp_path / "s.db", [(prompts["b"], 1)],
+                 encoder_of=lambda i: "minilm-l6-v2-static" if i % 4 == 0 else None)
+    for encoder, own, others in (("minilm-l6-v2", 75, 25), ("minilm-l6-v2-static", 25, 75)):
+        _, report = _monitor(tmp_path, url, "--policy", _policy_with_reference(tmp_path, prompts["a"], encoder))
+        assert report["counts"]["rows"] == 100 and report["counts"]["with_embedding"] == own, encoder
+        assert any(n.startswith(f"{others} rows of the window carry another encoder's") for n in report["notes"])
+
+
+def test_a_store_from_before_the_encoder_column_reads_as_the_catalogue_encoder(prompts, tmp_path):
+    """A store at migration 0002 (no prompt_embedding_encoder): the monitor, which never migrates a store, reads
+    every embedding as the catalogue's MiniLM."""
+    from alembic import command
+    from alembic.config import Config
+
+    from router.store.store import MIGRATIONS, open_engine
+
+    url = _store(tmp_path / "s.db", [(prompts["b"], 1)], encoder_of=lambda i: "minilm-l6-v2-static")
+    config, engine = Config(), open_engine(url)
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0002")
+    engine.dispose()
+    _, report = _monitor(tmp_path, url, "--policy", _policy_with_reference(tmp_path, prompts["a"]))
+    assert report["counts"]["with_embedding"] == 100 and not any("another encoder" in n for n in report["notes"])
 
 
 def test_too_few_rows_says_so_and_fires_nothing(prompts, tmp_path, capsys):

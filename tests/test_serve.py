@@ -210,6 +210,7 @@ def test_every_answer_lands_in_the_store_and_feedback_rates_it(ensemble, client)
         assert row["endpoint"] == "chat.completions" and row["policy_version"] == headers["x-router-policy-version"]
         assert set(row["scores"]) == {SMOL, CODER, LARGE} and row["thresholds"] and row["task"] == "chat"
         assert len(row["prompt_embedding"]) == 384 * 4 and len(row["prompt_sha256"]) == 64
+        assert row["prompt_embedding_encoder"] == "minilm-l6-v2"  # the shipped router's own encoder
         assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and row["cost"] > 0 and row["latency_s"] > 0
         assert row["prompt_text"] is None and row["response_text"] is None  # text is off by default
 

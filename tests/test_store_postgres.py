@@ -95,7 +95,7 @@ def test_a_row_from_decision_row_round_trips(store):
                         input_tokens=5, scores={"smollm2-135m": np.float32(0.75), "qwen2.5-coder-1.5b": 0.9},
                         thresholds={"smollm2-135m": 0.65}, ood_distance=0.125)
     asked = RequestContext("req-from-serving", "Hi! How are you today?", "chat.completions", "conversation-1",
-                           np.random.default_rng(0).random(384, dtype=np.float32))
+                           np.random.default_rng(0).random(384, dtype=np.float32), "minilm-l6-v2-static")
     written = decision_row(asked=asked, decision=decision, model="smollm2-135m", fallback=None, tokens_in=5,
                            tokens_out=7, cost=1.5e-6, cascade=[{"model": "smollm2-135m", "p": 0.75}],
                            policy_version="v1", answer="Fine, thanks!", keep_text=True)
@@ -105,6 +105,7 @@ def test_a_row_from_decision_row_round_trips(store):
     got = store.decision("req-from-serving")
     assert {k: got[k] for k in written} == written
     assert np.array_equal(np.frombuffer(got["prompt_embedding"], "<f4"), asked.embedding)
+    assert got["prompt_embedding_encoder"] == "minilm-l6-v2-static"
 
 
 def test_a_request_id_seen_again_replaces_its_row(store):

@@ -75,7 +75,7 @@ def read_store(url: str, days: float | None = None) -> list[dict]:
 
     from router.store.schema import decisions as d
     from router.store.schema import feedback as f
-    from router.store.store import open_engine
+    from router.store.store import embedding_encoder_column, open_engine
 
     if days is not None and days <= 0:
         raise ValueError(f"--store-days {days:g}: it must be more than 0")
@@ -88,8 +88,8 @@ def read_store(url: str, days: float | None = None) -> list[dict]:
         raise ValueError(f"store {redacted(url)}: no such file {parsed.database}")
     engine = open_engine(url)
     query = select(d.c.request_id, d.c.at, d.c.model, d.c.task, d.c.input_tokens, d.c.output_tokens, d.c.cost,
-                   d.c.prompt_sha256, d.c.prompt_embedding, d.c.prompt_text, d.c.response_text,
-                   f.c.score.label("feedback_score")) \
+                   d.c.prompt_sha256, d.c.prompt_embedding, embedding_encoder_column(engine), d.c.prompt_text,
+                   d.c.response_text, f.c.score.label("feedback_score")) \
         .join(f, f.c.request_id == d.c.request_id, isouter=True).where(d.c.model.is_not(None)).order_by(d.c.at)
     if days is not None:
         query = query.where(d.c.at >= time.time() - days * 86400)
@@ -299,9 +299,6 @@ def merge_store(args, table: OutcomeTable, features: np.ndarray, catalogue: Cata
     store_days, table)."""
     from router.store import store_url
 
-    if encoder.name != catalogue.encoder.name:  # the ingress stores only the catalogue encoder's embeddings
-        raise ValueError(f"--from-store: the decision store keeps {catalogue.encoder.name} embeddings, not "
-                         f"{encoder.name}; train on the store's rows with --encoder {catalogue.encoder.name}")
     url = args.from_store or store_url(None)
     judged_path = Path(args.judged) if args.judged else None
     judged = read_judged(judged_path) if judged_path else {}
@@ -309,7 +306,7 @@ def merge_store(args, table: OutcomeTable, features: np.ndarray, catalogue: Cata
     if not rows:
         window = f" in the last {args.store_days:g} days" if args.store_days is not None else ""
         raise ValueError(f"store {redacted(url)}: no answered requests{window}")
-    skipped = {"no_verdict": 0, "no_embedding": 0, "unknown_model": 0}
+    skipped = {"no_verdict": 0, "no_embedding": 0, "other_encoder": 0, "unknown_model": 0}
     kept, sources = [], {"feedback": 0, "judged": 0}
     for row in rows:
         verdict = served_verdict(row, judged)
@@ -318,6 +315,8 @@ def merge_store(args, table: OutcomeTable, features: np.ndarray, catalogue: Cata
             skipped["no_verdict"] += 1
         elif blob is None or len(blob) != 4 * encoder.dimensions:
             skipped["no_embedding"] += 1
+        elif (row.get("prompt_embedding_encoder") or catalogue.encoder.name) != encoder.name:
+            skipped["other_encoder"] += 1  # routed while another encoder's router served: not these features
         elif row["model"] not in table.models:
             skipped["unknown_model"] += 1
         else:

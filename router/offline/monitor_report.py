@@ -17,10 +17,10 @@ from tqdm import tqdm
 
 from router.offline.monitor import Reference, analyse, iso, parse_time, training_reference, window_reference
 from router.store.schema import decisions, feedback
-from router.store.store import DEFAULT_URL, URL_ENV, open_engine
+from router.store.store import DEFAULT_URL, URL_ENV, embedding_encoder_column, open_engine
 
 COLUMNS = ("request_id", "at", "model", "chosen", "rule", "task", "scores", "fallback", "cascade", "prompt_embedding",
-           "prompt_text", "response_toxicity")
+           "prompt_text", "response_toxicity")  # and prompt_embedding_encoder, where the store has it (0003)
 FEEDBACK_COLOURS = {"liked": "tab:green", "disliked": "tab:red", "none": "tab:blue"}
 
 
@@ -56,7 +56,8 @@ class StoreWindows:
             raise ValueError(f"store {shown_url(url)} holds no decisions yet")
 
     def rows(self, since: float, until: float) -> list[dict]:
-        query = select(*(decisions.c[c] for c in COLUMNS), feedback.c.score.label("feedback_score"), feedback.c.rating) \
+        query = select(*(decisions.c[c] for c in COLUMNS), embedding_encoder_column(self.engine),
+                       feedback.c.score.label("feedback_score"), feedback.c.rating) \
             .join(feedback, feedback.c.request_id == decisions.c.request_id, isouter=True) \
             .where(decisions.c.at >= since, decisions.c.at < until).order_by(decisions.c.at)
         with self.engine.connect() as connection:
@@ -69,16 +70,20 @@ class StoreWindows:
         self.engine.dispose()
 
 
-def artifact_reference(path: Path) -> Reference:
-    """The router artifact's training prompts (its out-of-distribution keys) as the reference."""
-    from models.catalogue import load_catalogue
-    from router.classifier import AdequacyClassifier
+def of_encoder(rows: list[dict], encoder: str, catalogue_encoder: str) -> tuple[list[dict], int]:
+    """The rows with only `encoder`'s prompt embeddings kept (another encoder's vectors share the size but not the
+    space: a router on the static encoder once served), and how many lost theirs. NULL is the catalogue's."""
+    others = 0
+    kept = []
+    for row in rows:
+        if row.get("prompt_embedding") and (row.get("prompt_embedding_encoder") or catalogue_encoder) != encoder:
+            row, others = {**row, "prompt_embedding": None}, others + 1
+        kept.append(row)
+    return kept, others
 
-    clf = AdequacyClassifier.load(path)
-    catalogue_encoder = load_catalogue().encoder.name
-    if clf.encoder_name not in (None, catalogue_encoder):  # the ingress stores only the catalogue encoder's embeddings
-        raise ValueError(f"router artifact {path} was trained on {clf.encoder_name} embeddings and the decision store "
-                         f"keeps {catalogue_encoder} ones: compare with an earlier window (--reference window)")
+
+def artifact_reference(clf, path: Path) -> Reference:
+    """The router artifact's training prompts (its out-of-distribution keys) as the reference."""
     if clf.ood_keys is None or not len(clf.ood_keys):
         raise ValueError(f"router artifact {path} keeps no training prompt embeddings (ood keys): retrain it with "
                          "`router train`, or compare with an earlier window (--reference window)")
@@ -104,6 +109,8 @@ def _reference_window(args, since: float, until: float, now: float) -> tuple[flo
 
 def monitor_command(args) -> tuple[dict, dict[str, Path]]:
     """Run the monitor as `router monitor` asks; (the report, the files written)."""
+    from models.catalogue import load_catalogue
+    from router.classifier import AdequacyClassifier
     from router.policy import load_policy
 
     if args.reference == "training" and (args.reference_since or args.reference_until):
@@ -113,17 +120,21 @@ def monitor_command(args) -> tuple[dict, dict[str, Path]]:
     since, until = _window(args, now)
     policy = load_policy(args.policy)
     url = resolve_url(args.url)
+    clf = AdequacyClassifier.load(policy.classifier_path())
+    catalogue_encoder = load_catalogue().encoder.name
+    encoder = clf.encoder_name or catalogue_encoder  # the live router's features: only its embeddings compare
     stages = tqdm(total=7, desc="monitor", unit="step", disable=None, leave=False)
     store = StoreWindows(url)
     try:
         stages.set_postfix_str("reading the window")
-        rows = store.rows(since, until)
+        rows, others = of_encoder(store.rows(since, until), encoder, catalogue_encoder)
         stages.update()
         if args.reference == "training":
-            reference = artifact_reference(policy.classifier_path())
+            reference = artifact_reference(clf, policy.classifier_path())
         else:
             r_since, r_until = _reference_window(args, since, until, now)
-            reference = window_reference(store.rows(r_since, r_until), f"the window {iso(r_since)} .. {iso(r_until)}")
+            reference_rows, _ = of_encoder(store.rows(r_since, r_until), encoder, catalogue_encoder)
+            reference = window_reference(reference_rows, f"the window {iso(r_since)} .. {iso(r_until)}")
         stages.update()
         extent = store.extent()
     finally:
@@ -142,6 +153,9 @@ def monitor_command(args) -> tuple[dict, dict[str, Path]]:
         stages.close()
     if not rows:
         found["notes"].insert(0, f"no decisions between {iso(since)} and {iso(until)}; the store holds {extent}")
+    if others:
+        found["notes"].append(f"{others} rows of the window carry another encoder's prompt embedding (not {encoder}'s, "
+                              "the router's): they count, but are left out of drift and problem regions")
     report = {"title": "decision-store monitor", "store": shown_url(url),
               "window": {"since": iso(since), "until": iso(until)},
               "reference": {"kind": reference.kind, "label": reference.label,

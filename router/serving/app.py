@@ -356,12 +356,12 @@ class RouterIngress:
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
         if (denied := await self._guard(request)) is not None:
             return denied
-        decision, error, embedding, shadow = await self._decide(body)
+        decision, error, embedded, shadow = await self._decide(body)
         if error is not None:
             return error
         policy, catalogue = self.service.live.policy, self.service.catalogue
         session = request.headers.get("x-session-id") or body.user
-        asked = RequestContext(current_request_id(), body.routing_text(), "chat.completions", session, embedding,
+        asked = RequestContext(current_request_id(), body.routing_text(), "chat.completions", session, *embedded,
                                shadow=shadow, shadow_version=self._shadow_version(), disclose=self._disclose(request))
         if session:  # the costliest model this conversation has used, on any ingress replica (the store)
             used = await asyncio.to_thread(self.store.session_models, session, time.time() - SESSION_TTL_S)
@@ -391,14 +391,14 @@ class RouterIngress:
             return denied
         as_chat = ChatCompletionRequest(model=body.model, messages=[{"role": "user", "content": body.prompt}],
                                         max_tokens=min(body.max_tokens, MAX_TOKENS_CAP))
-        decision, error, embedding, shadow = await self._decide(as_chat)
+        decision, error, embedded, shadow = await self._decide(as_chat)
         if error is not None:
             return error
         policy = self.service.live.policy
         decision, refused = self.budget.check(decision, request, body.user, policy, record=True)
         if refused is not None:
             return refused
-        asked = RequestContext(current_request_id(), body.prompt, "completions", None, embedding, shadow=shadow,
+        asked = RequestContext(current_request_id(), body.prompt, "completions", None, *embedded, shadow=shadow,
                                shadow_version=self._shadow_version(), disclose=self._disclose(request))
         generation = {"messages": [], "prompt": body.prompt,
                       "max_tokens": min(body.max_tokens, policy.limits.max_output_tokens),
@@ -531,9 +531,9 @@ class RouterIngress:
         return outcome if isinstance(outcome, JSONResponse) else (*outcome, cascade)
 
     async def _decide(self, body: ChatCompletionRequest):
-        """(decision, None, prompt embedding, shadow decision), or (None, an error response, None, None). The
-        decision runs on the decision thread, never on the event loop, batched with the requests that arrived
-        while the previous batch ran; each request's context (its id reaches the logs) goes with it."""
+        """(decision, None, (prompt embedding, its encoder's name), shadow decision), or (None, an error response,
+        None, None). The decision runs on the decision thread, never on the event loop, batched with the requests
+        that arrived while the previous batch ran; each request's context (its id reaches the logs) goes with it."""
         return await self._decide_batch((body, contextvars.copy_context()))
 
     # no wait for a batch to fill: one request alone goes at once, requests that queue behind a batch share the next
@@ -566,10 +566,8 @@ class RouterIngress:
                 self.metrics.refused_request(code)
                 out[i] = (None, _error(400, decision.reason, param="messages", code=code), None, None)
             else:
-                # the store's embeddings are all the catalogue encoder's (monitoring and `router train --from-store`
-                # read them as such), so a router on another encoder stores none
-                embedding = row[:-1] if live.encoder is self.service.encoders.base else None
-                out[i] = (decision, None, embedding, shadow)
+                # stored with its encoder's name: retraining and monitoring read only the router's own encoder's
+                out[i] = (decision, None, (row[:-1], live.encoder.name), shadow)
         return out
 
     def _route_alone(self, request: RouteRequest, context: contextvars.Context, live):

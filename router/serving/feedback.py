@@ -53,6 +53,7 @@ class RequestContext:
     endpoint: str
     session_id: str | None
     embedding: np.ndarray | None
+    embedding_encoder: str | None = None    # the encoder that made it (None: the catalogue's)
     started: float = field(default_factory=time.time)
     shadow: Decision | None = None          # the shadow policy's decision, stored beside the served one
     shadow_version: str | None = None
@@ -70,6 +71,7 @@ def decision_row(asked: RequestContext, decision: Decision, model: str | None, f
             "latency_s": time.time() - asked.started, "input_tokens": tokens_in, "output_tokens": tokens_out,
             "cost": cost, "prompt_sha256": hashlib.sha256(asked.prompt.encode()).hexdigest(),
             "prompt_embedding": None if asked.embedding is None else np.asarray(asked.embedding, "<f4").tobytes(),
+            "prompt_embedding_encoder": None if asked.embedding is None else asked.embedding_encoder,
             "prompt_text": asked.prompt if keep_text else None, "response_text": answer if keep_text else None,
             "response_embedding": None, "response_toxicity": None, **shadow_columns(asked)}
 

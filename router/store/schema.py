@@ -28,6 +28,7 @@ decisions = Table(
     Column("cost", Float),
     Column("prompt_sha256", String(64)),
     Column("prompt_embedding", LargeBinary),                  # float32 little-endian, the router's own embedding
+    Column("prompt_embedding_encoder", String(80)),           # which encoder made it (0003); NULL: the catalogue's
     Column("prompt_text", Text),                              # only with store_text on
     Column("response_text", Text),
     Column("response_embedding", LargeBinary),

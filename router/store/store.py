@@ -66,6 +66,16 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+def embedding_encoder_column(engine: Engine):
+    """decisions.prompt_embedding_encoder, or NULL under its name in a store from before migration 0003 (readers
+    such as `router monitor` do not migrate a store; NULL reads as the catalogue's encoder)."""
+    from sqlalchemy import String, inspect, literal
+
+    column = decisions.c.prompt_embedding_encoder
+    present = {c["name"] for c in inspect(engine).get_columns(decisions.name)}
+    return column if column.name in present else literal(None, String).label(column.name)
+
+
 def _text_safe(value):
     """PostgreSQL text cannot hold NUL (0x00): U+FFFD in its place, on every backend alike."""
     return value.replace("\x00", "\ufffd") if isinstance(value, str) else value

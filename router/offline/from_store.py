@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.catalogue import Catalogue
+from models.catalogue import Catalogue, load_catalogue
 from router.classifier import feature_matrix, file_sha256
 from router.offline.outcomes import COST, OutcomeTable, validate_frame
 from router.offline.select import CRITERION, Selection, candidates, out_of_fold, sweep_measures
@@ -88,7 +88,8 @@ def read_store(url: str, days: float | None = None) -> list[dict]:
         raise ValueError(f"store {redacted(url)}: no such file {parsed.database}")
     engine = open_engine(url)
     query = select(d.c.request_id, d.c.at, d.c.model, d.c.task, d.c.input_tokens, d.c.output_tokens, d.c.cost,
-                   d.c.prompt_sha256, d.c.prompt_embedding, embedding_encoder_column(engine), d.c.prompt_text,
+                   d.c.prompt_sha256, d.c.prompt_embedding,
+                   embedding_encoder_column(engine, load_catalogue().encoder.name), d.c.prompt_text,
                    d.c.response_text, f.c.score.label("feedback_score")) \
         .join(f, f.c.request_id == d.c.request_id, isouter=True).where(d.c.model.is_not(None)).order_by(d.c.at)
     if days is not None:
@@ -315,7 +316,7 @@ def merge_store(args, table: OutcomeTable, features: np.ndarray, catalogue: Cata
             skipped["no_verdict"] += 1
         elif blob is None or len(blob) != 4 * encoder.dimensions:
             skipped["no_embedding"] += 1
-        elif (row.get("prompt_embedding_encoder") or catalogue.encoder.name) != encoder.name:
+        elif row["prompt_embedding_encoder"] != encoder.name:
             skipped["other_encoder"] += 1  # routed while another encoder's router served: not these features
         elif row["model"] not in table.models:
             skipped["unknown_model"] += 1

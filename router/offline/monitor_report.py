@@ -40,8 +40,8 @@ def shown_url(url: str) -> str:
 class StoreWindows:
     """Read-only access to a decision store: its extent and the rows of a time window, with their feedback."""
 
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, url: str, catalogue_encoder: str):
+        self.url, self.catalogue_encoder = url, catalogue_encoder
         if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).expanduser().exists():
             raise ValueError(f"no decision store at {url[len('sqlite:///'):]} (from --url or ${URL_ENV})")
         self.engine = open_engine(url)
@@ -56,8 +56,9 @@ class StoreWindows:
             raise ValueError(f"store {shown_url(url)} holds no decisions yet")
 
     def rows(self, since: float, until: float) -> list[dict]:
-        query = select(*(decisions.c[c] for c in COLUMNS), embedding_encoder_column(self.engine),
-                       feedback.c.score.label("feedback_score"), feedback.c.rating) \
+        encoder = embedding_encoder_column(self.engine, self.catalogue_encoder)
+        query = select(*(decisions.c[c] for c in COLUMNS), encoder, feedback.c.score.label("feedback_score"),
+                       feedback.c.rating) \
             .join(feedback, feedback.c.request_id == decisions.c.request_id, isouter=True) \
             .where(decisions.c.at >= since, decisions.c.at < until).order_by(decisions.c.at)
         with self.engine.connect() as connection:
@@ -70,13 +71,13 @@ class StoreWindows:
         self.engine.dispose()
 
 
-def of_encoder(rows: list[dict], encoder: str, catalogue_encoder: str) -> tuple[list[dict], int]:
+def of_encoder(rows: list[dict], encoder: str) -> tuple[list[dict], int]:
     """The rows with only `encoder`'s prompt embeddings kept (another encoder's vectors share the size but not the
-    space: a router on the static encoder once served), and how many lost theirs. NULL is the catalogue's."""
+    space: a router on the static encoder once served), and how many lost theirs."""
     others = 0
     kept = []
     for row in rows:
-        if row.get("prompt_embedding") and (row.get("prompt_embedding_encoder") or catalogue_encoder) != encoder:
+        if row.get("prompt_embedding") and row["prompt_embedding_encoder"] != encoder:
             row, others = {**row, "prompt_embedding": None}, others + 1
         kept.append(row)
     return kept, others
@@ -124,16 +125,16 @@ def monitor_command(args) -> tuple[dict, dict[str, Path]]:
     catalogue_encoder = load_catalogue().encoder.name
     encoder = clf.encoder_name or catalogue_encoder  # the live router's features: only its embeddings compare
     stages = tqdm(total=7, desc="monitor", unit="step", disable=None, leave=False)
-    store = StoreWindows(url)
+    store = StoreWindows(url, catalogue_encoder)
     try:
         stages.set_postfix_str("reading the window")
-        rows, others = of_encoder(store.rows(since, until), encoder, catalogue_encoder)
+        rows, others = of_encoder(store.rows(since, until), encoder)
         stages.update()
         if args.reference == "training":
             reference = artifact_reference(clf, policy.classifier_path())
         else:
             r_since, r_until = _reference_window(args, since, until, now)
-            reference_rows, _ = of_encoder(store.rows(r_since, r_until), encoder, catalogue_encoder)
+            reference_rows, _ = of_encoder(store.rows(r_since, r_until), encoder)
             reference = window_reference(reference_rows, f"the window {iso(r_since)} .. {iso(r_until)}")
         stages.update()
         extent = store.extent()

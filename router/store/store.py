@@ -66,14 +66,16 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
-def embedding_encoder_column(engine: Engine):
-    """decisions.prompt_embedding_encoder, or NULL under its name in a store from before migration 0003 (readers
-    such as `router monitor` do not migrate a store; NULL reads as the catalogue's encoder)."""
-    from sqlalchemy import String, inspect, literal
+def embedding_encoder_column(engine: Engine, catalogue_encoder: str):
+    """decisions.prompt_embedding_encoder for reading, with NULL as `catalogue_encoder`: the rows from before
+    migration 0003, when the ingress stored only the catalogue encoder's embeddings. A store not yet migrated
+    (readers such as `router monitor` never migrate one) reads as all NULL."""
+    from sqlalchemy import String, func, inspect, literal
 
     column = decisions.c.prompt_embedding_encoder
-    present = {c["name"] for c in inspect(engine).get_columns(decisions.name)}
-    return column if column.name in present else literal(None, String).label(column.name)
+    named = literal(catalogue_encoder, String)
+    present = column.name in {c["name"] for c in inspect(engine).get_columns(decisions.name)}
+    return (func.coalesce(column, named) if present else named).label(column.name)
 
 
 def _text_safe(value):

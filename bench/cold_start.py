@@ -1,6 +1,6 @@
 """Where a cold start's time goes (issue 16): the phases from `ray.init` to a green /healthz, and in each phase
 the CPU seconds every kind of process used (sampled from /proc every 0.5 s), so a phase that waits shows up
-beside one that computes.
+beside one that computes. Once ready, the ensemble's memory as `make bench` takes it (PSS and RSS, by process).
 
   .venv/bin/python bench/cold_start.py --runs 3     # about 1.5 minutes; writes bench/cold_start.md and .json
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_router import memory_of_ray, replica_pids  # noqa: E402
 from bench.cpu_share import cpu_by_process, kind  # noqa: E402
 from router.serving import local_ensemble as ensemble_module  # noqa: E402
 
@@ -55,6 +56,7 @@ def one_run() -> dict:
             stop.set()  # before the cluster shuts down, so the last sample has every replica's title
             sampler.join()
             samples.append((time.perf_counter() - started, cpu_by_process()))
+            memory = memory_of_ray(replica_pids(ens.dashboard))
     finally:
         ensemble_module.deploy_config = deploy
         stop.set()
@@ -77,7 +79,7 @@ def one_run() -> dict:
         phases.append({"phase": name, "from_s": round(a, 2), "to_s": round(b, 2), "core_s": round(core_s, 2),
                        "busy": round(core_s / (2 * max(b - a, 1e-9)), 2),
                        "top": {k: round(v, 2) for k, v in sorted(used.items(), key=lambda kv: -kv[1])[:5] if v > 0.05}})
-    return {"cold_start_s": round(marks["healthz"], 2), "phases": phases}
+    return {"cold_start_s": round(marks["healthz"], 2), "phases": phases, "memory": memory}
 
 
 def markdown(runs: list[dict]) -> str:
@@ -86,7 +88,11 @@ def markdown(runs: list[dict]) -> str:
              "seconds every process used in it (2 cores give 2 core-seconds a second), and the biggest users. "
              "The sampler reads /proc every 0.5 s, so phase edges are good to about half a second.", ""]
     for i, run in enumerate(runs, 1):
+        memory = run["memory"]
         lines += [f"## Run {i}: green /healthz after {run['cold_start_s']} s", "",
+                  f"Then {memory['pss_gib']} GiB PSS ({memory['rss_gib']} GiB RSS) over {memory['processes']} "
+                  "processes; by process: " + ", ".join(f"{k} {v}" for k, v in memory["pss_gib_by_kind"].items()),
+                  "",
                   "| phase | from → to (s) | core-s used | CPU busy | biggest users (core-s) |", "|---|---|---|---|---|"]
         for p in run["phases"]:
             top = ", ".join(f"{k} {v}" for k, v in p["top"].items())

@@ -59,10 +59,16 @@ def _hours_ago(text: str) -> float:
 
 
 def _fetch(args) -> None:
+    from models.catalogue import load_catalogue
     from models.fetch import fetch_all
+    from models.moderation import exported_path, load_exported
 
     for path in fetch_all(only=args.only or None):
         print(f"ok  {path}")
+    moderation = load_catalogue().moderation
+    if not args.only or moderation.name in args.only:  # its pickles' numbers as plain arrays, for serving
+        load_exported(moderation)
+        print(f"ok  {exported_path(moderation)}")
 
 
 def _validate(args) -> None:

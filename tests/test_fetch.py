@@ -61,7 +61,7 @@ def test_pickles_are_hashed_on_every_load_even_with_a_fresh_stamp(tmp_path):
 
     from models.catalogue import load_catalogue
     from models.fetch import verified_bytes
-    from models.moderation import ModerationModel
+    from models.moderation import ModerationModel, exported_path
 
     entry = load_catalogue().moderation
     path = fetch_weight(entry.weights[0], tmp_path)
@@ -75,5 +75,7 @@ def test_pickles_are_hashed_on_every_load_even_with_a_fresh_stamp(tmp_path):
     assert verified_path(entry.weights[0], tmp_path) == path  # the stamp shortcut is fooled...
     with pytest.raises(FetchError, match="refusing to unpickle"):
         verified_bytes(entry.weights[0], tmp_path)  # ...the pickle check is not
+    assert ModerationModel(entry, tmp_path).probabilities(["have a nice day"])[0] < 0.5  # serving reads the export
+    exported_path(entry, tmp_path).unlink()
     with pytest.raises(FetchError, match="refusing to unpickle"):
-        ModerationModel(entry, tmp_path)
+        ModerationModel(entry, tmp_path)  # exporting again unpickles, so it checks the bytes first

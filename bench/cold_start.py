@@ -7,6 +7,7 @@ beside one that computes. Once ready, the ensemble's memory as `make bench` take
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import statistics
 import sys
@@ -21,6 +22,7 @@ from bench.bench_router import memory_of_ray, replica_pids  # noqa: E402
 from bench.cpu_share import cpu_by_process, kind  # noqa: E402
 from router.serving import local_ensemble as ensemble_module  # noqa: E402
 
+CORES = os.cpu_count() or 1  # a phase is busy when its core-seconds fill every core for its wall time
 PHASES = ("ray.init", "Serve's REST API up", "deploy, until a replica is titled", "replicas load, to /healthz")
 
 
@@ -77,16 +79,16 @@ def one_run() -> dict:
             used[role] += cpu - before.get(pid, (cmd, 0.0))[1]
         core_s = sum(used.values())
         phases.append({"phase": name, "from_s": round(a, 2), "to_s": round(b, 2), "core_s": round(core_s, 2),
-                       "busy": round(core_s / (2 * max(b - a, 1e-9)), 2),
+                       "busy": round(core_s / (CORES * max(b - a, 1e-9)), 2),
                        "top": {k: round(v, 2) for k, v in sorted(used.items(), key=lambda kv: -kv[1])[:5] if v > 0.05}})
     return {"cold_start_s": round(marks["healthz"], 2), "phases": phases, "memory": memory}
 
 
 def markdown(runs: list[dict]) -> str:
     lines = ["# Where a cold start's time goes", "",
-             "`.venv/bin/python bench/cold_start.py --runs 3` on this 2-core machine. Each phase's wall time, the CPU "
-             "seconds every process used in it (2 cores give 2 core-seconds a second), and the biggest users. "
-             "The sampler reads /proc every 0.5 s, so phase edges are good to about half a second.", ""]
+             f"`.venv/bin/python bench/cold_start.py --runs 3` on this {CORES}-core machine. Each phase's wall time, "
+             f"the CPU seconds every process used in it ({CORES} cores give {CORES} core-seconds a second), and the "
+             "biggest users. The sampler reads /proc every 0.5 s, so phase edges are good to about half a second.", ""]
     for i, run in enumerate(runs, 1):
         memory = run["memory"]
         lines += [f"## Run {i}: green /healthz after {run['cold_start_s']} s", "",

@@ -1,11 +1,14 @@
-"""The arithmetic behind two pieces of committed evidence: erase-and-check's copies (bench/erase_and_check.py) and
-the FLOPs a decision costs (bench/encoder_roofline.py), against hand-computed cases."""
+"""The arithmetic behind committed evidence: erase-and-check's copies (bench/erase_and_check.py), the FLOPs a
+decision costs (bench/encoder_roofline.py) and the met / not-met column of README's bench table
+(bench/readme_tables.py), against hand-computed cases."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from encoder_roofline import flops_per_decision  # noqa: E402
 from erase_and_check import erased  # noqa: E402
+from readme_tables import main as readme_tables_main  # noqa: E402
+from readme_tables import ratio_rows  # noqa: E402
 
 
 def test_erase_and_check_copies_drop_leading_words_up_to_the_depth_and_keep_three():
@@ -24,3 +27,23 @@ def test_flops_per_decision_counts_weight_products_per_token_and_attention_per_t
     # MiniLM-L6's weights alone at 15 tokens: 6 layers of 4 384x384 and 384x1536 + 1536x384
     layer = [(384, 384)] * 4 + [(384, 1536), (1536, 384)]
     assert flops_per_decision(layer * 6, 0, 384, 15) == 2 * 6 * (4 * 384 * 384 + 2 * 384 * 1536) * 15
+
+
+def test_readme_table_reads_each_goal_from_the_ratio_name_and_says_whether_this_run_met_it():
+    rows = ratio_rows({"cold_start_s (goal <= 15)": 15.7, "pss_gib (goal <= 4)": 4.0, "route_p50_via_proxy": 2.87,
+                       "batched_decisions_per_s (goal >= 2000)": 674,
+                       "batched_decisions_per_s_static_encoder_router (goal >= 2000)": 15185})
+    assert rows[2] == "| `cold_start_s` | goal <= 15 | 15.7 | not met in this run |"
+    assert rows[3] == "| `pss_gib` | goal <= 4 | 4 | met |"  # the bound itself meets a <= goal
+    assert rows[4] == "| `route_p50_via_proxy` | (context) | 2.87 |  |"
+    assert rows[5].endswith("| goal >= 2000 | 674 | not met in this run |")
+    assert rows[6].endswith("| goal >= 2000 | 15185 | met by the option |")
+
+
+def test_readme_tables_names_a_file_that_is_not_a_bench_result(tmp_path, capsys):
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"ratios": {}}')
+    assert readme_tables_main([str(wrong)]) == 2
+    assert "is not a results file of bench/bench_router.py (missing 'serve')" in capsys.readouterr().err
+    assert readme_tables_main([str(tmp_path / "absent.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err

@@ -53,8 +53,8 @@ def _hours_ago(text: str) -> float:
         hours = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours") from None
-    if hours <= 0:
-        raise argparse.ArgumentTypeError(f"{hours:g} hours: it must be more than 0")
+    if not 0 < hours < float("inf"):  # nan too
+        raise argparse.ArgumentTypeError(f"{hours:g} hours: it must be more than 0 and finite")
     return time.time() - hours * 3600
 
 
@@ -154,7 +154,7 @@ def _store_rows_flags(sub: argparse.ArgumentParser, judged_help: str, judged_def
     sub.add_argument("--from-store", nargs="?", const="", metavar="URL", help="the decision store's answers "
                      "(default URL: $ROUTER_STORE_URL, else the SQLite file in ~/.cache)")
     sub.add_argument("--judged", default=judged_default, help=judged_help)
-    sub.add_argument("--store-days", type=float, metavar="DAYS", help="with --from-store: only the last DAYS days")
+    sub.add_argument("--store-days", type=_share("(0, inf)"), metavar="DAYS", help="with --from-store: only the last DAYS days")
 
 
 ENCODER_HELP = ("the embedding the router reads: the catalogue's encoder (default, minilm-l6-v2), or the static "
@@ -374,7 +374,7 @@ def parser() -> argparse.ArgumentParser:
                    "training split)")
     r.add_argument("--folds", type=_positive_int, default=5)
     r.add_argument("--encoder", help=ENCODER_HELP)
-    r.add_argument("--router-cost-per-1k", type=float, default=0.0000022,
+    r.add_argument("--router-cost-per-1k", type=_share("[0, inf)"), default=0.0000022,
                    help="the router's own cost per 1k input tokens (default: the encoder's 0.022B parameters at the "
                         "catalogue's 0.1 $/1M tokens per billion parameters)")
     r.add_argument("--robustness-sample", type=_positive_int, default=200, help="held-out prompts to perturb")

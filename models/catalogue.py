@@ -13,7 +13,7 @@ CATALOGUE_PATH = Path(__file__).with_name("catalogue.yaml")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # an infinite cost breaks arithmetic
 
 
 class WheelMember(Strict):

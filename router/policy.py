@@ -18,8 +18,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY_PATH = PROJECT_ROOT / "serve_config.yaml"  # the default policy is the ingress user_config there
 
 
+# an infinite cost, timeout or wait passes every bound but breaks arithmetic (inf * 0 is nan): refuse them
+STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
 class ModelPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="minimum P(adequate), a probability in [0, 1], to "
                              "choose this model; to stop choosing it, set auto_route: false")
@@ -35,7 +39,7 @@ class ModelPolicy(BaseModel):
 
 
 class Limits(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     max_body_bytes: int = Field(1_000_000, gt=0, description="largest request body accepted")
     max_messages: int = Field(256, gt=0, description="most messages in one chat request")
@@ -49,7 +53,7 @@ class Limits(BaseModel):
 
 
 class Moderation(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     uncertain_band: tuple[float, float] = Field((0.35, 0.65), description="P(offensive) in this band: the large "
                                                 "model decides, with the moderation prompt")
@@ -64,14 +68,14 @@ class Moderation(BaseModel):
 
 
 class OutOfDistribution(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     enabled: bool = Field(True, description="send a prompt farther from every training prompt than the router "
                                             "artifact's threshold to the fallback (rule out_of_distribution)")
 
 
 class Guard(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     enabled: bool = Field(False, description="flag prompts that carry a routing gadget (router/guard.py) and apply "
                                              "`action` to them (rule suspected_gadget)")
@@ -89,7 +93,7 @@ class Guard(BaseModel):
 class Escalation(BaseModel):
     """A cap on how often one client's requests go to the fallback: a routing gadget (or a pinned model) that
     sends every request to the large model costs the operator at most this share of that client's traffic."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     enabled: bool = Field(False, description="cap each client's share of requests that go to the fallback "
                                              "(rule escalation_budget)")
@@ -108,7 +112,7 @@ class Escalation(BaseModel):
 
 
 class Access(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     api_key_file: str | None = Field(None, description="if set (or env ROUTER_API_KEY is), /v1/* needs "
                                                       "'Authorization: Bearer <key>'; the file holds the key")
@@ -121,7 +125,7 @@ class Access(BaseModel):
 
 class Monitor(BaseModel):
     """Thresholds of `router monitor`: what counts as drift or a problem region in the decision store."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     drift_p_value: float = Field(0.01, gt=0, lt=1, description="a shift fires only when its test's p-value is below "
                                  "this: the embeddings' MMD permutation test, and the chi-square or KS test beside "
@@ -154,7 +158,7 @@ class Monitor(BaseModel):
 class Policy(BaseModel):
     """Structure only; `parse_policy` adds the checks against the catalogue."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     version: str = Field("1", min_length=1, description="a label for this edit, reported with every decision")
     classifier: str = Field("data/router/default.json", description="router artifact, relative to the project root")

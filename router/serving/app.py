@@ -36,7 +36,7 @@ from router.serving.last_good import LastGoodPolicy
 from router.serving.model_server import ModelServer
 from router.serving.specialists import EmbeddingSpecialist, ModerationSpecialist
 from router.policy import DEFAULT_POLICY_PATH, load_policy
-from router.serving.schemas import (MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
+from router.serving.schemas import (INVALID_JSON_VALUE, MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
                             ModerationRequest, chat_completion, completion_id, error_body, moderation_result,
                             text_completion)
 from router.service import RouteRequest, RoutingService
@@ -86,6 +86,10 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     for e in exc.errors():
         loc = list(e["loc"][1:] if e["loc"] and e["loc"][0] == "body" else e["loc"])
         field = ".".join(str(p) for p in loc)
+        if e["type"] == INVALID_JSON_VALUE:  # found by a walk over the whole body, which names the field itself
+            params.append(e["ctx"]["field"])
+            problems.append(e["msg"])
+            continue
         params.append(field)
         if not loc and isinstance(e.get("input"), bytes):  # FastAPI parses only a body declared as JSON
             declared = request.headers.get("content-type")

@@ -1,12 +1,14 @@
 """OpenAI-compatible HTTP bodies (pydantic), so validation and its error messages come for free."""
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator,
                       model_validator)
+from pydantic_core import PydanticCustomError
 
 MAX_MESSAGES = 256
 MAX_TOKENS_CAP = 2048
@@ -21,18 +23,26 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def lone_surrogate_at(data) -> tuple | None:
-    """The path of the first string (or key) in a JSON value that holds a lone UTF-16 surrogate, or None.
-    Iterative: a deeply nested body must not exhaust the stack here."""
+LONE_SURROGATE = "holds a lone UTF-16 surrogate (half of a \\ud800-\\udfff pair), which is not valid Unicode"
+NOT_FINITE = "NaN and Infinity are not JSON numbers"
+INVALID_JSON_VALUE = "invalid_json_value"  # the error type; its context names the field, for the 400's `param`
+
+
+def first_invalid_value(data) -> tuple[tuple, str] | None:
+    """The path of the first value in a parsed JSON body that JSON itself cannot carry, and why, or None:
+    a string (or key) with a lone UTF-16 surrogate, or a NaN / Infinity literal, which Python's parser accepts
+    but a Postgres JSON column and every strict client refuse. Iterative: a deep body must not exhaust the stack."""
     stack = [((), data)]
     while stack:
         path, value = stack.pop()
         if isinstance(value, str) and not _is_unicode(value):
-            return path
+            return path, LONE_SURROGATE
+        if isinstance(value, float) and not math.isfinite(value):
+            return path, NOT_FINITE
         if isinstance(value, dict):
             for key, item in value.items():
                 if isinstance(key, str) and not _is_unicode(key):
-                    return path + ("(a key)",)
+                    return path + ("(a key)",), LONE_SURROGATE
             stack.extend(reversed([(path + (key,), item) for key, item in value.items()]))
         elif isinstance(value, list):
             stack.extend(reversed([(path + (i,), item) for i, item in enumerate(value)]))
@@ -40,16 +50,18 @@ def lone_surrogate_at(data) -> tuple | None:
 
 
 class JsonBody(BaseModel):
-    """A request body. JSON's \\u escapes can carry half a surrogate pair, which is no Unicode character: the
-    tokenizer, the store and UTF-8 cannot take it, so it is refused here with the field that holds it."""
+    """A request body. JSON's \\u escapes can carry half a surrogate pair, which is no Unicode character, and
+    Python's parser takes NaN and Infinity, which are no JSON: the tokenizer, the store and UTF-8 cannot take
+    them, so they are refused here with the field that holds them."""
 
     @model_validator(mode="before")
     @classmethod
-    def _valid_unicode(cls, data):
-        path = lone_surrogate_at(data)
-        if path is not None:
-            raise ValueError(f"{'.'.join(map(str, path)) or 'body'} holds a lone UTF-16 surrogate (half of a "
-                             f"\\ud800-\\udfff pair), which is not valid Unicode")
+    def _valid_json_values(cls, data):
+        found = first_invalid_value(data)
+        if found is not None:
+            path, why = found
+            raise PydanticCustomError(INVALID_JSON_VALUE, "{field}: {why}",
+                                      {"field": ".".join(map(str, path)) or "body", "why": why})
         return data
 
 

@@ -210,9 +210,11 @@ def test_an_unreachable_postgres_is_named(monkeypatch):
 
 
 @pytest.mark.serve
-def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client, postgres_url, monkeypatch):
+def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client, postgres_server, postgres_url,
+                                                                monkeypatch):
     """Redeploy the session's ingress with ROUTER_STORE_URL set to PostgreSQL for its replica only (Ray's
-    runtime_env: the model replicas keep running), answer, rate, then put the SQLite store back."""
+    runtime_env: the model replicas keep running), answer, rate, take the database away and back, then put the
+    SQLite store back."""
     from router.serving.live import INGRESS, config_with_policy, deploy_config
     from router.serving.local_ensemble import http_ok, serve_config, wait_for
 
@@ -253,6 +255,27 @@ def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client,
         assert reply.status_code == 200, reply.text
         assert (store.feedback_for(request_id)["score"], store.feedback_for(request_id)["rating"]) == (1.0, "like")
         assert store.session_models("pg-conversation", since=0) == {completion.model}
+
+        # a database outage: the session's answer still comes (without its floor), a rating is a 503 to retry
+        name = postgres_url.rsplit("/", 1)[1]
+        postgres_server.admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        postgres_server.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        try:
+            during = client.with_options(max_retries=0).chat.completions.create(
+                model="auto", messages=[{"role": "user", "content": "And what is two plus two?"}], max_tokens=4,
+                temperature=0, extra_headers={"x-session-id": "pg-conversation"})
+            assert during.choices[0].message.content is not None
+            refused = httpx.post(f"{ensemble.base}/v1/feedback", json={"request_id": request_id, "rating": "dislike"},
+                                 timeout=30)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "store_unavailable"
+            assert "retry" in refused.json()["error"]["message"]
+        finally:
+            postgres_server.admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        retried = httpx.post(f"{ensemble.base}/v1/feedback", json={"request_id": request_id, "rating": "dislike"},
+                             timeout=30)
+        assert retried.status_code == 200, retried.text
+        assert store.feedback_for(request_id)["rating"] == "dislike"
     finally:
         store.close()
         # back to the session's SQLite store (the ROUTER_STORE_URL the workers inherited); a replica that never

@@ -368,7 +368,7 @@ class RouterIngress:
         asked = RequestContext(current_request_id(), body.routing_text(), "chat.completions", session, *embedded,
                                shadow=shadow, shadow_version=self._shadow_version(), disclose=self._disclose(request))
         if session:  # the costliest model this conversation has used, on any ingress replica (the store)
-            used = await asyncio.to_thread(self.store.session_models, session, time.time() - SESSION_TTL_S)
+            used = await self._session_models(session)
             floor = max((m for m in used if m in policy.models), key=lambda m: blended_cost(m, policy, catalogue),
                         default=None)
             decision = apply_session_floor(decision, floor, policy, catalogue)
@@ -418,19 +418,34 @@ class RouterIngress:
                                             result["output_tokens"], shown_body(router_info, asked.disclose)),
                             headers=shown_headers(headers, asked.disclose))
 
+    async def _session_models(self, session: str) -> set[str]:
+        """The models this conversation used lately; none when the store fails, so that an outage of the
+        database costs the session floor, not the answer."""
+        try:
+            return await asyncio.to_thread(self.store.session_models, session, time.time() - SESSION_TTL_S)
+        except Exception as exc:
+            logger.warning("session %s: the decision store failed, so no session floor applies: %s", session, exc)
+            return set()
+
     @api.post("/v1/feedback")
     async def feedback(self, body: FeedbackRequest, request: Request):
         """A verdict on an earlier answer, named by the x-request-id it carried, stored beside its decision.
         Rating the same request again replaces the earlier rating."""
         if (denied := await self._guard(request)) is not None:
             return denied
-        decision = await asyncio.to_thread(self.store.decision, body.request_id)
+        try:
+            decision = await asyncio.to_thread(self.store.decision, body.request_id)
+            if decision is not None:
+                await asyncio.to_thread(self.store.rate, body.request_id, body.normalised_score(),
+                                        body.rating_label(), body.comment, body.metadata)
+        except Exception as exc:  # a database outage: say so, and let the client retry the rating later
+            logger.error("feedback %s: the decision store failed: %s", body.request_id, exc)
+            return _error(503, f"the decision store is unavailable, so the rating was not kept "
+                               f"({type(exc).__name__}); retry later", type_="server_error", code="store_unavailable")
         if decision is None:
             return _error(404, f"request id {body.request_id!r} is unknown: no answer with it is in the decision "
                                f"store", param="request_id", code="request_not_found")
         score = body.normalised_score()
-        await asyncio.to_thread(self.store.rate, body.request_id, score, body.rating_label(), body.comment,
-                                body.metadata)
         self.metrics.feedback(decision["model"], score)
         return JSONResponse({"object": "feedback", "request_id": body.request_id, "model": decision["model"],
                              "rule": decision["rule"], "score": score, "rating": body.rating_label()},

@@ -187,7 +187,19 @@ def _up(args) -> int:
 
     if not Path(args.config).is_file():
         raise FileNotFoundError(f"{args.config}: no such Serve config")
+    _check_serve_config(Path(args.config))  # before Ray starts: a bad file fails in a second, naming its line
     return run(Path(args.config), args.port)
+
+
+def _check_serve_config(path: Path) -> None:
+    from models.yaml_source import ConfigError, read_yaml_file
+    from router.policy import load_policy
+
+    data, _ = read_yaml_file(path)
+    if not isinstance(data, dict) or not isinstance(data.get("applications"), list):
+        raise ConfigError(str(path), [f"{path}: not a Ray Serve config: it needs an `applications` list, as "
+                                      f"serve_config.yaml has"])
+    load_policy(path)  # the ingress's user_config.policy
 
 
 def _attack(args) -> None:

@@ -32,8 +32,8 @@ GRADER_MAX_TOKENS = 96  # room for a one-line comparison before the grade
 def read_prompts(path: Path) -> list[dict]:
     rows = []
     try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot read the prompt set: {exc}") from None
     for n, line in enumerate(lines, 1):
         if not line.strip():

@@ -46,7 +46,7 @@ def http_ok(url: str) -> bool:
 
 def serve_config(port: int, path: Path = PROJECT_ROOT / "serve_config.yaml") -> dict:
     config = yaml.safe_load(path.read_text())
-    config["http_options"]["port"] = port
+    config.setdefault("http_options", {})["port"] = port
     return config
 
 

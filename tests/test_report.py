@@ -75,3 +75,19 @@ def test_report_reads_routellms_csv_layout(tmp_path, capsys):
                  "mistralai/Mixtral-8x7B-Instruct-v0.1=0.24", "gpt-4-1106-preview=24.7"]) == 0
     report = json.loads((tmp_path / "mmlu_anatomy.json").read_text())
     assert report["models"] == ["mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"]
+
+
+def test_apgr_is_undefined_when_both_models_score_the_same_and_the_json_stays_json(tmp_path):
+    table = tmp_path / "tie.csv"
+    rows = [f"prompt number {i} about {('cats', 'sums', 'loops')[i % 3]},1,0.1,1,1" for i in range(40)]
+    table.write_text("prompt,smollm2-135m,smollm2-135m|total_cost,qwen2.5-coder-1.5b,qwen2.5-coder-1.5b|total_cost\n"
+                     + "\n".join(rows) + "\n")
+    assert main(["report", "--data", str(table), "--out", str(tmp_path / "out"), "--family", "lr"]) == 0
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+    # Python writes NaN by default, which strict JSON readers refuse; an undefined metric is null instead
+    report = json.loads((tmp_path / "out" / "tie.json").read_text(), parse_constant=refuse)
+    assert report["routers"]["trained"]["apgr"] is None and report["routers"]["random"]["apgr_paper"] is None
+    assert report["routers"]["trained"]["operating_point"]["quality_kept"] == 1.0
+    assert "<td>trained</td><td>undefined</td><td>undefined</td>" in (tmp_path / "out" / "tie.html").read_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -189,12 +190,28 @@ def _pct(x: float) -> str:
     return f"{x * 100:.1f}%"
 
 
+def _metric(x: float | None, spec: str) -> str:
+    """A metric that can be undefined: APGR when the weak and strong models score the same."""
+    return "undefined" if x is None or not math.isfinite(x) else format(x, spec)
+
+
+def json_safe(value):
+    """The report with every NaN or infinity as null: JSON has neither, and strict readers refuse Python's NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def render_html(report: dict, png: Path) -> str:
     large = report["models"][-1]
     rows = []
     for name, r in report["routers"].items():
         op = r["operating_point"]
-        rows.append(f"<tr><td>{name}</td><td>{r['apgr']:.3f}</td><td>{r['apgr_paper']:.3f}</td>"
+        rows.append(f"<tr><td>{name}</td><td>{_metric(r['apgr'], '.3f')}</td><td>{_metric(r['apgr_paper'], '.3f')}</td>"
                     f"<td>{r['cpt50']:.1f}%</td><td>{r['cpt80']:.1f}%</td><td>{r['aiq']:.4g}</td><td>{_pct(op['accuracy'])}</td>"
                     f"<td>{_pct(op['over_routing'])}</td><td>{_pct(op['under_routing'])}</td>"
                     f"<td>{_pct(op['cost_saved'])}</td><td>{_pct(op['quality_kept'])}</td>"
@@ -289,7 +306,7 @@ non-decreasing convex hull (RouterBench's); the reliability diagram; the confusi
 def write_report(report: dict, out_dir: Path, stem: str = "report") -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / f"{stem}.json", "png": out_dir / f"{stem}.png", "html": out_dir / f"{stem}.html"}
-    paths["json"].write_text(json.dumps(report, indent=1))
+    paths["json"].write_text(json.dumps(json_safe(report), indent=1, allow_nan=False))
     plot(report, paths["png"])
     paths["html"].write_text(render_html(report, paths["png"]))
     return paths

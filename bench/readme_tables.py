@@ -1,6 +1,7 @@
-"""Render README's `make bench` tables from one results file, so that every figure in them comes from the same run.
+"""Render README's `make bench` tables from one results file, so that every figure in them comes from the same run;
+with --runs, also the goals' ratios of several runs side by side.
 
-    .venv/bin/python bench/readme_tables.py bench/results.json
+    .venv/bin/python bench/readme_tables.py bench/results.json [--runs A.json B.json ...]
 """
 from __future__ import annotations
 
@@ -111,6 +112,21 @@ def memory_line(serve: dict) -> str:
     return "PSS in GiB by process (`serve.memory.pss_gib_by_kind`): " + ", ".join(f"{k} {v}" for k, v in kinds.items())
 
 
+def runs_rows(named: dict[str, dict]) -> list[str]:
+    """The goals' ratios of several runs side by side, each cell marked when it misses its goal."""
+    keys = [k for k in next(iter(named.values()))["ratios"] if GOAL.match(k)]
+    rows = ["| goal | " + " | ".join(named) + " |", "|---" * (len(named) + 1) + "|"]
+    for key in keys:
+        goal = GOAL.match(key)
+        cells = []
+        for results in named.values():
+            value = results["ratios"].get(key)
+            met = value is not None and verdict(goal["name"], value, goal["op"], float(goal["bound"])).startswith("met")
+            cells.append("-" if value is None else f"{value:g}" + ("" if met else " (missed)"))
+        rows.append(f"| `{goal['name']}` {goal['op']} {float(goal['bound']):g} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def render(results: dict) -> str:
     serve = results["serve"]
     sections = [ratio_rows(results["ratios"]), in_process_rows(results["in_process"], serve),
@@ -124,10 +140,14 @@ def render(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="a file that bench/bench_router.py wrote")
+    parser.add_argument("--runs", type=Path, nargs="+", default=[], help="more such files, for a table of the runs")
     args = parser.parse_args(argv)
     try:
         results = json.loads(args.results.read_text())
         print(render(results), end="")
+        if args.runs:
+            named = {path.name: json.loads(path.read_text()) for path in args.runs}
+            print("\n" + "\n".join(runs_rows(named)))
     except (OSError, ValueError) as e:
         print(f"error: cannot read {args.results}: {e}", file=sys.stderr)
         return 2

@@ -235,8 +235,10 @@ def test_bad_url_missing_file_and_empty_store_are_clear_errors(split, tmp_path, 
     DecisionStore(f"sqlite:///{tmp_path / 'empty.db'}").close()
     assert main([*base, "--from-store", f"sqlite:///{tmp_path / 'empty.db'}"]) == 2
     assert "no answered requests" in capsys.readouterr().err
-    assert main([*base, "--from-store", f"sqlite:///{tmp_path / 'empty.db'}", "--store-days", "0"]) == 2
-    assert "it must be more than 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # argparse refuses it before the store is opened
+        main([*base, "--from-store", f"sqlite:///{tmp_path / 'empty.db'}", "--store-days", "0"])
+    assert refused.value.code == 2
+    assert "--store-days: 0 must be in (0, inf)" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
 
 

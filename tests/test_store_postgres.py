@@ -209,6 +209,40 @@ def test_an_unreachable_postgres_is_named(monkeypatch):
     assert unreachable in str(raised.value)
 
 
+def take_away(server, url: str):
+    """An outage of one database: no new connections, and its open ones ended. Returns the undo."""
+    name = url.rsplit("/", 1)[1]
+    server.admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    server.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    return lambda: server.admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def test_rows_recorded_while_the_database_is_down_are_written_when_it_is_back(postgres_server, postgres_url,
+                                                                              monkeypatch):
+    monkeypatch.delenv(URL_ENV, raising=False)
+    store = DecisionStore(postgres_url, batch_interval_s=0.05, retry_interval_s=0.1, max_backlog=3)
+    try:
+        store.record(row("before"))
+        store.flush()
+        bring_back = take_away(postgres_server, postgres_url)
+        try:
+            for i in range(4):  # one more than the backlog holds: the oldest is given up
+                store.record(row(f"during-{i}", at=time.time() + i))
+            store.flush()  # tries the backlog once, and neither raises nor blocks while the database is down
+            assert store.decision("during-3")["request_id"] == "during-3"  # reads see the rows still waiting
+        finally:
+            bring_back()
+        store.flush()
+        assert store.decision("during-0") is None
+        reader = DecisionStore(postgres_url)
+        try:
+            assert [r["request_id"] for r in reader.rows()] == ["before", "during-1", "during-2", "during-3"]
+        finally:
+            reader.close()
+    finally:
+        store.close()
+
+
 @pytest.mark.serve
 def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client, postgres_server, postgres_url,
                                                                 monkeypatch):
@@ -256,22 +290,23 @@ def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client,
         assert (store.feedback_for(request_id)["score"], store.feedback_for(request_id)["rating"]) == (1.0, "like")
         assert store.session_models("pg-conversation", since=0) == {completion.model}
 
-        # a database outage: the session's answer still comes (without its floor), a rating is a 503 to retry
-        name = postgres_url.rsplit("/", 1)[1]
-        postgres_server.admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        postgres_server.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        # a database outage: the session's answer still comes (without its floor), a rating is a 503 to retry,
+        # and the answer's row reaches the database once it is back
+        bring_back = take_away(postgres_server, postgres_url)
         try:
-            during = client.with_options(max_retries=0).chat.completions.create(
+            during = client.with_options(max_retries=0).chat.completions.with_raw_response.create(
                 model="auto", messages=[{"role": "user", "content": "And what is two plus two?"}], max_tokens=4,
                 temperature=0, extra_headers={"x-session-id": "pg-conversation"})
-            assert during.choices[0].message.content is not None
+            assert during.parse().choices[0].message.content is not None
             refused = httpx.post(f"{ensemble.base}/v1/feedback", json={"request_id": request_id, "rating": "dislike"},
                                  timeout=30)
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"]["code"] == "store_unavailable"
             assert "retry" in refused.json()["error"]["message"]
         finally:
-            postgres_server.admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            bring_back()
+        assert wait_for(lambda: store.decision(during.headers["x-request-id"]), 30,
+                        "the row answered during the outage, in PostgreSQL")["session_id"] == "pg-conversation"
         retried = httpx.post(f"{ensemble.base}/v1/feedback", json={"request_id": request_id, "rating": "dislike"},
                              timeout=30)
         assert retried.status_code == 200, retried.text

@@ -2,7 +2,8 @@
 
 Writes go to a queue that a background thread drains every `batch_interval_s` or `batch_rows` rows; each batch
 is one transaction, so a crash loses at most the batch in flight and never leaves half of one. A request id
-seen again replaces its row (clients may resend an id). Reads see rows still waiting in the queue.
+seen again replaces its row (clients may resend an id). Reads see rows still waiting in the queue. A batch the
+database cannot take (it is down) waits in a bounded backlog and is written again every `retry_interval_s`.
 """
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ def _upsert(engine: Engine, table, rows: list[dict]):
 
 
 class DecisionStore:
-    def __init__(self, url: str | None = None, batch_rows: int = 100, batch_interval_s: float = 0.2):
+    def __init__(self, url: str | None = None, batch_rows: int = 100, batch_interval_s: float = 0.2,
+                 retry_interval_s: float = 2.0, max_backlog: int = 10_000):
         self.url = store_url(url)
         self.engine = open_engine(self.url)
         try:
@@ -106,9 +108,13 @@ class DecisionStore:
         except Exception as exc:
             raise ValueError(f"store {self.url!r}: cannot open or migrate it: {exc}") from None
         self.batch_rows, self.batch_interval_s = batch_rows, batch_interval_s
+        self.retry_interval_s, self.max_backlog = retry_interval_s, max_backlog
         self._queue: queue.Queue = queue.Queue()
-        self._pending: dict[str, dict] = {}
+        self._pending: dict[str, dict] = {}  # queued or in the backlog: what reads see before the database does
+        self._backlog: dict[str, dict] = {}  # rows of batches the database refused as a whole, oldest first
+        self._next_retry = 0.0
         self._lock = threading.Lock()
+        self._writing = threading.Lock()  # the writer thread and flush() both write the backlog
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="decision-store-writer", daemon=True)
         self._writer.start()
@@ -122,6 +128,8 @@ class DecisionStore:
 
     def _write_loop(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):
+            if self._backlog and time.monotonic() >= self._next_retry:
+                self._retry_backlog()
             try:
                 batch = [self._queue.get(timeout=self.batch_interval_s)]
             except queue.Empty:
@@ -138,16 +146,56 @@ class DecisionStore:
 
     def _write(self, batch: list[dict]) -> None:
         rows = list({row["request_id"]: row for row in batch}.values())  # the last row of an id wins
-        try:
-            self._upsert_decisions(rows)
-        except (DataError, IntegrityError):  # one bad row (too long for PostgreSQL's column) must not lose the rest
+        with self._writing:
+            try:
+                self._upsert_decisions(rows)
+            except (DataError, IntegrityError):  # one bad row (too long for PostgreSQL's column) must not lose the rest
+                for row in rows:
+                    try:
+                        self._upsert_decisions([row])
+                    except Exception as exc:
+                        logger.error("decision store: row %s not written: %s", row["request_id"], exc)
+            except Exception as exc:  # the database is down: keep serving, and write these rows when it is back
+                self._keep(rows, exc)
+                return
+            with self._lock:  # a row written now supersedes an older one of the same id in the backlog
+                for row in rows:
+                    self._backlog.pop(row["request_id"], None)
+        self._written(rows)
+
+    def _keep(self, rows: list[dict], exc: Exception) -> None:
+        with self._lock:
             for row in rows:
-                try:
-                    self._upsert_decisions([row])
-                except Exception as exc:
-                    logger.error("decision store: row %s not written: %s", row["request_id"], exc)
-        except Exception as exc:  # keep serving; the rows are lost, and the log says how many
-            logger.error("decision store: %d rows not written: %s", len(rows), exc)
+                self._backlog.pop(row["request_id"], None)
+                self._backlog[row["request_id"]] = row
+            dropped = [self._backlog.pop(k) for k in list(self._backlog)[:max(0, len(self._backlog) - self.max_backlog)]]
+        self._next_retry = time.monotonic() + self.retry_interval_s
+        logger.error("decision store: %d rows wait for the database (%d in all), %d oldest dropped: %s",
+                     len(rows), len(self._backlog), len(dropped), exc)
+        self._written(dropped)
+
+    def _retry_backlog(self) -> None:
+        with self._writing:
+            with self._lock:
+                rows = list(self._backlog.values())
+            if not rows:
+                return
+            try:
+                for start in range(0, len(rows), self.batch_rows):
+                    self._upsert_decisions(rows[start:start + self.batch_rows])
+            except Exception as exc:
+                self._next_retry = time.monotonic() + self.retry_interval_s
+                logger.warning("decision store: %d rows still wait for the database: %s", len(rows), exc)
+                return
+            with self._lock:
+                for row in rows:
+                    if self._backlog.get(row["request_id"]) is row:
+                        del self._backlog[row["request_id"]]
+        logger.info("decision store: %d rows written after the database came back", len(rows))
+        self._written(rows)
+
+    def _written(self, rows: list[dict]) -> None:
+        """Rows that reads need no longer find in memory: written, or given up."""
         with self._lock:
             for row in rows:
                 if self._pending.get(row["request_id"]) is row:
@@ -159,12 +207,18 @@ class DecisionStore:
             connection.execute(statement, values)
 
     def flush(self) -> None:
-        """Wait until every queued row is written."""
+        """Wait until every queued row is written, and try the backlog once (it stays when the database is down)."""
         self._queue.join()
+        if self._backlog:
+            self._retry_backlog()
 
     def close(self) -> None:
         self._stop.set()
         self._writer.join(timeout=10)
+        if self._backlog:
+            self._retry_backlog()
+            if self._backlog:
+                logger.error("decision store: closed with %d rows the database never took", len(self._backlog))
         self.engine.dispose()
 
     # --- reads and feedback -------------------------------------------------------------------------------

@@ -14,18 +14,33 @@ from models.catalogue import ModelEntry
 from models.fetch import verified_path
 
 
-def _body(request: GenerationRequest, stream: bool) -> dict:
+def _body(request: GenerationRequest) -> dict:
+    """Always streamed: a stream is what llama.cpp can stop when its reader goes away (a non-streamed call runs
+    to max_tokens after the client has left, holding a slot); a whole answer is gathered from its chunks."""
     text = {"prompt": request.prompt} if request.prompt is not None else {"messages": request.messages}
-    body = {**text, "max_tokens": request.max_tokens,
-            "temperature": request.temperature, "top_p": request.top_p, "stream": stream}
+    body = {**text, "max_tokens": request.max_tokens, "temperature": request.temperature, "top_p": request.top_p,
+            "stream": True, "logprobs": True, "top_logprobs": 1,  # mean token logprob: the model's own confidence
+            # usage counts the whole prompt; the timings' prompt_n counts only what the prompt cache missed
+            "stream_options": {"include_usage": True}}
     if request.stop:
         body["stop"] = request.stop
     if request.seed is not None:
         body["seed"] = request.seed
-    if not stream:
-        body["logprobs"] = True  # mean token logprob is the model's own confidence
-        body["top_logprobs"] = 1
     return body
+
+
+def _delta(chunk: dict) -> tuple[StreamDelta, list[float]]:
+    """One runtime chunk as a StreamDelta, and the log-probabilities of the tokens it carries."""
+    if "error" in chunk:
+        raise BackendError(str(chunk["error"]))
+    choice = (chunk.get("choices") or [{}])[0]
+    usage, timings = chunk.get("usage") or {}, chunk.get("timings") or {}
+    # chat chunks carry choices[0].delta.content; text-completion chunks carry choices[0].text
+    delta = StreamDelta(text=(choice.get("delta") or {}).get("content") or choice.get("text") or "",
+                        finish_reason=choice.get("finish_reason"),
+                        input_tokens=usage.get("prompt_tokens", timings.get("prompt_n", 0) + timings.get("cache_n", 0)),
+                        output_tokens=usage.get("completion_tokens", timings.get("predicted_n", 0)))
+    return delta, [t["logprob"] for t in ((choice.get("logprobs") or {}).get("content") or [])]
 
 
 class LlamaCppBackend(ChatBackend):
@@ -49,7 +64,8 @@ class LlamaCppBackend(ChatBackend):
         self._server = xllamacpp.Server(params)
 
     def raw(self, body: dict, callback=None) -> dict | None:
-        """One OpenAI-shaped body (chat, or completion when it has a prompt) as llama.cpp answers it; blocking."""
+        """One OpenAI-shaped body (chat, or completion when it has a prompt) as llama.cpp answers it; blocking.
+        With a callback, each chunk of a streamed body goes to it, and a True return stops the generation."""
         handle = self._server.handle_completions if "prompt" in body else self._server.handle_chat_completions
         try:
             result = handle(body, callback) if callback else handle(body)
@@ -59,19 +75,9 @@ class LlamaCppBackend(ChatBackend):
             raise BackendError(f"{self.name}: {result['error']}")
         return result
 
-    async def generate(self, request: GenerationRequest) -> Generation:
-        started = time.perf_counter()
-        result = await asyncio.to_thread(self.raw, _body(request, stream=False))
-        choice = result["choices"][0]
-        usage = result.get("usage", {})
-        tokens = (choice.get("logprobs") or {}).get("content") or []
-        mean_logprob = sum(t["logprob"] for t in tokens) / len(tokens) if tokens else None
-        text = choice["text"] if "text" in choice else (choice.get("message") or {}).get("content")
-        return Generation(text=text or "", finish_reason=choice.get("finish_reason") or "stop",
-                          input_tokens=usage.get("prompt_tokens", 0), output_tokens=usage.get("completion_tokens", 0),
-                          latency_s=time.perf_counter() - started, mean_logprob=mean_logprob)
-
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+    async def _chunks(self, request: GenerationRequest) -> AsyncIterator[tuple[StreamDelta, list[float]]]:
+        """The runtime's chunks as they come. When the consumer stops early (the client left, a timeout moved
+        on to another model), llama.cpp stops at its next token and frees the slot."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
@@ -83,7 +89,7 @@ class LlamaCppBackend(ChatBackend):
 
         async def run() -> None:
             try:
-                await asyncio.to_thread(self.raw, _body(request, stream=True), on_chunk)
+                await asyncio.to_thread(self.raw, _body(request), on_chunk)
                 queue.put_nowait(done)
             except BackendError as exc:
                 queue.put_nowait(exc)
@@ -93,16 +99,28 @@ class LlamaCppBackend(ChatBackend):
             while (chunk := await queue.get()) is not done:
                 if isinstance(chunk, BaseException):
                     raise chunk
-                if "error" in chunk:
-                    raise BackendError(f"{self.name}: {chunk['error']}")
-                choice = (chunk.get("choices") or [{}])[0]
-                usage = chunk.get("usage") or {}
-                timings = chunk.get("timings") or {}
-                # chat chunks carry choices[0].delta.content; text-completion chunks carry choices[0].text
-                yield StreamDelta(text=(choice.get("delta") or {}).get("content") or choice.get("text") or "",
-                                  finish_reason=choice.get("finish_reason"),
-                                  input_tokens=usage.get("prompt_tokens", timings.get("prompt_n", 0)),
-                                  output_tokens=usage.get("completion_tokens", timings.get("predicted_n", 0)))
+                try:
+                    yield _delta(chunk)
+                except BackendError as exc:
+                    raise BackendError(f"{self.name}: {exc}") from None
         finally:
             cancelled.set()
             await asyncio.shield(task)
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        started = time.perf_counter()
+        text, logprobs, last = [], [], StreamDelta(finish_reason="stop")
+        async for delta, token_logprobs in self._chunks(request):
+            text.append(delta.text)
+            logprobs += token_logprobs
+            if delta.finish_reason or delta.input_tokens or delta.output_tokens:
+                last = StreamDelta(finish_reason=delta.finish_reason or last.finish_reason,
+                                   input_tokens=max(last.input_tokens, delta.input_tokens),
+                                   output_tokens=max(last.output_tokens, delta.output_tokens))
+        return Generation(text="".join(text), finish_reason=last.finish_reason, input_tokens=last.input_tokens,
+                          output_tokens=last.output_tokens, latency_s=time.perf_counter() - started,
+                          mean_logprob=sum(logprobs) / len(logprobs) if logprobs else None)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        async for delta, _ in self._chunks(request):
+            yield delta

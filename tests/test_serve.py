@@ -461,6 +461,26 @@ def test_legacy_completions_stream_too(client):
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 
 
+def test_a_stream_asked_for_its_usage_ends_with_a_usage_chunk(client):
+    """OpenAI's stream_options.include_usage: the last chunk before [DONE] has no choices and the usage, which
+    counts the whole prompt whether or not llama.cpp's prompt cache served it."""
+    def usage_chunk(create, **kwargs):
+        chunks = list(create(model=SMOL, max_tokens=6, temperature=0, stream=True,
+                             stream_options={"include_usage": True}, **kwargs))
+        assert all(c.usage is None for c in chunks[:-1]) and chunks[-1].choices == []
+        return chunks[-1].usage
+
+    ask = {"messages": [{"role": "user", "content": "Name three colours."}]}
+    first, again = usage_chunk(client.chat.completions.create, **ask), usage_chunk(client.chat.completions.create, **ask)
+    plain = client.chat.completions.create(model=SMOL, max_tokens=6, temperature=0, **ask).usage
+    assert first.prompt_tokens == again.prompt_tokens == plain.prompt_tokens > 10
+    assert first.completion_tokens == 6 and first.total_tokens == first.prompt_tokens + 6
+    text = usage_chunk(client.completions.create, prompt="def add(a, b):")
+    assert text.prompt_tokens > 0 and text.completion_tokens == 6
+    without = list(client.chat.completions.create(model=SMOL, max_tokens=4, temperature=0, stream=True, **ask))
+    assert all(c.choices for c in without)  # no usage chunk unless asked for
+
+
 def _replica_actor(deployment: str):
     import ray
 

@@ -36,7 +36,7 @@ from router.serving.last_good import LastGoodPolicy
 from router.serving.model_server import ModelServer
 from router.serving.specialists import EmbeddingSpecialist, ModerationSpecialist
 from router.policy import DEFAULT_POLICY_PATH, load_policy
-from router.serving.schemas import (INVALID_JSON_VALUE, MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
+from router.serving.schemas import (FIELD_ERROR, MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
                             ModerationRequest, chat_completion, completion_id, error_body, moderation_result,
                             text_completion)
 from router.service import RouteRequest, RoutingService
@@ -86,7 +86,7 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     for e in exc.errors():
         loc = list(e["loc"][1:] if e["loc"] and e["loc"][0] == "body" else e["loc"])
         field = ".".join(str(p) for p in loc)
-        if e["type"] == INVALID_JSON_VALUE:  # found by a walk over the whole body, which names the field itself
+        if e["type"] == FIELD_ERROR:  # a check over the whole body, which names the field itself
             params.append(e["ctx"]["field"])
             problems.append(e["msg"])
             continue
@@ -379,7 +379,7 @@ class RouterIngress:
                       "max_tokens": min(body.output_budget(), policy.limits.max_output_tokens),
                       "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop, "seed": body.seed}
         if body.stream:
-            return await self._stream(decision, generation, policy, asked)
+            return await self._stream(decision, generation, policy, asked, include_usage=body.include_usage())
         answered = await self._complete(decision, generation, policy, asked)
         if isinstance(answered, JSONResponse):
             return answered
@@ -409,7 +409,8 @@ class RouterIngress:
                       "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed,
                       "stop": [body.stop] if isinstance(body.stop, str) else body.stop}
         if body.stream:
-            return await self._stream(decision, generation, policy, asked, text_completion=True)
+            return await self._stream(decision, generation, policy, asked, text_completion=True,
+                                      include_usage=body.include_usage())
         answered = await self._complete(decision, generation, policy, asked)
         if isinstance(answered, JSONResponse):
             return answered
@@ -618,7 +619,7 @@ class RouterIngress:
         return None, input_tokens
 
     async def _stream(self, decision: Decision, generation: dict, policy, asked: RequestContext,
-                      text_completion: bool = False):
+                      text_completion: bool = False, include_usage: bool = False):
         """A streamed answer with the nets of a plain one: the model's timeout_s bounds the wait for its first
         token, and a failure or timeout before it moves on along the same fallback chain. The headers go out once
         the answering model is known. After the first token a failure ends the stream with an error event."""
@@ -656,7 +657,8 @@ class RouterIngress:
         headers["x-router-model"] = model
         headers["x-router-replica"] = self.replica_id  # which ingress replica answered (sessions, feedback)
         headers = shown_headers(headers, asked.disclose)
-        return StreamingResponse(sse_events(_prepend(first, deltas), model, text_completion, failed, finished),
+        return StreamingResponse(sse_events(_prepend(first, deltas), model, text_completion, failed, finished,
+                                            include_usage),
                                  media_type="text/event-stream", headers=headers)
 
 

@@ -25,7 +25,7 @@ def _is_unicode(text: str) -> bool:
 
 LONE_SURROGATE = "holds a lone UTF-16 surrogate (half of a \\ud800-\\udfff pair), which is not valid Unicode"
 NOT_FINITE = "NaN and Infinity are not JSON numbers"
-INVALID_JSON_VALUE = "invalid_json_value"  # the error type; its context names the field, for the 400's `param`
+FIELD_ERROR = "field_error"  # a check over the whole body whose context names the field, for the 400's `param`
 
 
 def first_invalid_value(data) -> tuple[tuple, str] | None:
@@ -60,7 +60,7 @@ class JsonBody(BaseModel):
         found = first_invalid_value(data)
         if found is not None:
             path, why = found
-            raise PydanticCustomError(INVALID_JSON_VALUE, "{field}: {why}",
+            raise PydanticCustomError(FIELD_ERROR, "{field}: {why}",
                                       {"field": ".".join(map(str, path)) or "body", "why": why})
         return data
 
@@ -82,8 +82,32 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
-class ChatCompletionRequest(JsonBody):
-    """Fields OpenAI clients send; unknown extra fields are ignored, as OpenAI-compatible servers do."""
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: StrictBool = False
+
+
+class Streaming(JsonBody):
+    """`stream` and OpenAI's `stream_options`: with include_usage, a last chunk before [DONE] carries the usage."""
+
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+
+    @model_validator(mode="after")
+    def _options_need_a_stream(self):
+        if self.stream_options is not None and not self.stream:
+            raise PydanticCustomError(FIELD_ERROR, "{field}: {why}", {"field": "stream_options",
+                                                                     "why": "only allowed when stream is true"})
+        return self
+
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(Streaming):
+    """Fields OpenAI clients send; unknown extra fields are ignored, as OpenAI-compatible servers do. Fields
+    that ask for what these models cannot give (tools, a JSON response format, logprobs) are refused, so that a
+    client never takes a plain answer for the one it asked for."""
 
     model_config = ConfigDict(extra="ignore")
     model: str = Field("auto", min_length=1)
@@ -96,8 +120,40 @@ class ChatCompletionRequest(JsonBody):
     n: StrictInt = Field(1, ge=1, le=1, description="only one choice is supported")
     stop: str | list[str] | None = None
     seed: StrictInt | None = None
-    stream: StrictBool = False
     user: str | None = Field(None, max_length=MAX_ID_CHARS, description="the session id, when no x-session-id")
+    tools: list | None = None
+    functions: list | None = None
+    tool_choice: str | dict | None = None
+    response_format: dict | None = None
+    logprobs: StrictBool | None = None
+
+    @field_validator("tools", "functions")
+    @classmethod
+    def _no_tools(cls, value):
+        if value:
+            raise ValueError("tool and function calling is not supported: the ensemble's models answer in text")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _no_tool_choice(cls, value):
+        if value not in (None, "none"):
+            raise ValueError("tool and function calling is not supported: the ensemble's models answer in text")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value):
+        if value is not None and value.get("type", "text") != "text":
+            raise ValueError(f"response_format {value.get('type')!r} is not supported: answers are plain text")
+        return value
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value):
+        if value:
+            raise ValueError("logprobs are not returned by this router")
+        return value
 
     @field_validator("messages")
     @classmethod
@@ -205,7 +261,7 @@ def moderation_result(flagged: bool, probability: float, decided_by: str) -> dic
     return {"flagged": flagged, "categories": categories, "category_scores": scores, "decided_by": decided_by}
 
 
-class CompletionRequest(JsonBody):
+class CompletionRequest(Streaming):
     """OpenAI's legacy completions body: one prompt per request (each prompt is routed on its own)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -216,7 +272,6 @@ class CompletionRequest(JsonBody):
     top_p: StrictFloat = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: StrictInt | None = None
-    stream: StrictBool = False
     user: str | None = Field(None, max_length=MAX_ID_CHARS, description="the end user (policy escalation.client)")
 
     @field_validator("prompt")

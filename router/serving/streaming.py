@@ -12,9 +12,10 @@ from router.serving.schemas import completion_id, error_body
 
 def sse_events(deltas: AsyncIterator[dict], model: str, text_completion: bool,
                on_failure: Callable[[Exception], None],
-               on_finish: Callable[[int, int, str], None]) -> AsyncIterator[str]:
+               on_finish: Callable[[int, int, str], None], include_usage: bool = False) -> AsyncIterator[str]:
     """on_finish(input_tokens, output_tokens, text) once the model's stream ended normally: the runtime's usage
-    from the last delta, or the number of non-empty deltas when the runtime reported none."""
+    from the last delta, or the number of non-empty deltas when the runtime reported none. With include_usage
+    (OpenAI's stream_options), that usage also goes out as a last chunk with no choices, before [DONE]."""
     cid, created = completion_id(), int(time.time())
     if text_completion:
         cid = "cmpl-" + cid[9:]
@@ -49,6 +50,12 @@ def sse_events(deltas: AsyncIterator[dict], model: str, text_completion: bool,
             yield f"data: {json.dumps(error_body(message, 'server_error', code='model_failed_mid_stream'))}\n\n"
         else:
             on_finish(tokens_in, tokens_out or pieces, "".join(text))
+            if include_usage:
+                usage = {"prompt_tokens": tokens_in, "completion_tokens": tokens_out or pieces,
+                         "total_tokens": tokens_in + (tokens_out or pieces)}
+                body = {"id": cid, "object": "text_completion" if text_completion else "chat.completion.chunk",
+                        "created": created, "model": model, "choices": [], "usage": usage}
+                yield f"data: {json.dumps(body)}\n\n"
         yield "data: [DONE]\n\n"
 
     return events()

@@ -6,8 +6,8 @@ import time
 import uuid
 from typing import Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationInfo,
+                      field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
 MAX_MESSAGES = 256
@@ -104,6 +104,15 @@ class Streaming(JsonBody):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+NO_TOOLS = "tool and function calling is not supported: the ensemble's models answer in text"
+# a field that asks for more than a text answer: (does this value ask for it, the 400's message)
+UNSUPPORTED = {"tools": (bool, NO_TOOLS), "functions": (bool, NO_TOOLS),
+               "tool_choice": (lambda v: v != "none", NO_TOOLS),
+               "response_format": (lambda v: v.get("type", "text") != "text",
+                                   "response_format {value[type]!r} is not supported: answers are plain text"),
+               "logprobs": (bool, "logprobs are not returned by this router")}
+
+
 class ChatCompletionRequest(Streaming):
     """Fields OpenAI clients send; unknown extra fields are ignored, as OpenAI-compatible servers do. Fields
     that ask for what these models cannot give (tools, a JSON response format, logprobs) are refused, so that a
@@ -127,32 +136,12 @@ class ChatCompletionRequest(Streaming):
     response_format: dict | None = None
     logprobs: StrictBool | None = None
 
-    @field_validator("tools", "functions")
+    @field_validator("tools", "functions", "tool_choice", "response_format", "logprobs")
     @classmethod
-    def _no_tools(cls, value):
-        if value:
-            raise ValueError("tool and function calling is not supported: the ensemble's models answer in text")
-        return value
-
-    @field_validator("tool_choice")
-    @classmethod
-    def _no_tool_choice(cls, value):
-        if value not in (None, "none"):
-            raise ValueError("tool and function calling is not supported: the ensemble's models answer in text")
-        return value
-
-    @field_validator("response_format")
-    @classmethod
-    def _text_only(cls, value):
-        if value is not None and value.get("type", "text") != "text":
-            raise ValueError(f"response_format {value.get('type')!r} is not supported: answers are plain text")
-        return value
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value):
-        if value:
-            raise ValueError("logprobs are not returned by this router")
+    def _only_text_answers(cls, value, info: ValidationInfo):
+        asks, why = UNSUPPORTED[info.field_name]
+        if value is not None and asks(value):
+            raise ValueError(why.format(value=value))
         return value
 
     @field_validator("messages")

@@ -29,10 +29,10 @@ def _body(request: GenerationRequest) -> dict:
     return body
 
 
-def _delta(chunk: dict) -> tuple[StreamDelta, list[float]]:
+def _delta(chunk: dict, model: str) -> tuple[StreamDelta, list[float]]:
     """One runtime chunk as a StreamDelta, and the log-probabilities of the tokens it carries."""
     if "error" in chunk:
-        raise BackendError(str(chunk["error"]))
+        raise BackendError(f"{model}: {chunk['error']}")
     choice = (chunk.get("choices") or [{}])[0]
     usage, timings = chunk.get("usage") or {}, chunk.get("timings") or {}
     # chat chunks carry choices[0].delta.content; text-completion chunks carry choices[0].text
@@ -99,26 +99,21 @@ class LlamaCppBackend(ChatBackend):
             while (chunk := await queue.get()) is not done:
                 if isinstance(chunk, BaseException):
                     raise chunk
-                try:
-                    yield _delta(chunk)
-                except BackendError as exc:
-                    raise BackendError(f"{self.name}: {exc}") from None
+                yield _delta(chunk, self.name)
         finally:
             cancelled.set()
             await asyncio.shield(task)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         started = time.perf_counter()
-        text, logprobs, last = [], [], StreamDelta(finish_reason="stop")
+        text, logprobs, finish, tokens_in, tokens_out = [], [], "stop", 0, 0
         async for delta, token_logprobs in self._chunks(request):
             text.append(delta.text)
             logprobs += token_logprobs
-            if delta.finish_reason or delta.input_tokens or delta.output_tokens:
-                last = StreamDelta(finish_reason=delta.finish_reason or last.finish_reason,
-                                   input_tokens=max(last.input_tokens, delta.input_tokens),
-                                   output_tokens=max(last.output_tokens, delta.output_tokens))
-        return Generation(text="".join(text), finish_reason=last.finish_reason, input_tokens=last.input_tokens,
-                          output_tokens=last.output_tokens, latency_s=time.perf_counter() - started,
+            finish = delta.finish_reason or finish  # the usage chunk comes after the one that says why it ended
+            tokens_in, tokens_out = max(tokens_in, delta.input_tokens), max(tokens_out, delta.output_tokens)
+        return Generation(text="".join(text), finish_reason=finish, input_tokens=tokens_in, output_tokens=tokens_out,
+                          latency_s=time.perf_counter() - started,
                           mean_logprob=sum(logprobs) / len(logprobs) if logprobs else None)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:

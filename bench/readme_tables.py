@@ -124,7 +124,21 @@ def runs_rows(named: dict[str, dict]) -> list[str]:
             met = value is not None and verdict(goal["name"], value, goal["op"], float(goal["bound"])).startswith("met")
             cells.append("-" if value is None else f"{value:g}" + ("" if met else " (missed)"))
         rows.append(f"| `{goal['name']}` {goal['op']} {float(goal['bound']):g} | " + " | ".join(cells) + " |")
+    for label, cell in CONTEXT_ROWS:
+        rows.append(f"| {label} | " + " | ".join(cell(results["serve"]) for results in named.values()) + " |")
     return rows
+
+
+# where the route path's and the tiny answer's time goes, per run: what README's text about the runs reads
+CONTEXT_ROWS = [
+    ("(context) the proxy's hop: `/v1/route` p50 through the proxy minus direct, 1 client",
+     lambda s: f"{s['route_load']['1_clients']['p50_ms'] - s['route_load_direct']['1_clients']['p50_ms']:.1f} ms"),
+    ("(context) the tiny answer's request path on the direct port, p50",
+     lambda s: f"{s['tiny_answer_via_direct_ingress']['request_path']['p50_ms']:.0f} ms"),
+    ("(context) the tiny answer's generation inside its replica / alone in-process, p50",
+     lambda s: f"{s['tiny_answer_via_direct_ingress']['generation_in_replica']['p50_ms']:.0f} / "
+               f"{s['tiny_answer_direct']['p50_ms']:.0f} ms"),
+]
 
 
 def render(results: dict) -> str:

@@ -49,13 +49,7 @@ def _share(interval: str):
 def _hours_ago(text: str) -> float:
     import time
 
-    try:
-        hours = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours") from None
-    if not 0 < hours < float("inf"):  # nan too
-        raise argparse.ArgumentTypeError(f"{hours:g} hours: it must be more than 0 and finite")
-    return time.time() - hours * 3600
+    return time.time() - _share("(0, inf)")(text) * 3600
 
 
 def _fetch(args) -> None:

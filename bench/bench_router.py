@@ -273,10 +273,10 @@ def direct_answer_ms() -> dict:
 LOGGING_ROUNDS = 3  # per arm; on and off alternate, so that drift on a shared machine hits both alike
 
 
-def logging_on_vs_off(ens) -> dict:
-    """The tiny model's answers with the decision store on and off (record_decisions: false), in alternating
-    rounds, each on a freshly deployed ingress: what logging costs, as a ratio of pooled p50s (the goal: on
-    within 5% of off). The app is left as serve_config.yaml has it."""
+def alternating_ingress_args(ens, arg: str, values: tuple, rounds: int, measure) -> dict:
+    """measure(base URL) on a freshly deployed ingress for each value of one of its args, the values alternating
+    round by round, so that drift on a shared machine hits every arm alike. Returns value -> that value's
+    measurements, in round order. The app is left as serve_config.yaml has it."""
     from router.serving.live import deploy_config
     from router.serving.local_ensemble import http_ok, serve_config, wait_for
 
@@ -286,27 +286,33 @@ def logging_on_vs_off(ens) -> dict:
         except (httpx.HTTPError, ValueError):
             return None
 
-    def deploy(record: bool) -> None:
+    def deploy(value=None) -> None:
         before, config = replica(), serve_config(ens.port)
-        config["applications"][0]["args"]["record_decisions"] = record
+        if value is not None:
+            config["applications"][0]["args"][arg] = value
         deploy_config(config, ens.dashboard)
-        wait_for(lambda: replica() not in (None, before), 300, f"the new ingress with logging {record}")
+        wait_for(lambda: replica() not in (None, before), 300, f"the new ingress with {arg} {value}")
 
-    arms, round_p50s, deployed = {True: [], False: []}, {True: [], False: []}, [True]
+    arms: dict = {value: [] for value in values}
     try:
-        for _ in range(LOGGING_ROUNDS):
-            for record in (False, True):
-                deploy(record)
-                deployed.append(record)
-                answers = ensemble_answer_ms(ens.base)
-                arms[record] += answers["samples_ms"]
-                round_p50s[record].append(answers["p50_ms"])
+        for _ in range(rounds):
+            for value in values:
+                deploy(value)
+                arms[value].append(measure())
     finally:
-        if not deployed[-1]:
-            deploy(True)
-    on, off = percentiles(arms[True]), percentiles(arms[False])
-    return {"on": on, "off": off, "round_p50s_on": round_p50s[True], "round_p50s_off": round_p50s[False],
-            "on_vs_off_p50": round(on["p50_ms"] / off["p50_ms"], 3)}
+        deploy()
+    return arms
+
+
+def logging_on_vs_off(ens) -> dict:
+    """The tiny model's answers with the decision store on and off (record_decisions: false), in alternating
+    rounds, each on a freshly deployed ingress: what logging costs, as a ratio of pooled p50s (the goal: on
+    within 5% of off)."""
+    arms = alternating_ingress_args(ens, "record_decisions", (False, True), LOGGING_ROUNDS,
+                                    lambda: ensemble_answer_ms(ens.base))
+    on, off = (percentiles([s for answers in arms[v] for s in answers["samples_ms"]]) for v in (True, False))
+    return {"on": on, "off": off, "round_p50s_on": [a["p50_ms"] for a in arms[True]],
+            "round_p50s_off": [a["p50_ms"] for a in arms[False]], "on_vs_off_p50": round(on["p50_ms"] / off["p50_ms"], 3)}
 
 
 def bench_serve(n: int) -> dict:

@@ -1,8 +1,10 @@
 """Safety nets under faults, end to end on the real ensemble: a refused policy edit survives a restart of the
-ingress, and streams time out, fall back and count in the metrics like plain answers."""
+ingress, streams time out, fall back and count in the metrics like plain answers, and a client that leaves
+stops its generation in the model replica."""
 import copy
 import os
 import signal
+import time
 
 import httpx
 import pytest
@@ -155,3 +157,49 @@ def test_a_fresh_app_with_an_invalid_policy_refuses_to_start(ensemble):
     finally:
         deploy_config(config, ensemble.dashboard)  # the fresh app goes; the router app is untouched
     assert httpx.get(f"{ensemble.base}/healthz", timeout=60).status_code == 200
+
+
+
+def _cpu_s(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _replica_pid(ensemble, deployment: str) -> int:
+    apps = httpx.get(f"{ensemble.dashboard}/api/serve/applications/", timeout=30).json()["applications"]
+    return next(r["pid"] for r in apps["router"]["deployments"][deployment]["replicas"] if r.get("pid"))
+
+
+class _Quiet:
+    """True once a process used under a fifth of a core over a second or more between two calls."""
+
+    def __init__(self, pid: int):
+        self.pid, self.since = pid, (time.monotonic(), _cpu_s(pid))
+
+    def __call__(self) -> bool:
+        (t0, c0), now = self.since, (time.monotonic(), _cpu_s(self.pid))
+        if now[0] - t0 < 1.0:
+            return False
+        self.since = now
+        return now[1] - c0 < 0.2 * (now[0] - t0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_stops_its_models_generation(ensemble, stream):
+    """Through the ingress and Serve's call to the model replica: a client that gives up on a long answer stops
+    its generation in the model's replica, rather than leaving it to run to max_tokens on a core."""
+    pid = _replica_pid(ensemble, SMOL)
+    body = {"model": SMOL, "stream": stream, "max_tokens": 2000, "temperature": 0.8, "seed": 1,
+            "messages": [{"role": "user", "content": "Write a very long story about a robot."}]}
+    before = _cpu_s(pid)
+    if stream:
+        with httpx.stream("POST", f"{ensemble.base}/v1/chat/completions", json=body, timeout=60) as reply:
+            for line in reply.iter_lines():  # hang up once the replica has generated for a while
+                if line.startswith("data: ") and _cpu_s(pid) - before > 1.5:
+                    break
+    else:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{ensemble.base}/v1/chat/completions", json=body, timeout=2.5)
+    assert _cpu_s(pid) - before > 1.0  # it was generating: about a core-second a second
+    # 2,000 tokens take this model 20 s or more: a generation left running keeps the replica busy past this wait
+    wait_for(_Quiet(pid), 6, "the model's replica to stop generating after its client left", interval=0.5)

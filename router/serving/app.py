@@ -33,6 +33,7 @@ from router.decision import (SUSPECTED_GADGET, Decision, apply_session_floor, bl
 from router.features import Encoder
 from router.serving.feedback import FeedbackRequest, RequestContext, decision_row
 from router.serving.last_good import LastGoodPolicy
+from router.serving.live import MODEL_CALLS
 from router.serving.model_server import ModelServer
 from router.serving.specialists import EmbeddingSpecialist, ModerationSpecialist
 from router.policy import DEFAULT_POLICY_PATH, load_policy
@@ -204,8 +205,12 @@ async def _first_answer(chain: list[str], policy, call, accept=None):
 @serve.ingress(api)
 class RouterIngress:
     def __init__(self, model_handles: dict[str, DeploymentHandle], encoder_threads: int = 2,
-                 store_url: str | None = None, store_text: bool = False, record_decisions: bool = True):
-        self.handles = model_handles
+                 store_url: str | None = None, store_text: bool = False, record_decisions: bool = True,
+                 model_calls: str = "grpc"):
+        # "grpc": calls to the models go over Serve's inter-deployment gRPC, not Ray actor calls, which cost each
+        # answer's request path more (bench/model_transport.md); Serve's throughput mode does the same
+        self.handles = {name: handle.options(_by_reference=model_calls == "actor")
+                        for name, handle in model_handles.items()}
         self.embedder, self.moderator = EmbeddingSpecialist(), ModerationSpecialist()  # in-process: ms models
         # every answer, for /v1/feedback, monitoring and retraining; ROUTER_STORE_URL overrides the deployment's args
         self.store = DecisionStore(os.environ.get(URL_ENV) or store_url)
@@ -669,13 +674,17 @@ def build_app(args: dict[str, Any] | None = None):
     encoder_threads (the router's embedding threads, default 2), store_url (the decision store; the environment
     variable ROUTER_STORE_URL overrides it; default a SQLite file under ~/.cache/ensemble-router/), store_text
     (keep prompt and answer text in the store; default off), record_decisions (default on; off, no answer reaches
-    the store, so feedback and sessions cannot find it: for measuring what logging costs)."""
+    the store, so feedback and sessions cannot find it: for measuring what logging costs), model_calls (how the
+    ingress calls the models: "grpc", the default, or "actor", Serve's default handle calls)."""
     from models.catalogue import load_catalogue
 
     args = args or {}
+    if args.get("model_calls", "grpc") not in MODEL_CALLS:
+        raise ValueError(f"args.model_calls: {args['model_calls']!r} must be one of {list(MODEL_CALLS)}")
     names = args.get("models") or load_catalogue().names()
     handles = {name: ModelServer.options(name=name).bind(name, runtime_for(args, name)) for name in names}
     policy = load_policy(args.get("policy_file") or DEFAULT_POLICY_PATH)
     ingress = RouterIngress.options(user_config={"policy": policy.model_dump(mode="json", exclude_defaults=False)})
     return ingress.bind(handles, int(args.get("encoder_threads", 2)), args.get("store_url"),
-                        bool(args.get("store_text", False)), bool(args.get("record_decisions", True)))
+                        bool(args.get("store_text", False)), bool(args.get("record_decisions", True)),
+                        args.get("model_calls", "grpc"))

@@ -11,6 +11,7 @@ import yaml
 from router.policy import load_policy
 
 INGRESS = "RouterIngress"
+MODEL_CALLS = ("grpc", "actor")  # the ingress arg model_calls: how it calls the model deployments
 
 
 KEEP = object()  # leave the config's shadow policy as it is

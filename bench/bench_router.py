@@ -274,7 +274,7 @@ LOGGING_ROUNDS = 3  # per arm; on and off alternate, so that drift on a shared m
 
 
 def alternating_ingress_args(ens, arg: str, values: tuple, rounds: int, measure) -> dict:
-    """measure(base URL) on a freshly deployed ingress for each value of one of its args, the values alternating
+    """measure() on a freshly deployed ingress for each value of one of its args, the values alternating
     round by round, so that drift on a shared machine hits every arm alike. Returns value -> that value's
     measurements, in round order. The app is left as serve_config.yaml has it."""
     from router.serving.live import deploy_config

@@ -33,7 +33,7 @@ from router.decision import (SUSPECTED_GADGET, Decision, apply_session_floor, bl
 from router.features import Encoder
 from router.serving.feedback import FeedbackRequest, RequestContext, decision_row
 from router.serving.last_good import LastGoodPolicy
-from router.serving.live import MODEL_CALLS
+from router.serving.live import model_calls_of
 from router.serving.model_server import ModelServer
 from router.serving.specialists import EmbeddingSpecialist, ModerationSpecialist
 from router.policy import DEFAULT_POLICY_PATH, load_policy
@@ -679,12 +679,14 @@ def build_app(args: dict[str, Any] | None = None):
     from models.catalogue import load_catalogue
 
     args = args or {}
-    if args.get("model_calls", "grpc") not in MODEL_CALLS:
-        raise ValueError(f"args.model_calls: {args['model_calls']!r} must be one of {list(MODEL_CALLS)}")
+    try:
+        model_calls = model_calls_of(args)
+    except ValueError as exc:
+        raise ValueError(f"args.model_calls: {exc}") from None
     names = args.get("models") or load_catalogue().names()
     handles = {name: ModelServer.options(name=name).bind(name, runtime_for(args, name)) for name in names}
     policy = load_policy(args.get("policy_file") or DEFAULT_POLICY_PATH)
     ingress = RouterIngress.options(user_config={"policy": policy.model_dump(mode="json", exclude_defaults=False)})
     return ingress.bind(handles, int(args.get("encoder_threads", 2)), args.get("store_url"),
                         bool(args.get("store_text", False)), bool(args.get("record_decisions", True)),
-                        args.get("model_calls", "grpc"))
+                        model_calls)

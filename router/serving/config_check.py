@@ -14,7 +14,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from models.catalogue import Catalogue, load_catalogue
 from models.runtime_options import RuntimeOptions
-from router.serving.live import INGRESS, MODEL_CALLS
+from router.serving.live import INGRESS, model_calls_of
 from router.policy import parse_policy
 from models.yaml_source import ConfigError, describe_errors, locate, read_yaml_file
 
@@ -73,8 +73,10 @@ def _check_router_app(app: dict, at: tuple, catalogue: Catalogue, source: str, r
     threads = args.get("encoder_threads", 2)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         found.append((at + ("args", "encoder_threads"), f"{threads!r} must be a whole number of at least 1"))
-    if args.get("model_calls", "grpc") not in MODEL_CALLS:
-        found.append((at + ("args", "model_calls"), f"{args['model_calls']!r} must be one of {list(MODEL_CALLS)}"))
+    try:
+        model_calls_of(args)
+    except ValueError as exc:
+        found.append((at + ("args", "model_calls"), str(exc)))
     served = {INGRESS, *(m for m in models if isinstance(m, str))}  # the specialists run inside the ingress
     policy_data: Any = None
     policy_at: tuple = ()

@@ -14,6 +14,14 @@ INGRESS = "RouterIngress"
 MODEL_CALLS = ("grpc", "actor")  # the ingress arg model_calls: how it calls the model deployments
 
 
+def model_calls_of(args: dict) -> str:
+    """The app's `model_calls` arg ("grpc" when absent); a ValueError naming the choices for anything else."""
+    value = args.get("model_calls", MODEL_CALLS[0])
+    if value not in MODEL_CALLS:
+        raise ValueError(f"{value!r} must be one of {list(MODEL_CALLS)}")
+    return value
+
+
 KEEP = object()  # leave the config's shadow policy as it is
 
 

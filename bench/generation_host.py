@@ -67,7 +67,8 @@ class PlainProcess:
     def __init__(self):
         self.proc = subprocess.Popen([sys.executable, __file__, "--child"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        assert self.proc.stdout.readline().strip() == "ready"
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the plain process did not load the tiny model")
         self.pid = self.proc.pid
 
     def times(self, n: int) -> list[float]:

@@ -159,7 +159,6 @@ def test_a_fresh_app_with_an_invalid_policy_refuses_to_start(ensemble):
     assert httpx.get(f"{ensemble.base}/healthz", timeout=60).status_code == 200
 
 
-
 def _cpu_s(pid: int) -> float:
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

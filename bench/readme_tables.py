@@ -82,10 +82,28 @@ def value_rows(serve: dict) -> list[str]:
         f"down | p50 {alone['p50_ms']:.0f} ms |",
         "| **the ensemble's overhead as a share of the tiny model's answer time** (direct port; through the proxy) "
         f"| **{share['direct']:.0%}**; {share['proxy']:.0%} |",
+        *rounds_rows(serve),
         "| the tiny model's whole answer with the decision store on, against off (`logging_on_vs_off_p50`; three "
         "alternating rounds of 20 answers each way through the proxy, the ingress redeployed with "
         f"`record_decisions: false` and back) | **{logging['on_vs_off_p50']:g}** (p50 {logging['on']['p50_ms']:.0f} "
         f"against {logging['off']['p50_ms']:.0f} ms) |"]
+
+
+def rounds_rows(serve: dict) -> list[str]:
+    """The answer and tokens goals' alternating rounds, where the run has them."""
+    rounds = serve.get("served_vs_alone_rounds")
+    if rounds is None:
+        return []
+    p50s = lambda side: " / ".join(f"{v:.0f}" for v in rounds[f"round_p50s_{side}"])  # noqa: E731
+    tokens = lambda side: " / ".join(f"{v:.0f}" for v in rounds[f"round_tokens_4_streams_{side}"])  # noqa: E731
+    return [
+        f"| the tiny answer in {rounds['rounds']} alternating rounds, each a fresh ensemble (direct port) and then "
+        "the model alone in-process with the cluster down; the first round is the lines above | p50 by round "
+        f"{p50s('served')} ms served against {p50s('alone')} ms alone; pooled p50 {rounds['answer_served']['p50_ms']:.0f}"
+        f" against {rounds['answer_alone']['p50_ms']:.0f} ms (**{rounds['answer_served_vs_alone_p50']:g}**) |",
+        "| the tiny model's tokens/s at 4 concurrent streams in the same rounds (served through the proxy; the raw "
+        f"runtime in-process) | {tokens('served')} served against {tokens('alone')} raw; median ratio "
+        f"**{rounds['tokens_served_vs_alone_4_streams']:g}** |"]
 
 
 def in_process_rows(in_process: dict, serve: dict) -> list[str]:
@@ -114,7 +132,8 @@ def memory_line(serve: dict) -> str:
 
 def runs_rows(named: dict[str, dict]) -> list[str]:
     """The goals' ratios of several runs side by side, each cell marked when it misses its goal."""
-    keys = [k for k in next(iter(named.values()))["ratios"] if GOAL.match(k)]
+    # every goal any run has, in first-seen order: a goal whose measurement changed has a new key from then on
+    keys = list(dict.fromkeys(k for results in named.values() for k in results["ratios"] if GOAL.match(k)))
     rows = ["| goal | " + " | ".join(named) + " |", "|---" * (len(named) + 1) + "|"]
     for key in keys:
         goal = GOAL.match(key)

@@ -1,10 +1,13 @@
 """The arithmetic behind committed evidence: erase-and-check's copies (bench/erase_and_check.py), the FLOPs a
-decision costs (bench/encoder_roofline.py) and the met / not-met column of README's bench table
-(bench/readme_tables.py), against hand-computed cases."""
+decision costs (bench/encoder_roofline.py), the pooling of make bench's served-against-alone rounds
+(bench/bench_router.py) and the met / not-met columns of README's bench tables (bench/readme_tables.py), against
+hand-computed cases."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import readme_tables  # noqa: E402
+from bench_router import pooled_rounds  # noqa: E402
 from encoder_roofline import flops_per_decision  # noqa: E402
 from erase_and_check import erased  # noqa: E402
 from readme_tables import main as readme_tables_main  # noqa: E402
@@ -47,3 +50,29 @@ def test_readme_tables_names_a_file_that_is_not_a_bench_result(tmp_path, capsys)
     assert "is not a results file of bench/bench_router.py (missing 'serve')" in capsys.readouterr().err
     assert readme_tables_main([str(tmp_path / "absent.json")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_served_against_alone_rounds_pool_the_answers_samples_and_take_the_median_rounds_tokens():
+    def rounds(samples, tokens):
+        return [{"answer": {"samples_ms": ms, "p50_ms": sorted(ms)[len(ms) // 2]}, "tokens_4_streams": t}
+                for ms, t in zip(samples, tokens)]
+    served = rounds([[700, 720], [760, 800], [740]], [70, 60, 80])
+    alone = rounds([[690, 710], [705], [700, 720]], [75, 72, 80])
+    pooled = pooled_rounds(served, alone)
+    # served samples 700 720 740 760 800 -> 740; alone 690 700 705 710 720 -> 705; 740 / 705 = 1.0496
+    assert pooled["answer_served"]["p50_ms"] == 740 and pooled["answer_alone"]["p50_ms"] == 705
+    assert pooled["answer_served_vs_alone_p50"] == 1.05
+    # median rounds: 70 served against 75 raw
+    assert pooled["tokens_served_vs_alone_4_streams"] == 0.933
+    assert pooled["rounds"] == 3 and pooled["round_p50s_served"] == [720, 800, 740]
+
+
+def test_runs_table_keeps_a_goal_whose_key_changed_and_marks_the_runs_without_it(monkeypatch):
+    monkeypatch.setattr(readme_tables, "CONTEXT_ROWS", [])
+    old = {"ratios": {"answer_sequential (goal <= 1.05)": 1.1, "pss_gib (goal <= 4)": 3.9}}
+    new = {"ratios": {"answer_alternating (goal <= 1.05)": 1.03, "answer_sequential": 1.2, "pss_gib (goal <= 4)": 4.1}}
+    rows = readme_tables.runs_rows({"run 1": old, "run 2": new})
+    assert rows[0] == "| goal | run 1 | run 2 |"
+    assert rows[2:] == ["| `answer_sequential` <= 1.05 | 1.1 (missed) | - |",
+                        "| `pss_gib` <= 4 | 3.9 | 4.1 (missed) |",
+                        "| `answer_alternating` <= 1.05 | - | 1.03 |"]

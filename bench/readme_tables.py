@@ -140,6 +140,9 @@ def runs_rows(named: dict[str, dict]) -> list[str]:
         cells = []
         for results in named.values():
             value = results["ratios"].get(key)
+            if value is None and goal["name"] in results["ratios"]:  # the same measurement, kept as context there
+                cells.append(f"{results['ratios'][goal['name']]:g} (context)")
+                continue
             met = value is not None and verdict(goal["name"], value, goal["op"], float(goal["bound"])).startswith("met")
             cells.append("-" if value is None else f"{value:g}" + ("" if met else " (missed)"))
         rows.append(f"| `{goal['name']}` {goal['op']} {float(goal['bound']):g} | " + " | ".join(cells) + " |")
@@ -157,6 +160,10 @@ CONTEXT_ROWS = [
     ("(context) the tiny answer's generation inside its replica / alone in-process, p50",
      lambda s: f"{s['tiny_answer_via_direct_ingress']['generation_in_replica']['p50_ms']:.0f} / "
                f"{s['tiny_answer_direct']['p50_ms']:.0f} ms"),
+    ("(context) the tiny answer served against alone in each alternating round, p50s",
+     lambda s: ", ".join(f"{a / b:.2f}" for a, b in zip(s["served_vs_alone_rounds"]["round_p50s_served"],
+                                                       s["served_vs_alone_rounds"]["round_p50s_alone"]))
+     if "served_vs_alone_rounds" in s else "-"),
 ]
 
 

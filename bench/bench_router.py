@@ -3,7 +3,8 @@
   make bench            # or: .venv/bin/python bench/bench_router.py [--requests N]
 
 Measures: the in-process routing decision (encoder + classifier + policy), /v1/route through Ray Serve,
-cold start until /healthz answers, the resident memory of the whole ensemble, and each model's tokens/s.
+cold start until /healthz answers, the resident memory of the whole ensemble, each model's tokens/s, and the tiny
+model's answer and streams served against alone in-process, in alternating rounds (about 9 minutes in all).
 """
 from __future__ import annotations
 
@@ -277,8 +278,9 @@ SERVED_VS_ALONE_ROUNDS = 3  # rounds of (ensemble up, then down): the answer and
 def served_vs_alone_rounds(first_served: dict, first_alone: dict, rounds: int = SERVED_VS_ALONE_ROUNDS) -> dict:
     """Issue 16's answer and tokens goals in alternating rounds: each round measures the tiny model served (a fresh
     ensemble, the ingress's own port) and then alone in-process (the cluster down), so that the host's drift over
-    the run hits both sides alike instead of landing on whichever went second. The first round is the main
-    ensemble's (its last measurements) and the alone measurements right after it. Each side's answers are pooled;
+    the run hits both sides alike instead of landing on whichever went second (each round is also a new pair of
+    llama.cpp processes, and identical ones differ here by up to 18%: bench/process_spread.py). The first round
+    is the main ensemble's (its last measurements) and the alone measurements right after it. Each side's answers are pooled;
     tokens/s at 4 streams is the median over rounds."""
     from router.serving.local_ensemble import local_ensemble
 

@@ -280,8 +280,8 @@ def served_vs_alone_rounds(first_served: dict, first_alone: dict, rounds: int = 
     ensemble, the ingress's own port) and then alone in-process (the cluster down), so that the host's drift over
     the run hits both sides alike instead of landing on whichever went second (each round is also a new pair of
     llama.cpp processes, and identical ones differ here by up to 18%: bench/process_spread.py). The first round
-    is the main ensemble's (its last measurements) and the alone measurements right after it. Each side's answers are pooled;
-    tokens/s at 4 streams is the median over rounds."""
+    is the main ensemble's (its last measurements) and the alone measurements right after it. Each side's answers
+    are pooled; tokens/s at 4 streams is the median over rounds."""
     from router.serving.local_ensemble import local_ensemble
 
     served, alone = [first_served], [first_alone]

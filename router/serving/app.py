@@ -138,11 +138,28 @@ def _headers(decision: Decision, version: str, fallback_reason: str | None = Non
 
 # Defined above the class on purpose: Serve pickles the class by value when it is decorated, with the globals
 # its methods name that exist at that moment.
-async def _prepend(first: dict | None, rest):
-    if first is not None:
-        yield first
-    async for delta in rest:
-        yield delta
+class _ModelStreamResponse(StreamingResponse):
+    """A streamed answer that stops its model's generation when it ends before the model's stream does (the client
+    left): Starlette then cancels the response wherever it waits and leaves the body's generators to the garbage
+    collector, and Serve did not always pass that on to the model's replica (tests/test_serve_safety_nets.py)."""
+
+    def __init__(self, first: dict | None, deltas, render, **kwargs):
+        self.deltas, self.ended = deltas, False
+        super().__init__(render(self._all_deltas(first)), **kwargs)
+
+    async def _all_deltas(self, first: dict | None):
+        if first is not None:
+            yield first
+        async for delta in self.deltas:
+            yield delta
+        self.ended = True
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self.ended:
+                self.deltas.cancel()
 
 
 def _running_replicas() -> dict[str, int] | None:
@@ -662,9 +679,9 @@ class RouterIngress:
         headers["x-router-model"] = model
         headers["x-router-replica"] = self.replica_id  # which ingress replica answered (sessions, feedback)
         headers = shown_headers(headers, asked.disclose)
-        return StreamingResponse(sse_events(_prepend(first, deltas), model, text_completion, failed, finished,
-                                            include_usage),
-                                 media_type="text/event-stream", headers=headers)
+        return _ModelStreamResponse(first, deltas, lambda all_deltas: sse_events(
+            all_deltas, model, text_completion, failed, finished, include_usage),
+            media_type="text/event-stream", headers=headers)
 
 
 def build_app(args: dict[str, Any] | None = None):

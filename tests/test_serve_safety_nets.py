@@ -210,9 +210,8 @@ def _hang_up_while_generating(ensemble, pid: int, prompt: str, stream: bool) -> 
 
 def _stream_and_hang_up(base: str, body: dict, enough) -> str | None:
     """A streamed request over a plain socket, closed once enough() says the model has generated for a while: the
-    hang-up is then one close() that the server sees at once. (An HTTP library's streamed response, left in the
-    middle, may keep its connection open until the response object is collected; with httpx, often it did.) None
-    once hung up; else the tail of what came before the stream ended by itself."""
+    hang-up is one close(), whatever an HTTP library does with a response left in the middle, so that the test
+    checks the server's side alone. None once hung up; else the tail of what came before the stream ended."""
     url = urlsplit(base)
     payload = json.dumps(body).encode()
     received = b""

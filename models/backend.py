@@ -23,6 +23,8 @@ class GenerationRequest:
     stop: list[str] | None = None
     seed: int | None = None
     prompt: str | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 @dataclass

@@ -26,6 +26,9 @@ def _body(request: GenerationRequest) -> dict:
         body["stop"] = request.stop
     if request.seed is not None:
         body["seed"] = request.seed
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        if getattr(request, penalty):
+            body[penalty] = getattr(request, penalty)
     return body
 
 

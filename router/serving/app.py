@@ -398,8 +398,7 @@ class RouterIngress:
         if refused is not None:
             return refused
         generation = {"messages": body.as_plain_messages(),
-                      "max_tokens": min(body.output_budget(), policy.limits.max_output_tokens),
-                      "temperature": body.temperature, "top_p": body.top_p, "stop": body.stop, "seed": body.seed}
+                      "max_tokens": min(body.output_budget(), policy.limits.max_output_tokens), **body.sampling()}
         if body.stream:
             return await self._stream(decision, generation, policy, asked, include_usage=body.include_usage())
         answered = await self._complete(decision, generation, policy, asked)
@@ -429,7 +428,8 @@ class RouterIngress:
         generation = {"messages": [], "prompt": body.prompt,
                       "max_tokens": min(body.max_tokens, policy.limits.max_output_tokens),
                       "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed,
-                      "stop": [body.stop] if isinstance(body.stop, str) else body.stop}
+                      "stop": [body.stop] if isinstance(body.stop, str) else body.stop,
+                      "presence_penalty": body.presence_penalty, "frequency_penalty": body.frequency_penalty}
         if body.stream:
             return await self._stream(decision, generation, policy, asked, text_completion=True,
                                       include_usage=body.include_usage())

@@ -111,6 +111,9 @@ UNSUPPORTED = {"tools": (bool, NO_TOOLS), "functions": (bool, NO_TOOLS),
                "response_format": (lambda v: v.get("type", "text") != "text",
                                    "response_format {value[type]!r} is not supported: answers are plain text"),
                "logprobs": (bool, "logprobs are not returned by this router")}
+TEXT_PARTS = {"text"}  # images, audio and files would be dropped unseen: the ensemble's models read text only
+# OpenAI's sampling penalties, which llama.cpp applies as OpenAI defines them
+PENALTY = {"ge": -2.0, "le": 2.0, "description": "OpenAI's range, -2.0 to 2.0"}
 
 
 class ChatCompletionRequest(Streaming):
@@ -129,6 +132,8 @@ class ChatCompletionRequest(Streaming):
     n: StrictInt = Field(1, ge=1, le=1, description="only one choice is supported")
     stop: str | list[str] | None = None
     seed: StrictInt | None = None
+    presence_penalty: StrictFloat = Field(0.0, **PENALTY)
+    frequency_penalty: StrictFloat = Field(0.0, **PENALTY)
     user: str | None = Field(None, max_length=MAX_ID_CHARS, description="the session id, when no x-session-id")
     tools: list | None = None
     functions: list | None = None
@@ -148,6 +153,13 @@ class ChatCompletionRequest(Streaming):
     @classmethod
     def _has_user_text(cls, messages: list[ChatMessage]):
         for i, m in enumerate(messages):
+            for k, part in enumerate(m.content if isinstance(m.content, list) else []):
+                if part.type not in TEXT_PARTS:
+                    raise PydanticCustomError(FIELD_ERROR, "{field}: {why}", {
+                        "field": f"messages.{i}.content.{k}.type",
+                        "why": f"content part type {part.type!r} is not supported: the ensemble's models read "
+                               f"text only, so it would be dropped unseen"})
+        for i, m in enumerate(messages):
             if m.role == "user" and not m.text().strip():
                 raise ValueError(f"messages[{i}] is a user message with empty content")
         if not any(m.role == "user" for m in messages):
@@ -159,6 +171,11 @@ class ChatCompletionRequest(Streaming):
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         return self
+
+    def sampling(self) -> dict:
+        """What the model samples with, as GenerationRequest takes it."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "stop": self.stop, "seed": self.seed,
+                "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty}
 
     def output_budget(self) -> int:
         return self.max_completion_tokens or self.max_tokens or 512
@@ -261,6 +278,8 @@ class CompletionRequest(Streaming):
     top_p: StrictFloat = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
     seed: StrictInt | None = None
+    presence_penalty: StrictFloat = Field(0.0, **PENALTY)
+    frequency_penalty: StrictFloat = Field(0.0, **PENALTY)
     user: str | None = Field(None, max_length=MAX_ID_CHARS, description="the end user (policy escalation.client)")
 
     @field_validator("prompt")

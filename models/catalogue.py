@@ -1,6 +1,7 @@
 """The model catalogue (models/catalogue.yaml): what each model is, where its weights come from, what it costs."""
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.yaml_source import load_yaml_model
 
 CATALOGUE_PATH = Path(__file__).with_name("catalogue.yaml")
+CATALOGUE_ENV = "ROUTER_CATALOGUE"  # another catalogue file, e.g. one that adds a remote model
 
 
 class Strict(BaseModel):
@@ -66,16 +68,40 @@ class ModerationEntry(Strict):
     weights: list[WeightFile] = Field(min_length=2, max_length=2, description="the model, then the vectorizer")
 
 
+class RemoteEndpoint(Strict):
+    """A model served elsewhere behind an OpenAI-compatible API (OpenAI, vLLM, a llama.cpp server)."""
+
+    base_url: str = Field(pattern=r"^https?://[^\s/]+", description="the API's base, e.g. https://api.openai.com/v1")
+    model: str = Field(min_length=1, description="the model's name at that API")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="the environment variable that holds the API key; the key "
+                                                "itself never goes in the catalogue")
+    timeout_s: float = Field(120.0, gt=0, description="per call; the policy's timeout_s and fallback still apply")
+
+
 class ModelEntry(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
     display_name: str
-    runtime: Literal["llamacpp"]
-    params_billion: float = Field(gt=0)
+    runtime: Literal["llamacpp", "openai"]
+    params_billion: float | None = Field(None, gt=0, description="unknown for most hosted models")
     tasks: list[str] = Field(min_length=1)
     context_length: int = Field(gt=0)
     cost_per_1k_input: float = Field(ge=0)
     cost_per_1k_output: float = Field(ge=0)
-    weights: list[WeightFile] = Field(min_length=1)
+    weights: list[WeightFile] = Field(default_factory=list, description="llamacpp: the GGUF file")
+    endpoint: RemoteEndpoint | None = Field(None, description="openai: where the model is served")
+
+    @model_validator(mode="after")
+    def _runtime_needs(self):
+        if self.runtime == "llamacpp" and (not self.weights or self.endpoint is not None):
+            raise ValueError(f"model {self.name}: runtime llamacpp needs weights and no endpoint")
+        if self.runtime == "openai" and (self.endpoint is None or self.weights):
+            raise ValueError(f"model {self.name}: runtime openai needs an endpoint and no weights")
+        return self
+
+    def identity(self) -> str:
+        """What pins this model's answers: its weights' sha256, or the remote API and model name."""
+        return self.weights[0].sha256 if self.weights else f"{self.endpoint.base_url}#{self.endpoint.model}"
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.cost_per_1k_input + output_tokens * self.cost_per_1k_output) / 1000.0
@@ -104,6 +130,11 @@ class Catalogue(Strict):
         return [m.name for m in self.models]
 
 
+def load_catalogue(path: str | Path | None = None) -> Catalogue:
+    """The catalogue at `path`, else at $ROUTER_CATALOGUE, else the package's own."""
+    return _load(Path(path or os.environ.get(CATALOGUE_ENV) or CATALOGUE_PATH))
+
+
 @lru_cache(maxsize=4)
-def load_catalogue(path: str | Path = CATALOGUE_PATH) -> Catalogue:
+def _load(path: Path) -> Catalogue:
     return load_yaml_model(Catalogue, path)

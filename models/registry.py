@@ -15,7 +15,13 @@ def _llamacpp() -> type[ChatBackend]:
     return LlamaCppBackend
 
 
-RUNTIMES: dict[str, Callable[[], type[ChatBackend]]] = {"llamacpp": _llamacpp}
+def _openai() -> type[ChatBackend]:
+    from models.remote_openai import RemoteOpenAIBackend
+
+    return RemoteOpenAIBackend
+
+
+RUNTIMES: dict[str, Callable[[], type[ChatBackend]]] = {"llamacpp": _llamacpp, "openai": _openai}
 
 
 def make_backend(entry: ModelEntry, weights_dir: Path | None = None, **runtime_options) -> ChatBackend:

@@ -155,7 +155,7 @@ def run_labelling(prompts: list[dict], models: list[str], catalogue: Catalogue, 
                   address: str | None = None) -> None:
     import ray
 
-    keys = {(p["sample_id"], m): generation_key(p, catalogue.model(m).weights[0].sha256) for p in prompts for m in models}
+    keys = {(p["sample_id"], m): generation_key(p, catalogue.model(m).identity()) for p in prompts for m in models}
     done = read_log(log_path)
     todo = {m: deque(p for p in prompts if done.get((p["sample_id"], m), {}).get("gen_key") != keys[(p["sample_id"], m)])
             for m in models}

@@ -1,0 +1,90 @@
+"""Models served elsewhere behind an OpenAI-compatible API (OpenAI, vLLM, a llama.cpp server), through the
+official `openai` client. A hosted large model as the fallback is a catalogue entry with `runtime: openai`."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+import openai
+
+from models.backend import BackendError, ChatBackend, Generation, GenerationRequest, StreamDelta
+from models.catalogue import ModelEntry
+
+
+def _arguments(request: GenerationRequest, model: str) -> dict:
+    """The call's keyword arguments: chat (`messages`) or legacy completion (`prompt`), always streamed, so that
+    a caller who stops reading closes the connection and the remote server can stop generating."""
+    text = {"prompt": request.prompt} if request.prompt is not None else {"messages": request.messages}
+    arguments = {**text, "model": model, "max_tokens": request.max_tokens, "temperature": request.temperature,
+                 "top_p": request.top_p, "stream": True, "stream_options": {"include_usage": True}}
+    optional = {"stop": request.stop, "seed": request.seed, "presence_penalty": request.presence_penalty or None,
+                "frequency_penalty": request.frequency_penalty or None}
+    return {**arguments, **{k: v for k, v in optional.items() if v is not None}}
+
+
+def _delta(chunk) -> StreamDelta:
+    """One streamed chunk of either API as a StreamDelta; the usage chunk has no choices."""
+    choice = chunk.choices[0] if chunk.choices else None
+    text = "" if choice is None else (choice.delta.content if hasattr(choice, "delta") else choice.text) or ""
+    usage = chunk.usage
+    return StreamDelta(text=text, finish_reason=choice.finish_reason if choice else None,
+                       input_tokens=usage.prompt_tokens if usage else 0,
+                       output_tokens=usage.completion_tokens if usage else 0)
+
+
+class RemoteOpenAIBackend(ChatBackend):
+    """No weights and no threads here: the runtime options that size llama.cpp do not apply, and `n_parallel`
+    (the replica's slots) bounds how many calls this replica has open at the remote API at once."""
+
+    def __init__(self, entry: ModelEntry, weights_dir: Path | None = None, **_runtime_options):
+        super().__init__(entry)
+        endpoint = entry.endpoint
+        key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else "none"
+        if not key:
+            raise BackendError(f"{entry.name}: the environment variable {endpoint.api_key_env}, which the catalogue "
+                               f"names for its API key, is not set where the model's replica runs")
+        self.where = f"{endpoint.base_url} (model {endpoint.model!r})"
+        self._key, self._clients = key, {}
+
+    def _client(self) -> openai.AsyncOpenAI:
+        """One client per event loop: its connection pool belongs to the loop that opened it (a replica has one
+        loop; an offline job may run each call in a fresh one)."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._clients:
+            endpoint = self.entry.endpoint
+            # no retries: the policy's fallback chain is what answers when a call fails
+            self._clients = {loop: openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=self._key,
+                                                      timeout=endpoint.timeout_s, max_retries=0)}
+        return self._clients[loop]
+
+    async def _chunks(self, request: GenerationRequest):
+        client = self._client()
+        create = client.completions.create if request.prompt is not None else client.chat.completions.create
+        try:
+            stream = await create(**_arguments(request, self.entry.endpoint.model))
+            async with stream:
+                async for chunk in stream:
+                    yield _delta(chunk)
+        except openai.APIStatusError as exc:
+            detail = exc.body.get("message") if isinstance(exc.body, dict) else None  # the API's own words
+            raise BackendError(f"{self.name}: {self.where} answered {exc.status_code}: {detail or exc.message}") \
+                from exc
+        except openai.APIError as exc:  # unreachable, timed out, or a body that is not the API's
+            raise BackendError(f"{self.name}: {self.where}: {type(exc).__name__}: {exc}") from exc
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        started = time.perf_counter()
+        text, finish, tokens_in, tokens_out = [], "stop", 0, 0
+        async for delta in self._chunks(request):
+            text.append(delta.text)
+            finish = delta.finish_reason or finish
+            tokens_in, tokens_out = max(tokens_in, delta.input_tokens), max(tokens_out, delta.output_tokens)
+        return Generation(text="".join(text), finish_reason=finish, input_tokens=tokens_in, output_tokens=tokens_out,
+                          latency_s=time.perf_counter() - started)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        async for delta in self._chunks(request):
+            yield delta

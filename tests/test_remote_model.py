@@ -1,0 +1,162 @@
+"""A remote model (catalogue `runtime: openai`) is a catalogue entry, not new code: the catalogue's checks, the
+backend against a real OpenAI-compatible server, and an ensemble whose large fallback is remote.
+
+The remote server is this project's own ensemble (the shared fixture on 127.0.0.1): a real OpenAI-compatible API
+with real models, standing where a hosted provider (OpenAI, a vLLM server) would be."""
+import asyncio
+import copy
+import os
+
+import httpx
+import pytest
+import yaml
+
+from models.backend import BackendError, GenerationRequest
+from models.catalogue import CATALOGUE_PATH, Catalogue, load_catalogue
+from models.registry import make_backend
+from router.serving.local_ensemble import free_port, http_ok, serve_config, wait_for
+from router.serving.live import deploy_config
+
+TINY, CODER = "smollm2-135m", "qwen2.5-coder-0.5b"
+PROMPT = [{"role": "user", "content": "Name three colours of the rainbow."}]
+SAMPLING = {"max_tokens": 20, "temperature": 0.0, "seed": 1}
+
+
+def remote_entry(name: str, base_url: str, model: str = TINY, key_env: str | None = None) -> dict:
+    endpoint = {"base_url": base_url, "model": model, "timeout_s": 60}
+    if key_env:
+        endpoint["api_key_env"] = key_env
+    return {"name": name, "display_name": f"{model} at {base_url}", "runtime": "openai", "tasks": ["chat"],
+            "context_length": 4096, "cost_per_1k_input": 0.0025, "cost_per_1k_output": 0.01, "endpoint": endpoint}
+
+
+def catalogue_with(*entries: dict) -> dict:
+    data = yaml.safe_load(CATALOGUE_PATH.read_text())
+    data["models"] += list(entries)
+    return data
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"runtime": "llamacpp"}, "runtime llamacpp needs weights and no endpoint"),
+    ({"endpoint": None}, "runtime openai needs an endpoint and no weights"),
+    ({"endpoint": {"base_url": "api.example.com/v1", "model": "m"}}, "endpoint.base_url"),
+    ({"endpoint": {"base_url": "https://api.example.com/v1", "model": "m", "api_key": "sk-1"}}, "api_key"),
+    ({"endpoint": {"base_url": "https://api.example.com/v1", "model": "m", "api_key_env": "MY KEY"}}, "api_key_env"),
+], ids=["llamacpp-without-weights", "openai-without-endpoint", "url-without-scheme", "key-in-the-file",
+        "bad-env-name"])
+def test_the_catalogue_refuses_a_remote_entry_that_cannot_work(change, message):
+    entry = {**remote_entry("hosted", "https://api.example.com/v1"), **change}
+    with pytest.raises(ValueError, match=message):
+        Catalogue.model_validate(catalogue_with(entry))
+
+
+def test_router_catalogue_selects_another_catalogue_file(tmp_path, monkeypatch):
+    path = tmp_path / "catalogue.yaml"
+    path.write_text(yaml.safe_dump(catalogue_with(remote_entry("hosted", "https://api.example.com/v1"))))
+    monkeypatch.setenv("ROUTER_CATALOGUE", str(path))
+    assert load_catalogue().names()[-1] == "hosted"
+    assert load_catalogue().model("hosted").identity() == "https://api.example.com/v1#smollm2-135m"
+    monkeypatch.delenv("ROUTER_CATALOGUE")
+    assert "hosted" not in load_catalogue().names()
+
+
+def test_a_missing_api_key_is_named_when_the_backend_starts(monkeypatch):
+    monkeypatch.delenv("NO_SUCH_ROUTER_KEY", raising=False)
+    entry = Catalogue.model_validate(catalogue_with(
+        remote_entry("hosted", "https://api.example.com/v1", key_env="NO_SUCH_ROUTER_KEY"))).model("hosted")
+    with pytest.raises(BackendError, match="NO_SUCH_ROUTER_KEY.*is not set"):
+        make_backend(entry)
+
+
+def backend_for(base_url: str, model: str = TINY):
+    return make_backend(Catalogue.model_validate(catalogue_with(remote_entry("hosted", base_url, model))).model("hosted"))
+
+
+async def _streamed(backend, request):
+    return [delta async for delta in backend.stream(request)]
+
+
+@pytest.mark.serve
+def test_the_remote_backend_answers_what_the_remote_server_answers(ensemble, client):
+    direct = client.chat.completions.create(model=TINY, messages=PROMPT, **SAMPLING)
+    backend = backend_for(f"{ensemble.base}/v1")
+    request = GenerationRequest(messages=PROMPT, **SAMPLING)
+    answer = asyncio.run(backend.generate(request))
+    assert answer.text == direct.choices[0].message.content
+    assert (answer.input_tokens, answer.output_tokens) == (direct.usage.prompt_tokens, direct.usage.completion_tokens)
+    assert answer.finish_reason == direct.choices[0].finish_reason
+    deltas = asyncio.run(_streamed(backend, request))
+    assert "".join(d.text for d in deltas) == answer.text and len(deltas) > 2
+    assert deltas[-1].output_tokens == answer.output_tokens
+    completion = asyncio.run(backend.generate(GenerationRequest(messages=[], prompt="def add(a, b):", **SAMPLING)))
+    assert completion.text.strip() and completion.output_tokens > 0
+
+
+@pytest.mark.serve
+def test_a_remote_failure_is_a_backend_error_naming_the_model_and_the_server(ensemble):
+    request = GenerationRequest(messages=PROMPT, max_tokens=4)
+    with pytest.raises(BackendError, match=r"hosted: .*answered 404: model 'no-such-model' does not exist"):
+        asyncio.run(backend_for(f"{ensemble.base}/v1", "no-such-model").generate(request))
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(BackendError, match=rf"hosted: {closed} \(model 'smollm2-135m'\): APIConnectionError"):
+        asyncio.run(backend_for(closed).generate(request))
+
+
+@pytest.fixture(scope="module")
+def remote_app(ensemble, tmp_path_factory):
+    """A second application on the same cluster whose large fallback, `upstream`, is remote: the first
+    application's tiny model, called over HTTP. Its code specialist is remote too, at an address where no server
+    listens (it keeps the specialist's name because the router's classifier scores models by name)."""
+    folder = tmp_path_factory.mktemp("remote")
+    catalogue = catalogue_with(remote_entry("upstream", f"{ensemble.base}/v1", key_env="UPSTREAM_KEY"))
+    catalogue["models"] = [remote_entry(CODER, f"http://127.0.0.1:{free_port()}/v1") if m["name"] == CODER else m
+                           for m in catalogue["models"]]
+    (folder / "catalogue.yaml").write_text(yaml.safe_dump(catalogue))
+    base = serve_config(ensemble.port)
+    app = copy.deepcopy(base["applications"][0])
+    app.update(name="remote", route_prefix="/remote", runtime_env={"env_vars": {
+        "ROUTER_CATALOGUE": str(folder / "catalogue.yaml"), "UPSTREAM_KEY": "unused-on-loopback"}})
+    app["args"]["models"] = [TINY, CODER, "upstream"]
+    ingress, tiny = (copy.deepcopy(next(d for d in app["deployments"] if d["name"] == n))
+                     for n in ("RouterIngress", TINY))
+    policy = ingress["user_config"]["policy"]
+    policy.update(version="remote-fallback", fallback="upstream", models={
+        TINY: {"threshold": 0.99, "tasks": ["chat"], "timeout_s": 90},
+        CODER: {"threshold": 0.0, "tasks": ["chat", "code", "math"], "timeout_s": 30},  # always confident
+        "upstream": {"threshold": 0.0, "timeout_s": 90}})
+    app["deployments"] = [ingress, tiny, {**tiny, "name": CODER}, {**tiny, "name": "upstream"}]
+    deploy_config({**base, "applications": [*base["applications"], app]}, ensemble.dashboard)
+    url = f"{ensemble.base}/remote"
+    try:
+        wait_for(lambda: http_ok(f"{url}/healthz"), 300, "the remote-fallback application")
+        yield url
+    finally:
+        deploy_config(base, ensemble.dashboard)  # the first application is unchanged, so it keeps serving
+
+
+@pytest.mark.serve
+def test_an_ensemble_whose_fallback_is_remote_answers_through_it(remote_app, client):
+    from openai import OpenAI
+
+    remote = OpenAI(base_url=f"{remote_app}/v1", api_key="unused", max_retries=0, timeout=300)
+    assert {m.id for m in remote.models.list().data} == {"auto", TINY, CODER, "upstream"}
+    raw = remote.chat.completions.with_raw_response.create(model="upstream", messages=PROMPT, **SAMPLING)
+    answer = raw.parse()
+    assert raw.headers["x-router-model"] == "upstream" == answer.model
+    expected = client.chat.completions.create(model=TINY, messages=PROMPT, **SAMPLING).choices[0].message.content
+    assert answer.choices[0].message.content == expected
+    assert answer.usage.completion_tokens > 0
+    streamed = remote.chat.completions.create(model="upstream", messages=PROMPT, stream=True, **SAMPLING)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == expected
+
+
+@pytest.mark.serve
+def test_a_chosen_remote_model_that_fails_falls_back_with_the_reason_stated(remote_app, client):
+    reply = httpx.post(f"{remote_app}/v1/chat/completions", timeout=300,
+                       json={"model": "auto", "messages": PROMPT, **SAMPLING})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["router"]["model"] == CODER and reply.headers["x-router-model"] == "upstream"
+    assert CODER in reply.headers["x-router-fallback"] and "APIConnectionError" in body["router"]["fallback"]
+    expected = client.chat.completions.create(model=TINY, messages=PROMPT, **SAMPLING).choices[0].message.content
+    assert body["choices"][0]["message"]["content"] == expected

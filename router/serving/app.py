@@ -426,10 +426,7 @@ class RouterIngress:
         asked = RequestContext(current_request_id(), body.prompt, "completions", None, *embedded, shadow=shadow,
                                shadow_version=self._shadow_version(), disclose=self._disclose(request))
         generation = {"messages": [], "prompt": body.prompt,
-                      "max_tokens": min(body.max_tokens, policy.limits.max_output_tokens),
-                      "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed,
-                      "stop": [body.stop] if isinstance(body.stop, str) else body.stop,
-                      "presence_penalty": body.presence_penalty, "frequency_penalty": body.frequency_penalty}
+                      "max_tokens": min(body.max_tokens, policy.limits.max_output_tokens), **body.sampling()}
         if body.stream:
             return await self._stream(decision, generation, policy, asked, text_completion=True,
                                       include_usage=body.include_usage())

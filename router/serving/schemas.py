@@ -104,6 +104,28 @@ class Streaming(JsonBody):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+class Sampling(Streaming):
+    """OpenAI's sampling fields, shared by chat and legacy completions; each body sets its own temperature."""
+
+    top_p: StrictFloat = Field(1.0, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: StrictInt | None = None
+    # OpenAI's penalties, which llama.cpp applies as OpenAI defines them
+    presence_penalty: StrictFloat = Field(0.0, ge=-2.0, le=2.0, description="OpenAI's range, -2.0 to 2.0")
+    frequency_penalty: StrictFloat = Field(0.0, ge=-2.0, le=2.0, description="OpenAI's range, -2.0 to 2.0")
+
+    @model_validator(mode="after")
+    def _stop_list(self):
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        return self
+
+    def sampling(self) -> dict:
+        """What the model samples with, as GenerationRequest takes it."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "stop": self.stop, "seed": self.seed,
+                "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty}
+
+
 NO_TOOLS = "tool and function calling is not supported: the ensemble's models answer in text"
 # a field that asks for more than a text answer: (does this value ask for it, the 400's message)
 UNSUPPORTED = {"tools": (bool, NO_TOOLS), "functions": (bool, NO_TOOLS),
@@ -112,11 +134,9 @@ UNSUPPORTED = {"tools": (bool, NO_TOOLS), "functions": (bool, NO_TOOLS),
                                    "response_format {value[type]!r} is not supported: answers are plain text"),
                "logprobs": (bool, "logprobs are not returned by this router")}
 TEXT_PARTS = {"text"}  # images, audio and files would be dropped unseen: the ensemble's models read text only
-# OpenAI's sampling penalties, which llama.cpp applies as OpenAI defines them
-PENALTY = {"ge": -2.0, "le": 2.0, "description": "OpenAI's range, -2.0 to 2.0"}
 
 
-class ChatCompletionRequest(Streaming):
+class ChatCompletionRequest(Sampling):
     """Fields OpenAI clients send; unknown extra fields are ignored, as OpenAI-compatible servers do. Fields
     that ask for what these models cannot give (tools, a JSON response format, logprobs) are refused, so that a
     client never takes a plain answer for the one it asked for."""
@@ -128,12 +148,7 @@ class ChatCompletionRequest(Streaming):
     max_tokens: StrictInt | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
     max_completion_tokens: StrictInt | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
     temperature: StrictFloat = Field(0.7, ge=0.0, le=2.0)
-    top_p: StrictFloat = Field(1.0, gt=0.0, le=1.0)
     n: StrictInt = Field(1, ge=1, le=1, description="only one choice is supported")
-    stop: str | list[str] | None = None
-    seed: StrictInt | None = None
-    presence_penalty: StrictFloat = Field(0.0, **PENALTY)
-    frequency_penalty: StrictFloat = Field(0.0, **PENALTY)
     user: str | None = Field(None, max_length=MAX_ID_CHARS, description="the session id, when no x-session-id")
     tools: list | None = None
     functions: list | None = None
@@ -165,17 +180,6 @@ class ChatCompletionRequest(Streaming):
         if not any(m.role == "user" for m in messages):
             raise ValueError("at least one message must have role 'user'")
         return messages
-
-    @model_validator(mode="after")
-    def _stop_list(self):
-        if isinstance(self.stop, str):
-            self.stop = [self.stop]
-        return self
-
-    def sampling(self) -> dict:
-        """What the model samples with, as GenerationRequest takes it."""
-        return {"temperature": self.temperature, "top_p": self.top_p, "stop": self.stop, "seed": self.seed,
-                "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty}
 
     def output_budget(self) -> int:
         return self.max_completion_tokens or self.max_tokens or 512
@@ -267,7 +271,7 @@ def moderation_result(flagged: bool, probability: float, decided_by: str) -> dic
     return {"flagged": flagged, "categories": categories, "category_scores": scores, "decided_by": decided_by}
 
 
-class CompletionRequest(Streaming):
+class CompletionRequest(Sampling):
     """OpenAI's legacy completions body: one prompt per request (each prompt is routed on its own)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -275,11 +279,6 @@ class CompletionRequest(Streaming):
     prompt: str | list[str]
     max_tokens: StrictInt = Field(16, ge=1, le=MAX_TOKENS_CAP)
     temperature: StrictFloat = Field(1.0, ge=0.0, le=2.0)
-    top_p: StrictFloat = Field(1.0, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
-    seed: StrictInt | None = None
-    presence_penalty: StrictFloat = Field(0.0, **PENALTY)
-    frequency_penalty: StrictFloat = Field(0.0, **PENALTY)
     user: str | None = Field(None, max_length=MAX_ID_CHARS, description="the end user (policy escalation.client)")
 
     @field_validator("prompt")

@@ -47,18 +47,18 @@ class RemoteOpenAIBackend(ChatBackend):
             raise BackendError(f"{entry.name}: the environment variable {endpoint.api_key_env}, which the catalogue "
                                f"names for its API key, is not set where the model's replica runs")
         self.where = f"{endpoint.base_url} (model {endpoint.model!r})"
-        self._key, self._clients = key, {}
+        self._key, self._loop, self._open = key, None, None
 
     def _client(self) -> openai.AsyncOpenAI:
-        """One client per event loop: its connection pool belongs to the loop that opened it (a replica has one
-        loop; an offline job may run each call in a fresh one)."""
+        """A client of the running event loop: its connection pool belongs to the loop that opened it (a replica
+        has one loop; an offline job may run each call in a fresh one)."""
         loop = asyncio.get_running_loop()
-        if loop not in self._clients:
+        if loop is not self._loop:
             endpoint = self.entry.endpoint
             # no retries: the policy's fallback chain is what answers when a call fails
-            self._clients = {loop: openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=self._key,
-                                                      timeout=endpoint.timeout_s, max_retries=0)}
-        return self._clients[loop]
+            self._loop, self._open = loop, openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=self._key,
+                                                              timeout=endpoint.timeout_s, max_retries=0)
+        return self._open
 
     async def _chunks(self, request: GenerationRequest):
         client = self._client()

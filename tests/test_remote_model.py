@@ -5,7 +5,6 @@ The remote server is this project's own ensemble (the shared fixture on 127.0.0.
 with real models, standing where a hosted provider (OpenAI, a vLLM server) would be."""
 import asyncio
 import copy
-import os
 
 import httpx
 import pytest

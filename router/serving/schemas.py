@@ -166,7 +166,7 @@ class ChatCompletionRequest(Sampling):
 
     @field_validator("messages")
     @classmethod
-    def _has_user_text(cls, messages: list[ChatMessage]):
+    def _text_with_a_user_message(cls, messages: list[ChatMessage]):
         for i, m in enumerate(messages):
             for k, part in enumerate(m.content if isinstance(m.content, list) else []):
                 if part.type not in TEXT_PARTS:
@@ -174,7 +174,6 @@ class ChatCompletionRequest(Sampling):
                         "field": f"messages.{i}.content.{k}.type",
                         "why": f"content part type {part.type!r} is not supported: the ensemble's models read "
                                f"text only, so it would be dropped unseen"})
-        for i, m in enumerate(messages):
             if m.role == "user" and not m.text().strip():
                 raise ValueError(f"messages[{i}] is a user message with empty content")
         if not any(m.role == "user" for m in messages):

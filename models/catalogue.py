@@ -132,9 +132,19 @@ class Catalogue(Strict):
 
 def load_catalogue(path: str | Path | None = None) -> Catalogue:
     """The catalogue at `path`, else at $ROUTER_CATALOGUE, else the package's own."""
-    return _load(Path(path or os.environ.get(CATALOGUE_ENV) or CATALOGUE_PATH))
+    path = Path(path or os.environ.get(CATALOGUE_ENV) or CATALOGUE_PATH)
+    return _load(path, _stamp(path))
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """The file's modification time and size, so an edited catalogue is read again; None lets the load name it."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
 
 
 @lru_cache(maxsize=4)
-def _load(path: Path) -> Catalogue:
+def _load(path: Path, stamp: tuple[int, int] | None) -> Catalogue:
     return load_yaml_model(Catalogue, path)

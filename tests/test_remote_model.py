@@ -13,6 +13,9 @@ import yaml
 from models.backend import BackendError, GenerationRequest
 from models.catalogue import CATALOGUE_PATH, Catalogue, load_catalogue
 from models.registry import make_backend
+from models.yaml_source import ConfigError
+from router.policy import DEFAULT_POLICY_PATH
+from router.serving.config_check import check_serve_config
 from router.serving.local_ensemble import free_port, http_ok, serve_config, wait_for
 from router.serving.live import deploy_config
 
@@ -65,6 +68,38 @@ def test_a_missing_api_key_is_named_when_the_backend_starts(monkeypatch):
         remote_entry("hosted", "https://api.example.com/v1", key_env="NO_SUCH_ROUTER_KEY"))).model("hosted")
     with pytest.raises(BackendError, match="NO_SUCH_ROUTER_KEY.*is not set"):
         make_backend(entry)
+
+
+def serve_config_with_remote_fallback(folder, catalogue_file) -> str:
+    """The shipped Serve config with a remote large fallback, `hosted`, taken from the app's own catalogue file."""
+    config = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    app = config["applications"][0]
+    app["runtime_env"] = {"env_vars": {"ROUTER_CATALOGUE": str(catalogue_file)}}
+    app["args"]["models"] = [TINY, CODER, "hosted"]
+    app["deployments"] = [d for d in app["deployments"] if d["name"] != "qwen2.5-coder-1.5b"] + [{"name": "hosted"}]
+    policy = app["deployments"][0]["user_config"]["policy"]
+    policy["fallback"] = "hosted"
+    policy["models"]["hosted"] = policy["models"].pop("qwen2.5-coder-1.5b")
+    path = folder / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
+def test_check_config_reads_the_catalogue_named_in_the_apps_runtime_env(tmp_path, monkeypatch):
+    monkeypatch.delenv("ROUTER_CATALOGUE", raising=False)
+    catalogue_file = tmp_path / "catalogue.yaml"
+    catalogue_file.write_text(yaml.safe_dump(catalogue_with(remote_entry("hosted", "https://api.example.com/v1"))))
+    config = serve_config_with_remote_fallback(tmp_path, catalogue_file)
+    assert "models smollm2-135m, qwen2.5-coder-0.5b, hosted" in check_serve_config(config)
+    catalogue_file.unlink()
+    with pytest.raises(ConfigError, match=r"serve_config.yaml:\d+: applications.0.runtime_env.env_vars."
+                                          r"ROUTER_CATALOGUE: no catalogue file at '.*catalogue.yaml' here"):
+        check_serve_config(config)
+    catalogue_file.write_text(yaml.safe_dump(catalogue_with(remote_entry("hosted", "api.example.com/v1"))))
+    with pytest.raises(ConfigError) as refused:
+        check_serve_config(config)
+    assert "ROUTER_CATALOGUE: the catalogue" in str(refused.value)
+    assert "catalogue.yaml:" in str(refused.value) and "endpoint.base_url" in str(refused.value)
 
 
 def backend_for(base_url: str, model: str = TINY):

@@ -2,7 +2,8 @@
 
 Checks what Serve itself would (its own ServeDeploySchema), then what the ingress would refuse at start: the
 policy in RouterIngress's user_config, the builder's args, and deployment names the app does not have. Every
-problem is reported at once, with its line.
+problem is reported at once, with its line. Each app is checked against the catalogue its replicas will read:
+the file named by its runtime_env's ROUTER_CATALOGUE, else this shell's.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
-from models.catalogue import Catalogue, load_catalogue
+from models.catalogue import CATALOGUE_ENV, Catalogue, load_catalogue
 from models.runtime_options import RuntimeOptions
 from router.serving.live import INGRESS, model_calls_of
 from router.policy import parse_policy
@@ -23,7 +24,6 @@ BUILDER = "router.serving.app:build_app"
 
 def check_serve_config(path: str | Path, catalogue: Catalogue | None = None) -> str:
     """A one-line summary of a deployable config; ConfigError naming every problem otherwise."""
-    catalogue = catalogue or load_catalogue()
     source = str(path)
     data, root = read_yaml_file(path)
     problems: list[str] = []
@@ -38,12 +38,34 @@ def check_serve_config(path: str | Path, catalogue: Catalogue | None = None) -> 
         problems.append(f"{source}: applications: no application imports {BUILDER}")
     summaries = []
     for a, app in routers:
-        app_problems, summary = _check_router_app(app, ("applications", a), catalogue, source, root)
+        app_catalogue, catalogue_problems = _catalogue_of(app, ("applications", a), catalogue, source, root)
+        problems += catalogue_problems
+        if app_catalogue is None:
+            continue
+        app_problems, summary = _check_router_app(app, ("applications", a), app_catalogue, source, root)
         problems += app_problems
         summaries.append(summary)
     if problems:
         raise ConfigError(source, problems)
     return f"{source}: ready to deploy ({'; '.join(summaries)})"
+
+
+def _catalogue_of(app: dict, at: tuple, given: Catalogue | None, source: str, root) -> tuple[Catalogue | None, list[str]]:
+    """The catalogue the app's replicas load: runtime_env.env_vars.ROUTER_CATALOGUE if set, else this shell's."""
+    runtime_env = app.get("runtime_env") if isinstance(app.get("runtime_env"), dict) else {}
+    env_vars = runtime_env.get("env_vars") if isinstance(runtime_env.get("env_vars"), dict) else {}
+    named = env_vars.get(CATALOGUE_ENV)
+    if given is not None or not named:
+        return given or load_catalogue(), []
+    where = at + ("runtime_env", "env_vars", CATALOGUE_ENV)
+    if not Path(named).is_file():
+        return None, locate([(where, f"no catalogue file at {named!r} here; check-config reads the file the app's "
+                                     "replicas will read, so give a path that exists on this machine too")],
+                            source, root)
+    try:
+        return load_catalogue(named), []
+    except ConfigError as exc:
+        return None, locate([(where, f"the catalogue {named!r} is refused:")], source, root) + exc.problems
 
 
 def _runtime_problems(args: dict, catalogue: Catalogue) -> list[tuple[tuple, str]]:

@@ -1,5 +1,6 @@
 """A remote model (catalogue `runtime: openai`) is a catalogue entry, not new code: the catalogue's checks, the
-backend against a real OpenAI-compatible server, and an ensemble whose large fallback is remote.
+backend against a real OpenAI-compatible server, an ensemble whose large fallback is remote, and a client's hang-up
+that reaches the remote server.
 
 The remote server is this project's own ensemble (the shared fixture on 127.0.0.1): a real OpenAI-compatible API
 with real models, standing where a hosted provider (OpenAI, a vLLM server) would be."""
@@ -10,6 +11,7 @@ import httpx
 import pytest
 import yaml
 
+from hang_up import hang_up_and_wait_for_quiet, replica_pid
 from models.backend import BackendError, GenerationRequest
 from models.catalogue import CATALOGUE_PATH, Catalogue, load_catalogue
 from models.registry import make_backend
@@ -194,3 +196,11 @@ def test_a_chosen_remote_model_that_fails_falls_back_with_the_reason_stated(remo
     assert CODER in reply.headers["x-router-fallback"] and "APIConnectionError" in body["router"]["fallback"]
     expected = client.chat.completions.create(model=TINY, messages=PROMPT, **SAMPLING).choices[0].message.content
     assert body["choices"][0]["message"]["content"] == expected
+
+
+@pytest.mark.serve
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_a_remote_answer_stops_the_remote_servers_generation(remote_app, ensemble, stream):
+    """The remote backend closes its stream to the remote server when its caller goes, and this router as the
+    remote server then stops its model: the first application's tiny model, which answers for `upstream`."""
+    hang_up_and_wait_for_quiet(remote_app, "upstream", replica_pid(ensemble, TINY, app="router"), stream)

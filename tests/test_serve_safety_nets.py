@@ -2,16 +2,13 @@
 ingress, streams time out, fall back and count in the metrics like plain answers, and a client that leaves
 stops its generation in the model replica."""
 import copy
-import json
 import os
 import signal
-import socket
-import time
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from hang_up import hang_up_and_wait_for_quiet, replica_pid
 from router.serving.local_ensemble import metric_value, wait_for
 
 pytestmark = pytest.mark.serve
@@ -162,81 +159,8 @@ def test_a_fresh_app_with_an_invalid_policy_refuses_to_start(ensemble):
     assert httpx.get(f"{ensemble.base}/healthz", timeout=60).status_code == 200
 
 
-def _cpu_s(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _replica_pid(ensemble, deployment: str) -> int:
-    apps = httpx.get(f"{ensemble.dashboard}/api/serve/applications/", timeout=30).json()["applications"]
-    return next(r["pid"] for r in apps["router"]["deployments"][deployment]["replicas"] if r.get("pid"))
-
-
-class _Quiet:
-    """True once a process used under a fifth of a core over a second or more between two calls."""
-
-    def __init__(self, pid: int):
-        self.pid, self.since = pid, (time.monotonic(), _cpu_s(pid))
-
-    def __call__(self) -> bool:
-        (t0, c0), now = self.since, (time.monotonic(), _cpu_s(self.pid))
-        if now[0] - t0 < 1.0:
-            return False
-        self.since = now
-        return now[1] - c0 < 0.2 * (now[0] - t0)
-
-
-# answers the tiny model writes to max_tokens at temperature 0, mostly: in one CI run the streamed list, asked right
-# after the same prompt unstreamed, ended after about a second of generating, so there are three to try in turn
-LONG_ANSWERS = ["Write the numbers from 1 to 2000, separated by commas.",
-                "Count from 1 to 3000 in words, one number per line.",
-                "Write the word hello 2000 times, separated by spaces."]
-
-
-def _hang_up_while_generating(ensemble, pid: int, prompt: str, stream: bool) -> str | None:
-    """Ask for a long answer and hang up once the model's replica has generated for a while. None if it did; else
-    what the model answered before it ended by itself."""
-    body = {"model": SMOL, "stream": stream, "max_tokens": 2000, "temperature": 0,
-            "messages": [{"role": "user", "content": prompt}]}
-    before = _cpu_s(pid)
-    if stream:
-        return _stream_and_hang_up(ensemble.base, body, lambda: _cpu_s(pid) - before > 1.5)
-    try:
-        reply = httpx.post(f"{ensemble.base}/v1/chat/completions", json=body, timeout=2.5)
-    except httpx.ReadTimeout:
-        return None if _cpu_s(pid) - before > 1.0 else f"only {_cpu_s(pid) - before:.2f} CPU-s in 2.5 s"
-    return reply.text[-300:]
-
-
-def _stream_and_hang_up(base: str, body: dict, enough) -> str | None:
-    """A streamed request over a plain socket, closed once enough() says the model has generated for a while: the
-    hang-up is one close(), whatever an HTTP library does with a response left in the middle, so that the test
-    checks the server's side alone. None once hung up; else the tail of what came before the stream ended."""
-    url = urlsplit(base)
-    payload = json.dumps(body).encode()
-    received = b""
-    with socket.create_connection((url.hostname, url.port), timeout=60) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
-                     % (url.netloc.encode(), len(payload), payload))
-        while (chunk := sock.recv(65536)) and b"data: [DONE]" not in received:
-            received += chunk
-            if b"data: {" in received and enough():  # about a core-second a second
-                sock.shutdown(socket.SHUT_RDWR)
-                return None
-    return received.decode(errors="replace")[-300:]
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_client_that_leaves_stops_its_models_generation(ensemble, stream):
     """Through the ingress and Serve's call to the model replica: a client that gives up on a long answer stops
     its generation in the model's replica, rather than leaving it to run to max_tokens on a core."""
-    pid = _replica_pid(ensemble, SMOL)
-    ended = []
-    for prompt in LONG_ANSWERS:
-        ended.append(_hang_up_while_generating(ensemble, pid, prompt, stream))
-        if ended[-1] is None:
-            break
-    assert ended[-1] is None, f"the model ended every long answer before the client left: {ended}"
-    # 2,000 tokens take this model 20 s or more: a generation left running keeps the replica busy past this wait
-    wait_for(_Quiet(pid), 6, "the model's replica to stop generating after its client left", interval=0.5)
+    hang_up_and_wait_for_quiet(ensemble.base, SMOL, replica_pid(ensemble, SMOL), stream)

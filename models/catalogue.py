@@ -76,7 +76,9 @@ class RemoteEndpoint(Strict):
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                     description="the environment variable that holds the API key; the key "
                                                 "itself never goes in the catalogue")
-    timeout_s: float = Field(120.0, gt=0, description="per call; the policy's timeout_s and fallback still apply")
+    timeout_s: float = Field(120.0, gt=0, description="how long to wait for the server: for the whole answer when "
+                                                      "not streamed, between chunks when streamed; the policy's "
+                                                      "timeout_s and fallback still apply")
 
 
 class ModelEntry(Strict):

@@ -6,6 +6,8 @@ The remote server is this project's own ensemble (the shared fixture on 127.0.0.
 with real models, standing where a hosted provider (OpenAI, a vLLM server) would be."""
 import asyncio
 import copy
+import http.server
+import threading
 
 import httpx
 import pytest
@@ -136,6 +138,33 @@ def test_a_remote_failure_is_a_backend_error_naming_the_model_and_the_server(ens
     closed = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(BackendError, match=rf"hosted: {closed} \(model 'smollm2-135m'\): APIConnectionError"):
         asyncio.run(backend_for(closed).generate(request))
+
+
+class _NoChoices(http.server.BaseHTTPRequestHandler):
+    """A fake of something outside this project: a server that claims the API but answers a body with no choices."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b'{"object": "chat.completion", "id": "x"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_answer_without_choices_is_a_backend_error_naming_the_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoChoices)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        with pytest.raises(BackendError, match=rf"hosted: {base} \(model 'smollm2-135m'\) answered without choices"):
+            asyncio.run(backend_for(base).generate(GenerationRequest(messages=PROMPT, max_tokens=4)))
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ class GenerationRequest:
     prompt: str | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    logprobs: int | None = None  # the client asked for token logprobs, with this many alternatives; None: not asked
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Generation:
     output_tokens: int
     latency_s: float
     mean_logprob: float | None = None
+    logprobs: list[dict] | None = None  # the answer's tokens as OpenAI's chat logprobs entries, when asked
 
 
 @dataclass
@@ -45,6 +47,25 @@ class StreamDelta:
     finish_reason: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    logprobs: list[dict] | None = None  # this piece's tokens, when asked
+
+
+def token_logprob(entry: dict, alternatives: int) -> dict:
+    """A runtime's logprob entry for one token in OpenAI's chat shape (token, logprob, bytes, top_logprobs), with
+    at most `alternatives` top alternatives (a runtime may add fields such as its token id, or give more)."""
+    def plain(t: dict) -> dict:
+        return {"token": t["token"], "logprob": t["logprob"],
+                "bytes": t.get("bytes") if t.get("bytes") is not None else list(t["token"].encode())}
+    return {**plain(entry), "top_logprobs": [plain(t) for t in (entry.get("top_logprobs") or [])[:alternatives]]}
+
+
+def entries_from_legacy(legacy: dict) -> list[dict]:
+    """A legacy completion's logprobs (parallel lists: tokens, token_logprobs, top_logprobs as token -> logprob)
+    as chat-shaped entries, the one shape the backends return."""
+    tokens, tops = legacy.get("tokens") or [], legacy.get("top_logprobs") or []
+    tops = [top or {} for top in tops] + [{}] * (len(tokens) - len(tops))  # a list of nulls, or none, is allowed
+    return [{"token": token, "logprob": logprob, "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top.items()]}
+            for token, logprob, top in zip(tokens, legacy.get("token_logprobs") or [], tops)]
 
 
 class ChatBackend(abc.ABC):

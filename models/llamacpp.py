@@ -9,7 +9,7 @@ from typing import AsyncIterator
 
 import xllamacpp
 
-from models.backend import BackendError, ChatBackend, Generation, GenerationRequest, StreamDelta
+from models.backend import BackendError, ChatBackend, Generation, GenerationRequest, StreamDelta, token_logprob
 from models.catalogue import ModelEntry
 from models.fetch import verified_path
 
@@ -17,9 +17,12 @@ from models.fetch import verified_path
 def _body(request: GenerationRequest) -> dict:
     """Always streamed: a stream is what llama.cpp can stop when its reader goes away (a non-streamed call runs
     to max_tokens after the client has left, holding a slot); a whole answer is gathered from its chunks."""
-    text = {"prompt": request.prompt} if request.prompt is not None else {"messages": request.messages}
+    alternatives = max(1, request.logprobs or 0)  # always some: the mean token logprob is the model's confidence
+    # llama.cpp reads a completion's `logprobs` as the number of alternatives, a chat's as a switch
+    text = {"prompt": request.prompt, "logprobs": alternatives} if request.prompt is not None else \
+        {"messages": request.messages, "logprobs": True, "top_logprobs": alternatives}
     body = {**text, "max_tokens": request.max_tokens, "temperature": request.temperature, "top_p": request.top_p,
-            "stream": True, "logprobs": True, "top_logprobs": 1,  # mean token logprob: the model's own confidence
+            "stream": True,
             # usage counts the whole prompt; the timings' prompt_n counts only what the prompt cache missed
             "stream_options": {"include_usage": True}}
     if request.stop:
@@ -32,8 +35,8 @@ def _body(request: GenerationRequest) -> dict:
     return body
 
 
-def _delta(chunk: dict, model: str) -> tuple[StreamDelta, list[float]]:
-    """One runtime chunk as a StreamDelta, and the log-probabilities of the tokens it carries."""
+def _delta(chunk: dict, model: str, asked: int | None) -> tuple[StreamDelta, list[float]]:
+    """One runtime chunk as a StreamDelta (with its tokens' logprobs when `asked`), and those tokens' logprobs."""
     if "error" in chunk:
         raise BackendError(f"{model}: {chunk['error']}")
     choice = (chunk.get("choices") or [{}])[0]
@@ -43,7 +46,10 @@ def _delta(chunk: dict, model: str) -> tuple[StreamDelta, list[float]]:
                         finish_reason=choice.get("finish_reason"),
                         input_tokens=usage.get("prompt_tokens", timings.get("prompt_n", 0) + timings.get("cache_n", 0)),
                         output_tokens=usage.get("completion_tokens", timings.get("predicted_n", 0)))
-    return delta, [t["logprob"] for t in ((choice.get("logprobs") or {}).get("content") or [])]
+    tokens = (choice.get("logprobs") or {}).get("content") or []
+    if asked is not None and tokens:
+        delta.logprobs = [token_logprob(t, asked) for t in tokens]
+    return delta, [t["logprob"] for t in tokens]
 
 
 class LlamaCppBackend(ChatBackend):
@@ -102,22 +108,24 @@ class LlamaCppBackend(ChatBackend):
             while (chunk := await queue.get()) is not done:
                 if isinstance(chunk, BaseException):
                     raise chunk
-                yield _delta(chunk, self.name)
+                yield _delta(chunk, self.name, request.logprobs)
         finally:
             cancelled.set()
             await asyncio.shield(task)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         started = time.perf_counter()
-        text, logprobs, finish, tokens_in, tokens_out = [], [], "stop", 0, 0
+        text, logprobs, entries, finish, tokens_in, tokens_out = [], [], [], "stop", 0, 0
         async for delta, token_logprobs in self._chunks(request):
             text.append(delta.text)
             logprobs += token_logprobs
+            entries += delta.logprobs or []
             finish = delta.finish_reason or finish  # the usage chunk comes after the one that says why it ended
             tokens_in, tokens_out = max(tokens_in, delta.input_tokens), max(tokens_out, delta.output_tokens)
         return Generation(text="".join(text), finish_reason=finish, input_tokens=tokens_in, output_tokens=tokens_out,
                           latency_s=time.perf_counter() - started,
-                          mean_logprob=sum(logprobs) / len(logprobs) if logprobs else None)
+                          mean_logprob=sum(logprobs) / len(logprobs) if logprobs else None,
+                          logprobs=entries if request.logprobs is not None else None)
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         async for delta, _ in self._chunks(request):

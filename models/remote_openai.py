@@ -11,7 +11,8 @@ from typing import AsyncIterator
 
 import openai
 
-from models.backend import BackendError, ChatBackend, Generation, GenerationRequest, StreamDelta
+from models.backend import (BackendError, ChatBackend, Generation, GenerationRequest, StreamDelta,
+                            entries_from_legacy, token_logprob)
 from models.catalogue import ModelEntry
 
 
@@ -23,19 +24,33 @@ def _arguments(request: GenerationRequest, model: str, stream: bool) -> dict:
                  "top_p": request.top_p, "stream": stream}
     if stream:
         arguments["stream_options"] = {"include_usage": True}
+    if request.logprobs is not None:  # only when the client asks: some hosted models refuse logprobs
+        arguments.update({"logprobs": request.logprobs} if request.prompt is not None else
+                         {"logprobs": True, "top_logprobs": request.logprobs})
     optional = {"stop": request.stop, "seed": request.seed, "presence_penalty": request.presence_penalty or None,
                 "frequency_penalty": request.frequency_penalty or None}
     return {**arguments, **{k: v for k, v in optional.items() if v is not None}}
 
 
-def _delta(chunk) -> StreamDelta:
+def _logprobs(choice, asked: int | None) -> list[dict] | None:
+    """A choice's token logprobs, chat-shaped (a legacy completion's parallel lists are converted), when asked."""
+    given = getattr(choice, "logprobs", None)
+    if asked is None or given is None:
+        return None
+    entries = [t.model_dump() for t in given.content or []] if hasattr(given, "content") else \
+        entries_from_legacy(given.model_dump())
+    return [token_logprob(t, asked) for t in entries]
+
+
+def _delta(chunk, asked: int | None) -> StreamDelta:
     """One streamed chunk of either API as a StreamDelta; the usage chunk has no choices."""
     choice = chunk.choices[0] if chunk.choices else None
     text = "" if choice is None else (choice.delta.content if hasattr(choice, "delta") else choice.text) or ""
     usage = chunk.usage
     return StreamDelta(text=text, finish_reason=choice.finish_reason if choice else None,
                        input_tokens=usage.prompt_tokens if usage else 0,
-                       output_tokens=usage.completion_tokens if usage else 0)
+                       output_tokens=usage.completion_tokens if usage else 0,
+                       logprobs=_logprobs(choice, asked) if choice else None)
 
 
 class RemoteOpenAIBackend(ChatBackend):
@@ -93,11 +108,12 @@ class RemoteOpenAIBackend(ChatBackend):
         return Generation(text=text or "", finish_reason=choice.finish_reason or "stop",
                           input_tokens=usage.prompt_tokens if usage else 0,
                           output_tokens=usage.completion_tokens if usage else 0,
-                          latency_s=time.perf_counter() - started)
+                          latency_s=time.perf_counter() - started,
+                          logprobs=None if request.logprobs is None else _logprobs(choice, request.logprobs) or [])
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         with self._named_errors():
             stream = await self._create(request)(**_arguments(request, self.entry.endpoint.model, stream=True))
             async with stream:
                 async for chunk in stream:
-                    yield _delta(chunk)
+                    yield _delta(chunk, request.logprobs)

@@ -131,6 +131,23 @@ def test_the_remote_backend_answers_what_the_remote_server_answers(ensemble, cli
 
 
 @pytest.mark.serve
+def test_the_remote_backend_passes_on_token_logprobs_only_when_asked(ensemble, client):
+    direct = client.chat.completions.create(model=TINY, messages=PROMPT, logprobs=True, top_logprobs=2, **SAMPLING)
+    backend = backend_for(f"{ensemble.base}/v1")
+    asked = GenerationRequest(messages=PROMPT, logprobs=2, **SAMPLING)
+    answer = asyncio.run(backend.generate(asked))
+    assert [(e["token"], e["logprob"], len(e["top_logprobs"])) for e in answer.logprobs] == \
+        [(e.token, e.logprob, 2) for e in direct.choices[0].logprobs.content]
+    deltas = asyncio.run(_streamed(backend, asked))
+    assert [e for d in deltas for e in d.logprobs or []] == answer.logprobs
+    assert asyncio.run(backend.generate(GenerationRequest(messages=PROMPT, **SAMPLING))).logprobs is None
+    legacy = asyncio.run(backend.generate(GenerationRequest(messages=[], prompt="def add(a, b):", logprobs=1,
+                                                            **SAMPLING)))
+    assert "".join(e["token"] for e in legacy.logprobs) == legacy.text
+    assert all(len(e["top_logprobs"]) == 1 for e in legacy.logprobs)
+
+
+@pytest.mark.serve
 def test_a_remote_failure_is_a_backend_error_naming_the_model_and_the_server(ensemble):
     request = GenerationRequest(messages=PROMPT, max_tokens=4)
     with pytest.raises(BackendError, match=r"hosted: .*answered 404: model 'no-such-model' does not exist"):

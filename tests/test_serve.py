@@ -61,6 +61,32 @@ def test_sampling_penalties_reach_the_model(client):
     assert penalised.choices[0].text != completion.choices[0].text
 
 
+def test_token_logprobs_come_back_as_openai_returns_them(client):
+    """Chat's logprobs/top_logprobs and legacy completions' logprobs, from the model that answered; none unasked."""
+    ask = {"model": SMOL, "messages": [{"role": "user", "content": "Name three colours of the rainbow."}],
+           "max_tokens": 8, "temperature": 0, "seed": 1}
+    answer = client.chat.completions.create(logprobs=True, top_logprobs=2, **ask)
+    entries = answer.choices[0].logprobs.content
+    assert "".join(e.token for e in entries) == answer.choices[0].message.content
+    assert len(entries) == answer.usage.completion_tokens == 8
+    for e in entries:  # at temperature 0 the token chosen is the likeliest, and its logprob is its own
+        assert len(e.top_logprobs) == 2 and e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob
+        assert e.token == e.top_logprobs[0].token and e.logprob == e.top_logprobs[0].logprob <= 0
+        assert bytes(e.bytes).decode() == e.token
+    plain = client.chat.completions.create(**ask)
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == answer.choices[0].message.content
+    streamed = client.chat.completions.create(logprobs=True, stream=True, **ask)
+    tokens = [e for c in streamed if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [(t.token, t.top_logprobs) for t in tokens] == [(e.token, []) for e in entries]
+    legacy = client.completions.create(model=SMOL, prompt="def add(a, b):", max_tokens=6, temperature=0, logprobs=2)
+    lp = legacy.choices[0].logprobs
+    assert "".join(lp.tokens) == legacy.choices[0].text and len(lp.token_logprobs) == len(lp.tokens) == 6
+    assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(6)]
+    assert all(len(top) == 2 and top[token] == logprob for top, token, logprob in
+               zip(lp.top_logprobs, lp.tokens, lp.token_logprobs))
+    assert client.completions.create(model=SMOL, prompt="def add(a, b):", max_tokens=6).choices[0].logprobs is None
+
+
 def test_models_endpoint_lists_auto_and_every_model(client):
     assert {m.id for m in client.models.list().data} == {"auto", SMOL, CODER, LARGE}
 

@@ -397,7 +397,7 @@ class RouterIngress:
         decision, refused = self.budget.check(decision, request, body.user, policy, record=True)
         if refused is not None:
             return refused
-        generation = {"messages": body.as_plain_messages(),
+        generation = {"messages": body.as_plain_messages(), "logprobs": body.asked_logprobs(),
                       "max_tokens": min(body.output_budget(), policy.limits.max_output_tokens), **body.sampling()}
         if body.stream:
             return await self._stream(decision, generation, policy, asked, include_usage=body.include_usage())
@@ -406,7 +406,8 @@ class RouterIngress:
             return answered
         model, result, router_info, headers = answered
         return JSONResponse(chat_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
-                                            result["output_tokens"], shown_body(router_info, asked.disclose)),
+                                            result["output_tokens"], shown_body(router_info, asked.disclose),
+                                            result.get("logprobs")),
                             headers=shown_headers(headers, asked.disclose))
 
     @api.post("/v1/completions")
@@ -425,7 +426,7 @@ class RouterIngress:
             return refused
         asked = RequestContext(current_request_id(), body.prompt, "completions", None, *embedded, shadow=shadow,
                                shadow_version=self._shadow_version(), disclose=self._disclose(request))
-        generation = {"messages": [], "prompt": body.prompt,
+        generation = {"messages": [], "prompt": body.prompt, "logprobs": body.logprobs,
                       "max_tokens": min(body.max_tokens, policy.limits.max_output_tokens), **body.sampling()}
         if body.stream:
             return await self._stream(decision, generation, policy, asked, text_completion=True,
@@ -435,7 +436,8 @@ class RouterIngress:
             return answered
         model, result, router_info, headers = answered
         return JSONResponse(text_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
-                                            result["output_tokens"], shown_body(router_info, asked.disclose)),
+                                            result["output_tokens"], shown_body(router_info, asked.disclose),
+                                            result.get("logprobs")),
                             headers=shown_headers(headers, asked.disclose))
 
     async def _session_models(self, session: str) -> set[str]:

@@ -131,15 +131,14 @@ NO_TOOLS = "tool and function calling is not supported: the ensemble's models an
 UNSUPPORTED = {"tools": (bool, NO_TOOLS), "functions": (bool, NO_TOOLS),
                "tool_choice": (lambda v: v != "none", NO_TOOLS),
                "response_format": (lambda v: v.get("type", "text") != "text",
-                                   "response_format {value[type]!r} is not supported: answers are plain text"),
-               "logprobs": (bool, "logprobs are not returned by this router")}
+                                   "response_format {value[type]!r} is not supported: answers are plain text")}
 TEXT_PARTS = {"text"}  # images, audio and files would be dropped unseen: the ensemble's models read text only
 
 
 class ChatCompletionRequest(Sampling):
     """Fields OpenAI clients send; unknown extra fields are ignored, as OpenAI-compatible servers do. Fields
-    that ask for what these models cannot give (tools, a JSON response format, logprobs) are refused, so that a
-    client never takes a plain answer for the one it asked for."""
+    that ask for what these models cannot give (tools, a JSON response format) are refused, so that a client
+    never takes a plain answer for the one it asked for."""
 
     model_config = ConfigDict(extra="ignore")
     model: str = Field("auto", min_length=1)
@@ -155,8 +154,9 @@ class ChatCompletionRequest(Sampling):
     tool_choice: str | dict | None = None
     response_format: dict | None = None
     logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20, description="OpenAI's range; needs logprobs: true")
 
-    @field_validator("tools", "functions", "tool_choice", "response_format", "logprobs")
+    @field_validator("tools", "functions", "tool_choice", "response_format")
     @classmethod
     def _only_text_answers(cls, value, info: ValidationInfo):
         asks, why = UNSUPPORTED[info.field_name]
@@ -180,6 +180,17 @@ class ChatCompletionRequest(Sampling):
             raise ValueError("at least one message must have role 'user'")
         return messages
 
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self):
+        if self.top_logprobs is not None and not self.logprobs:
+            raise PydanticCustomError(FIELD_ERROR, "{field}: {why}", {"field": "top_logprobs",
+                                                                     "why": "only allowed when logprobs is true"})
+        return self
+
+    def asked_logprobs(self) -> int | None:
+        """How many alternatives per token the client wants with the answer's token logprobs; None: no logprobs."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
     def output_budget(self) -> int:
         return self.max_completion_tokens or self.max_tokens or 512
 
@@ -195,19 +206,40 @@ def completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
 
+def chat_logprobs(entries: list[dict] | None) -> dict | None:
+    """A chat choice's `logprobs`: OpenAI's {"content": [one entry per token]}, or null when not asked."""
+    return None if entries is None else {"content": entries}
+
+
+def legacy_logprobs(entries: list[dict] | None, offset: int = 0) -> dict | None:
+    """A legacy completion choice's `logprobs`: OpenAI's parallel lists (tokens, token_logprobs, top_logprobs as
+    token -> logprob, text_offset counted from `offset`), or null when not asked."""
+    if entries is None:
+        return None
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry["token"])
+    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+            "text_offset": offsets}
+
+
 def chat_completion(model: str, text: str, finish_reason: str, input_tokens: int, output_tokens: int,
-                    router: dict) -> dict:
+                    router: dict, logprobs: list[dict] | None = None) -> dict:
     return {"id": completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason,
+                         "logprobs": chat_logprobs(logprobs)}],
             "usage": {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
                       "total_tokens": input_tokens + output_tokens},
             "router": router}
 
 
 def text_completion(model: str, text: str, finish_reason: str, input_tokens: int, output_tokens: int,
-                    router: dict) -> dict:
+                    router: dict, logprobs: list[dict] | None = None) -> dict:
     return {"id": "cmpl-" + completion_id()[9:], "object": "text_completion", "created": int(time.time()),
-            "model": model, "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+            "model": model, "choices": [{"index": 0, "text": text, "finish_reason": finish_reason,
+                                         "logprobs": legacy_logprobs(logprobs)}],
             "usage": {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
                       "total_tokens": input_tokens + output_tokens},
             "router": router}
@@ -279,6 +311,7 @@ class CompletionRequest(Sampling):
     max_tokens: StrictInt = Field(16, ge=1, le=MAX_TOKENS_CAP)
     temperature: StrictFloat = Field(1.0, ge=0.0, le=2.0)
     user: str | None = Field(None, max_length=MAX_ID_CHARS, description="the end user (policy escalation.client)")
+    logprobs: StrictInt | None = Field(None, ge=0, le=5, description="alternatives per token; OpenAI's range")
 
     @field_validator("prompt")
     @classmethod

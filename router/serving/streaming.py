@@ -7,7 +7,7 @@ import json
 import time
 from typing import AsyncIterator, Callable
 
-from router.serving.schemas import completion_id, error_body
+from router.serving.schemas import chat_logprobs, completion_id, error_body, legacy_logprobs
 
 
 def sse_events(deltas: AsyncIterator[dict], model: str, text_completion: bool,
@@ -20,27 +20,31 @@ def sse_events(deltas: AsyncIterator[dict], model: str, text_completion: bool,
     if text_completion:
         cid = "cmpl-" + cid[9:]
 
-    def chunk(text: str | None, finish: str | None, role: bool = False) -> str:
+    def chunk(text: str | None, finish: str | None, role: bool = False, logprobs: list[dict] | None = None,
+              offset: int = 0) -> str:
         if text_completion:
             body = {"id": cid, "object": "text_completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}]}
+                    "choices": [{"index": 0, "text": text or "", "finish_reason": finish,
+                                 "logprobs": legacy_logprobs(logprobs, offset)}]}
         else:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
             body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
+                                 "logprobs": chat_logprobs(logprobs)}]}
         return f"data: {json.dumps(body)}\n\n"
 
     async def events():
         if not text_completion:
             yield chunk(None, None, role=True)
-        tokens_in = tokens_out = pieces = 0
+        tokens_in = tokens_out = pieces = length = 0
         text = []
         try:
             async for delta in deltas:
-                if delta["text"]:
+                if delta["text"] or delta.get("logprobs"):
                     pieces += 1
                     text.append(delta["text"])
-                    yield chunk(delta["text"], None)
+                    yield chunk(delta["text"], None, logprobs=delta.get("logprobs"), offset=length)
+                    length += len(delta["text"])  # where the next piece starts: a legacy logprob's text_offset
                 if delta["finish_reason"]:
                     yield chunk(None, delta["finish_reason"])
                 tokens_in, tokens_out = max(tokens_in, delta["input_tokens"]), max(tokens_out, delta["output_tokens"])

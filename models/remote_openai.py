@@ -33,10 +33,13 @@ def _arguments(request: GenerationRequest, model: str, stream: bool) -> dict:
 
 
 def _logprobs(choice, asked: int | None) -> list[dict] | None:
-    """A choice's token logprobs, chat-shaped (a legacy completion's parallel lists are converted), when asked."""
-    given = getattr(choice, "logprobs", None)
-    if asked is None or given is None:
+    """A choice's token logprobs, chat-shaped (a legacy completion's parallel lists are converted); None unasked,
+    and none (an empty list) where the server sent none."""
+    if asked is None:
         return None
+    given = getattr(choice, "logprobs", None)
+    if given is None:
+        return []
     entries = [t.model_dump() for t in given.content or []] if hasattr(given, "content") else \
         entries_from_legacy(given.model_dump())
     return [token_logprob(t, asked) for t in entries]
@@ -109,7 +112,7 @@ class RemoteOpenAIBackend(ChatBackend):
                           input_tokens=usage.prompt_tokens if usage else 0,
                           output_tokens=usage.completion_tokens if usage else 0,
                           latency_s=time.perf_counter() - started,
-                          logprobs=None if request.logprobs is None else _logprobs(choice, request.logprobs) or [])
+                          logprobs=_logprobs(choice, request.logprobs))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         with self._named_errors():

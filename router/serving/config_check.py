@@ -50,7 +50,8 @@ def check_serve_config(path: str | Path, catalogue: Catalogue | None = None) -> 
     return f"{source}: ready to deploy ({'; '.join(summaries)})"
 
 
-def _catalogue_of(app: dict, at: tuple, given: Catalogue | None, source: str, root) -> tuple[Catalogue | None, list[str]]:
+def _catalogue_of(app: dict, at: tuple, given: Catalogue | None, source: str,
+                  root) -> tuple[Catalogue | None, list[str]]:
     """The catalogue the app's replicas load: runtime_env.env_vars.ROUTER_CATALOGUE if set, else this shell's."""
     runtime_env = app.get("runtime_env") if isinstance(app.get("runtime_env"), dict) else {}
     env_vars = runtime_env.get("env_vars") if isinstance(runtime_env.get("env_vars"), dict) else {}

@@ -26,6 +26,7 @@ class GenerationRequest:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logprobs: int | None = None  # the client asked for token logprobs, with this many alternatives; None: not asked
+    confidence: bool = False  # the router judges this answer by its mean token logprob (a cascade floor)
 
 
 @dataclass

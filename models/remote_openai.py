@@ -24,25 +24,35 @@ def _arguments(request: GenerationRequest, model: str, stream: bool) -> dict:
                  "top_p": request.top_p, "stream": stream}
     if stream:
         arguments["stream_options"] = {"include_usage": True}
-    if request.logprobs is not None:  # only when the client asks: some hosted models refuse logprobs
-        arguments.update({"logprobs": request.logprobs} if request.prompt is not None else
-                         {"logprobs": True, "top_logprobs": request.logprobs})
+    # only when the client asks, or a cascade floor needs the answer's confidence: some hosted models refuse them
+    if request.logprobs is not None or request.confidence:
+        alternatives = request.logprobs or 0
+        arguments.update({"logprobs": alternatives} if request.prompt is not None else
+                         {"logprobs": True, "top_logprobs": alternatives})
     optional = {"stop": request.stop, "seed": request.seed, "presence_penalty": request.presence_penalty or None,
                 "frequency_penalty": request.frequency_penalty or None}
     return {**arguments, **{k: v for k, v in optional.items() if v is not None}}
 
 
-def _logprobs(choice, asked: int | None) -> list[dict] | None:
-    """A choice's token logprobs, chat-shaped (a legacy completion's parallel lists are converted); None unasked,
-    and none (an empty list) where the server sent none."""
-    if asked is None:
-        return None
+def _entries(choice) -> list[dict]:
+    """A choice's token logprobs, chat-shaped (a legacy completion's parallel lists are converted); none (an empty
+    list) where the server sent none."""
     given = getattr(choice, "logprobs", None)
     if given is None:
         return []
-    entries = [t.model_dump() for t in given.content or []] if hasattr(given, "content") else \
+    return [t.model_dump() for t in given.content or []] if hasattr(given, "content") else \
         entries_from_legacy(given.model_dump())
-    return [token_logprob(t, asked) for t in entries]
+
+
+def _logprobs(choice, asked: int | None) -> list[dict] | None:
+    """The token logprobs the client asked for, with `asked` alternatives each; None unasked."""
+    return None if asked is None else [token_logprob(t, asked) for t in _entries(choice)]
+
+
+def _mean_logprob(choice) -> float | None:
+    """The answer's mean token logprob, the confidence a cascade floor judges; None where the server sent none."""
+    values = [t["logprob"] for t in _entries(choice) if t.get("logprob") is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _delta(chunk, asked: int | None) -> StreamDelta:
@@ -111,7 +121,7 @@ class RemoteOpenAIBackend(ChatBackend):
         return Generation(text=text or "", finish_reason=choice.finish_reason or "stop",
                           input_tokens=usage.prompt_tokens if usage else 0,
                           output_tokens=usage.completion_tokens if usage else 0,
-                          latency_s=time.perf_counter() - started,
+                          latency_s=time.perf_counter() - started, mean_logprob=_mean_logprob(choice),
                           logprobs=_logprobs(choice, request.logprobs))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:

@@ -89,9 +89,13 @@ class RoutingService:
             classifier = AdequacyClassifier.load(path)
         except ValueError as exc:
             raise ConfigError(source, [f"{source}: classifier: {exc}"]) from None
-        missing = [m for m in policy.models if m != policy.fallback and m not in classifier.models]
+        # a model that answers only when named (auto_route: false) needs no scores: a new hosted model can join
+        # the policy that way before the classifier is retrained with it
+        missing = [m for m, mp in policy.models.items()
+                   if m != policy.fallback and mp.auto_route and m not in classifier.models]
         if missing:
-            raise ConfigError(source, [f"{source}: classifier: {path.name} has no scores for {missing}"])
+            raise ConfigError(source, [f"{source}: classifier: {path.name} has no scores for {missing}, which the "
+                                       f"router may choose; retrain it with them, or set their auto_route: false"])
         try:
             encoder = self.encoders.get(classifier.encoder_name)
         except ValueError as exc:

@@ -171,6 +171,28 @@ def test_a_last_good_policy_that_no_longer_validates_names_both_problems(service
     assert not fresh.has_policy
 
 
+def test_a_model_the_classifier_does_not_score_joins_the_policy_only_when_named(service):
+    from models.catalogue import Catalogue
+    from router.service import RoutingService
+
+    catalogue = service.catalogue.model_dump(mode="json")
+    catalogue["models"].append({"name": "hosted", "display_name": "a hosted model", "runtime": "openai",
+                                "tasks": ["chat"], "context_length": 8192,
+                                "cost_per_1k_input": 0.0025, "cost_per_1k_output": 0.01,
+                                "endpoint": {"base_url": "https://api.example.com/v1", "model": "m"}})
+    fresh = RoutingService(encoder=service.encoder, catalogue=Catalogue.model_validate(catalogue))
+    data = _policy_data("with-hosted")
+    data["models"]["hosted"] = {"threshold": 0.5}
+    with pytest.raises(ConfigError, match=r"has no scores for \['hosted'\], which the router may choose; retrain it "
+                                          r"with them, or set their auto_route: false"):
+        fresh.take(data, lambda: None)
+    data["models"]["hosted"]["auto_route"] = False
+    assert fresh.take(data, lambda: None)[0] == "applied"
+    decision = fresh.route("Name three colours of the rainbow.", 12)
+    assert decision.model != "hosted" and "hosted" not in decision.eligible
+    assert fresh.route("Name three colours of the rainbow.", 12, model="hosted").model == "hosted"
+
+
 def test_a_threshold_is_a_probability_and_auto_route_takes_a_model_out(tmp_path):
     bad = write(tmp_path, """\
         fallback: qwen2.5-coder-1.5b

@@ -6,6 +6,7 @@ The remote server is this project's own ensemble (the shared fixture on 127.0.0.
 with real models, standing where a hosted provider (OpenAI, a vLLM server) would be."""
 import asyncio
 import copy
+import dataclasses
 import http.server
 import threading
 
@@ -207,20 +208,37 @@ def remote_app(ensemble, tmp_path_factory):
         CODER: {"threshold": 0.0, "tasks": ["chat", "code", "math"], "timeout_s": 30},  # always confident
         "upstream": {"threshold": 0.0, "timeout_s": 90}})
     app["deployments"] = [ingress, tiny, {**tiny, "name": CODER}, {**tiny, "name": "upstream"}]
-    deploy_config({**base, "applications": [*base["applications"], app]}, ensemble.dashboard)
-    url = f"{ensemble.base}/remote"
+    remote = RemoteApp(f"{ensemble.base}/remote", base, app, ensemble.dashboard)
+    remote.deploy_policy(policy)
     try:
-        wait_for(lambda: http_ok(f"{url}/healthz"), 300, "the remote-fallback application")
-        yield url
+        wait_for(lambda: http_ok(f"{remote.url}/healthz"), 300, "the remote-fallback application")
+        yield remote
     finally:
         deploy_config(base, ensemble.dashboard)  # the first application is unchanged, so it keeps serving
+
+
+@dataclasses.dataclass
+class RemoteApp:
+    url: str
+    base: dict  # the first application's config, which every deploy keeps as it is
+    app: dict
+    dashboard: str
+
+    def policy(self) -> dict:
+        return copy.deepcopy(self.app["deployments"][0]["user_config"]["policy"])
+
+    def deploy_policy(self, policy: dict) -> None:
+        """A live edit of the remote application's policy, as `serve deploy` makes one."""
+        app = copy.deepcopy(self.app)
+        app["deployments"][0]["user_config"]["policy"] = policy
+        deploy_config({**self.base, "applications": [*self.base["applications"], app]}, self.dashboard)
 
 
 @pytest.mark.serve
 def test_an_ensemble_whose_fallback_is_remote_answers_through_it(remote_app, client):
     from openai import OpenAI
 
-    remote = OpenAI(base_url=f"{remote_app}/v1", api_key="unused", max_retries=0, timeout=300)
+    remote = OpenAI(base_url=f"{remote_app.url}/v1", api_key="unused", max_retries=0, timeout=300)
     assert {m.id for m in remote.models.list().data} == {"auto", TINY, CODER, "upstream"}
     raw = remote.chat.completions.with_raw_response.create(model="upstream", messages=PROMPT, **SAMPLING)
     answer = raw.parse()
@@ -234,7 +252,7 @@ def test_an_ensemble_whose_fallback_is_remote_answers_through_it(remote_app, cli
 
 @pytest.mark.serve
 def test_a_chosen_remote_model_that_fails_falls_back_with_the_reason_stated(remote_app, client):
-    reply = httpx.post(f"{remote_app}/v1/chat/completions", timeout=300,
+    reply = httpx.post(f"{remote_app.url}/v1/chat/completions", timeout=300,
                        json={"model": "auto", "messages": PROMPT, **SAMPLING})
     assert reply.status_code == 200, reply.text
     body = reply.json()
@@ -249,4 +267,42 @@ def test_a_chosen_remote_model_that_fails_falls_back_with_the_reason_stated(remo
 def test_a_client_that_leaves_a_remote_answer_stops_the_remote_servers_generation(remote_app, ensemble, stream):
     """The remote backend closes its stream to the remote server when its caller goes, and this router as the
     remote server then stops its model: the first application's tiny model, which answers for `upstream`."""
-    hang_up_and_wait_for_quiet(remote_app, "upstream", replica_pid(ensemble, TINY, app="router"), stream)
+    hang_up_and_wait_for_quiet(remote_app.url, "upstream", replica_pid(ensemble, TINY, app="router"), stream)
+
+
+@pytest.mark.serve
+def test_a_cascade_floor_on_a_remote_model_judges_the_remote_answers_own_confidence(remote_app, client):
+    """The router asks a remote model for token logprobs when the model has a cascade floor, and only then: the
+    client that did not ask gets none. A floor just above the answer's mean logprob escalates; just below, not."""
+    direct = client.chat.completions.create(model=TINY, messages=PROMPT, logprobs=True, **SAMPLING)
+    tokens = [t.logprob for t in direct.choices[0].logprobs.content]
+    confidence = sum(tokens) / len(tokens)
+    policy = remote_app.policy()
+    # the remote model answers when named, never by auto-routing (the classifier has no scores for it)
+    policy.update(fallback=TINY)
+    policy["models"]["upstream"]["auto_route"] = False
+
+    def ask(floor: float) -> httpx.Response:
+        policy["version"] = f"remote-floor-{floor:.4f}"
+        policy["models"]["upstream"]["cascade_min_logprob"] = floor
+        remote_app.deploy_policy(policy)
+        wait_for(lambda: httpx.get(f"{remote_app.url}/v1/policy", timeout=30).json()["version"] == policy["version"],
+                 60, "the edit to go live")
+        reply = httpx.post(f"{remote_app.url}/v1/chat/completions", timeout=300,
+                           json={"model": "upstream", "messages": PROMPT, **SAMPLING})
+        assert reply.status_code == 200, reply.text
+        return reply
+
+    try:
+        escalated = ask(round(confidence + 0.01, 4))
+        steps = escalated.json()["router"]["cascade"]
+        assert escalated.headers["x-router-model"] == TINY and [s["model"] for s in steps] == ["upstream"]
+        assert steps[0]["mean_logprob"] == pytest.approx(confidence, abs=1e-4)
+        assert escalated.json()["choices"][0]["logprobs"] is None
+        kept = ask(round(confidence - 0.01, 4))
+        assert kept.headers["x-router-model"] == "upstream" and kept.json()["router"]["cascade"] in (None, [])
+        assert kept.json()["choices"][0]["message"]["content"] == direct.choices[0].message.content
+    finally:
+        remote_app.deploy_policy(remote_app.policy())
+        wait_for(lambda: httpx.get(f"{remote_app.url}/v1/policy", timeout=30).json()["version"] == "remote-fallback",
+                 60, "the fixture's policy")

@@ -566,9 +566,13 @@ class RouterIngress:
                 return False
             return True
 
-        # each attempt is stamped when it is made, so a fallback's wait is bounded from its own start
-        outcome = await _first_answer(chain, policy, lambda model: self.handles[model].generate.remote(
-            stamped(generation, policy.limits.max_queue_wait_s)), confident)
+        def attempt(model: str):
+            # a model with a cascade floor is asked for its confidence (a remote one gives it only when asked); each
+            # attempt is stamped when it is made, so a fallback's wait is bounded from its own start
+            judged = {**generation, "confidence": policy.models[model].cascade_min_logprob is not None}
+            return self.handles[model].generate.remote(stamped(judged, policy.limits.max_queue_wait_s))
+
+        outcome = await _first_answer(chain, policy, attempt, confident)
         return outcome if isinstance(outcome, JSONResponse) else (*outcome, cascade)
 
     async def _decide(self, body: ChatCompletionRequest):

@@ -66,9 +66,9 @@ def _fetch(args) -> None:
 
 
 def _validate(args) -> None:
-    from router.policy import load_policy
+    from router.artifacts import load_checked_policy
 
-    policy = load_policy(args.file)
+    policy = load_checked_policy(args.file)
     print(f"{args.file}: valid policy (version {policy.version}, fallback {policy.fallback}, "
           f"models {', '.join(policy.models)})")
 

@@ -19,6 +19,7 @@ from models.catalogue import Catalogue, load_catalogue
 from router.classifier import AdequacyClassifier, feature_matrix
 from router.decision import Decision, decide, pin
 from router.features import Encoder, Encoders
+from router.artifacts import load_artifacts
 from router.guard import GadgetGuard
 from router.policy import Policy, parse_policy
 from models.yaml_source import ConfigError
@@ -84,30 +85,9 @@ class RoutingService:
     def _load(self, data: Any, source: str) -> LivePolicy:
         """A validated policy with its classifier, or ConfigError naming every problem."""
         policy = parse_policy(data, source, self.catalogue)
-        path = policy.classifier_path()
-        try:
-            classifier = AdequacyClassifier.load(path)
-        except ValueError as exc:
-            raise ConfigError(source, [f"{source}: classifier: {exc}"]) from None
-        # a model that answers only when named (auto_route: false) needs no scores: a new hosted model can join
-        # the policy that way before the classifier is retrained with it
-        missing = [m for m, mp in policy.models.items()
-                   if m != policy.fallback and mp.auto_route and m not in classifier.models]
-        if missing:
-            raise ConfigError(source, [f"{source}: classifier: {path.name} has no scores for {missing}, which the "
-                                       f"router may choose; retrain it with them, or set their auto_route: false"])
-        try:
-            encoder = self.encoders.get(classifier.encoder_name)
-        except ValueError as exc:
-            raise ConfigError(source, [f"{source}: classifier: {path.name} was trained on {exc}"]) from None
-        guard = None
-        if policy.guard.enabled:
-            try:
-                guard = GadgetGuard.load(policy.guard.artifact_path(), dims=self.catalogue.encoder.dimensions)
-                guard.check_encoder(encoder.name, self.encoders.base.name)
-            except ValueError as exc:
-                raise ConfigError(source, [f"{source}: guard.artifact: {exc}"]) from None
-        return LivePolicy(policy, classifier, time.time(), guard, encoder)
+        artifacts = load_artifacts(policy, source, self.catalogue)
+        encoder = self.encoders.get(artifacts.encoder_name)
+        return LivePolicy(policy, artifacts.classifier, time.time(), artifacts.guard, encoder)
 
     def apply_policy(self, data: Any, source: str = "user_config.policy") -> Policy:
         """Validate `data` as a policy and swap it in; on any problem raise ConfigError and keep the old one."""

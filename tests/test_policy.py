@@ -125,6 +125,32 @@ def test_check_config_names_unknown_models_and_a_missing_router_app(tmp_path, ca
     assert "no application imports router.serving.app:build_app" in capsys.readouterr().err
 
 
+def test_the_policy_commands_refuse_the_classifier_or_guard_the_ingress_would_refuse(tmp_path, capsys):
+    """The files the policy names are read before the config is sent, as the ingress reads them: a missing
+    classifier, and an enabled guard whose file is not a guard."""
+    not_a_guard = tmp_path / "guard.json"
+    not_a_guard.write_text("{}")
+    text = DEFAULT_POLICY_PATH.read_text()
+    for change, message in [
+        (("classifier: data/router/default.json", "classifier: data/router/gone.json"),
+         "classifier: .*gone.json: cannot read router artifact"),
+        (("            classifier: data/router/default.json\n", "            classifier: data/router/default.json\n"
+          f"            guard: {{enabled: true, artifact: {not_a_guard}}}\n"),
+         "guard.artifact: .*guard.json: not a gadget guard"),
+    ]:
+        assert change[0] in text, change[0]
+        path = tmp_path / "serve_config.yaml"
+        path.write_text(text.replace(*change))
+        assert main(["policy", "check-config", str(path)]) == 2
+        assert re.search(message, capsys.readouterr().err)
+        assert main(["policy", "validate", str(path)]) == 2
+        assert re.search(message, capsys.readouterr().err)
+        # `router policy apply` refuses it before it reaches the server, which is never asked
+        assert main(["policy", "apply", str(path), "--config", str(DEFAULT_POLICY_PATH),
+                     "--address", "http://127.0.0.1:9"]) == 2
+        assert re.search(message, capsys.readouterr().err)
+
+
 # --- the last good policy: what the ingress does with a refused policy at start (the pure part) --------------
 @pytest.fixture(scope="module")
 def service():

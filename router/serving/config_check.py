@@ -1,7 +1,8 @@
 """`router policy check-config`: refuse a bad Ray Serve config before `serve deploy` sends it.
 
 Checks what Serve itself would (its own ServeDeploySchema), then what the ingress would refuse at start: the
-policy in RouterIngress's user_config, the builder's args, and deployment names the app does not have. Every
+policy in RouterIngress's user_config and the classifier and guard files it names, the builder's args, and
+deployment names the app does not have. Every
 problem is reported at once, with its line. Each app is checked against the catalogue its replicas will read:
 the file named by its runtime_env's ROUTER_CATALOGUE, else this shell's.
 """
@@ -16,7 +17,8 @@ from ray.serve.schema import ServeDeploySchema
 from models.catalogue import CATALOGUE_ENV, Catalogue, load_catalogue
 from models.runtime_options import RuntimeOptions
 from router.serving.live import INGRESS, model_calls_of
-from router.policy import parse_policy
+from router.artifacts import load_artifacts
+from router.policy import Policy, parse_policy
 from models.yaml_source import ConfigError, describe_errors, locate, read_yaml_file
 
 BUILDER = "router.serving.app:build_app"
@@ -114,14 +116,15 @@ def _check_router_app(app: dict, at: tuple, catalogue: Catalogue, source: str, r
                 policy_data, policy_at = user_config["policy"], user_at + ("policy",)
             if user_config.get("shadow_policy") is not None:  # a shadow policy is checked like the live one
                 try:
-                    parse_policy(user_config["shadow_policy"], source, catalogue, root, user_at + ("shadow_policy",))
+                    _policy_with_artifacts(user_config["shadow_policy"], source, catalogue, root,
+                                           user_at + ("shadow_policy",))
                 except ConfigError as exc:
                     shadow_problems = exc.problems
     problems = locate(found, source, root) + shadow_problems
     if policy_data is None:
         return problems, "policy from args.policy_file or the default"
     try:
-        policy = parse_policy(policy_data, source, catalogue, root, policy_at)
+        policy = _policy_with_artifacts(policy_data, source, catalogue, root, policy_at)
     except ConfigError as exc:
         return problems + exc.problems, "policy refused"
     unserved = [m for m in policy.models if m not in served]
@@ -130,3 +133,10 @@ def _check_router_app(app: dict, at: tuple, catalogue: Catalogue, source: str, r
                            source, root)
     return problems, f"policy {policy.version}, models {', '.join(policy.models)}"
 
+
+
+def _policy_with_artifacts(data: Any, source: str, catalogue: Catalogue, root, at: tuple) -> Policy:
+    """The policy, checked as the ingress checks it: its fields, then the classifier and guard files it names."""
+    policy = parse_policy(data, source, catalogue, root, at)
+    load_artifacts(policy, source, catalogue)
+    return policy

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from router.policy import load_policy
+from router.artifacts import load_checked_policy
 
 INGRESS = "RouterIngress"
 MODEL_CALLS = ("grpc", "actor")  # the ingress arg model_calls: how it calls the model deployments
@@ -50,7 +50,7 @@ def deploy_config(config: dict, address: str) -> None:
 
 
 def apply_policy_file(policy_file: Path, serve_config: Path, address: str) -> str:
-    policy = load_policy(policy_file)  # refuses a bad policy before it reaches the server
+    policy = load_checked_policy(policy_file)  # refuses a bad policy before it reaches the server
     config = yaml.safe_load(serve_config.read_text())
     deploy_config(config_with_policy(config, policy.model_dump(mode="json")), address)
     return f"policy {policy.version} from {policy_file} sent to {address}; check GET /v1/policy"

@@ -107,6 +107,26 @@ def test_check_config_reads_the_catalogue_named_in_the_apps_runtime_env(tmp_path
     assert "catalogue.yaml:" in str(refused.value) and "endpoint.base_url" in str(refused.value)
 
 
+def test_check_config_notes_a_remote_key_variable_set_nowhere_it_can_see(tmp_path, monkeypatch):
+    """A note, not a refusal: on a cluster the nodes may set the variable."""
+    monkeypatch.delenv("ROUTER_CATALOGUE", raising=False)
+    monkeypatch.delenv("NO_SUCH_ROUTER_KEY", raising=False)
+    catalogue_file = tmp_path / "catalogue.yaml"
+    catalogue_file.write_text(yaml.safe_dump(catalogue_with(
+        remote_entry("hosted", "https://api.example.com/v1", key_env="NO_SUCH_ROUTER_KEY"))))
+    config = serve_config_with_remote_fallback(tmp_path, catalogue_file)
+    summary = check_serve_config(config)
+    assert "ready to deploy" in summary
+    assert "note: hosted reads its API key from NO_SUCH_ROUTER_KEY, which is set neither in this shell" in summary
+    monkeypatch.setenv("NO_SUCH_ROUTER_KEY", "sk-test")
+    assert "note:" not in check_serve_config(config)
+    monkeypatch.delenv("NO_SUCH_ROUTER_KEY")
+    data = yaml.safe_load(open(config))
+    data["applications"][0]["runtime_env"]["env_vars"]["NO_SUCH_ROUTER_KEY"] = "sk-test"
+    open(config, "w").write(yaml.safe_dump(data, sort_keys=False))
+    assert "note:" not in check_serve_config(config)
+
+
 def backend_for(base_url: str, model: str = TINY):
     return make_backend(Catalogue.model_validate(catalogue_with(remote_entry("hosted", base_url, model))).model("hosted"))
 

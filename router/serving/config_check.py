@@ -8,6 +8,7 @@ the file named by its runtime_env's ROUTER_CATALOGUE, else this shell's.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def check_serve_config(path: str | Path, catalogue: Catalogue | None = None) -> 
                if isinstance(app, dict) and app.get("import_path") == BUILDER]
     if not routers:
         problems.append(f"{source}: applications: no application imports {BUILDER}")
-    summaries = []
+    summaries, notes = [], []
     for a, app in routers:
         app_catalogue, catalogue_problems = _catalogue_of(app, ("applications", a), catalogue, source, root)
         problems += catalogue_problems
@@ -47,17 +48,36 @@ def check_serve_config(path: str | Path, catalogue: Catalogue | None = None) -> 
         app_problems, summary = _check_router_app(app, ("applications", a), app_catalogue, source, root)
         problems += app_problems
         summaries.append(summary)
+        served = app["args"].get("models") if isinstance(app.get("args"), dict) else None
+        notes += _key_notes(app, served if isinstance(served, list) and served else app_catalogue.names(),
+                            app_catalogue)
     if problems:
         raise ConfigError(source, problems)
-    return f"{source}: ready to deploy ({'; '.join(summaries)})"
+    return "\n".join([f"{source}: ready to deploy ({'; '.join(summaries)})", *notes])
+
+
+def _env_vars(app: dict) -> dict:
+    runtime_env = app.get("runtime_env") if isinstance(app.get("runtime_env"), dict) else {}
+    return runtime_env.get("env_vars") if isinstance(runtime_env.get("env_vars"), dict) else {}
+
+
+def _key_notes(app: dict, models: list, catalogue: Catalogue) -> list[str]:
+    """Remote models whose key variable is set neither in this shell nor in the app's runtime_env. Not an error,
+    since a cluster's nodes may set it, but their replicas fail at start wherever it is unset."""
+    notes, env_vars = [], _env_vars(app)
+    for name in models:
+        endpoint = catalogue.model(name).endpoint if name in catalogue.names() else None
+        key = endpoint.api_key_env if endpoint else None
+        if key and key not in env_vars and not os.environ.get(key):
+            notes.append(f"note: {name} reads its API key from {key}, which is set neither in this shell nor in "
+                         f"the app's runtime_env.env_vars; its replicas fail at start on any node that does not set it")
+    return notes
 
 
 def _catalogue_of(app: dict, at: tuple, given: Catalogue | None, source: str,
                   root) -> tuple[Catalogue | None, list[str]]:
     """The catalogue the app's replicas load: runtime_env.env_vars.ROUTER_CATALOGUE if set, else this shell's."""
-    runtime_env = app.get("runtime_env") if isinstance(app.get("runtime_env"), dict) else {}
-    env_vars = runtime_env.get("env_vars") if isinstance(runtime_env.get("env_vars"), dict) else {}
-    named = env_vars.get(CATALOGUE_ENV)
+    named = _env_vars(app).get(CATALOGUE_ENV)
     if given is not None or not named:
         return given or load_catalogue(), []
     where = at + ("runtime_env", "env_vars", CATALOGUE_ENV)

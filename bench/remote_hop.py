@@ -39,7 +39,7 @@ def remote_fallback_app(base_app: dict, server: str, catalogue_file: Path) -> di
                runtime_env={"env_vars": {"ROUTER_CATALOGUE": str(catalogue_file)}})
     app["args"]["models"] = ["upstream"]
     ingress = copy.deepcopy(next(d for d in app["deployments"] if d["name"] == "RouterIngress"))
-    ingress["user_config"]["policy"].update(version="remote-hop", fallback="upstream",
+    ingress["user_config"]["policy"].update(version="remote-hop", fallback="upstream", profiles={},
                                             models={"upstream": {"threshold": 0.0, "timeout_s": 120}})
     app["deployments"] = [ingress, {"name": "upstream", "ray_actor_options": {"num_cpus": 0.1}}]
     return app

@@ -20,6 +20,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _profile_name(text: str) -> str:
+    import re
+
+    from router.policy import PROFILE_NAME
+
+    if not re.fullmatch(PROFILE_NAME, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a profile name: 1 to 40 of a-z, 0-9, '_', '.', '-', "
+                                         "starting with a letter or digit")
+    return text
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -318,6 +329,8 @@ def parser() -> argparse.ArgumentParser:
     goal = cal.add_mutually_exclusive_group(required=True)
     goal.add_argument("--keep-quality", type=_fraction, help="keep at least this share of always-large quality, e.g. 0.95")
     goal.add_argument("--max-large-share", type=_fraction, help="send at most this share of calls to the large model")
+    cal.add_argument("--profile", type=_profile_name, help="write the thresholds as the policy's profile NAME, which "
+                     "clients pick with model 'auto:NAME', and leave the policy's own thresholds as they are")
     cal.add_argument("--folds", type=_positive_int, default=5)
     cal.add_argument("--seed", type=int, default=0)
     cal.set_defaults(run=_calibrate)
@@ -368,7 +381,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data", default="routellm:mmlu", help="an outcome-table CSV, or routellm:mmlu / routellm:gsm8k")
     r.add_argument("--out", default="reports")
     r.add_argument("--policy", action="append", help="take thresholds and eligibility from this policy (or "
-                   "serve_config.yaml); repeat it to compare policies on the same data (what-if)")
+                   "serve_config.yaml; FILE#NAME: under its profile NAME); repeat it to compare policies on the same "
+                   "data (what-if)")
     r.add_argument("--model-costs", nargs="*", metavar="NAME=COST",
                    help="cost per call of each model, for tables in RouteLLM's layout (prompt + True/False columns)")
     r.add_argument("--threshold", type=_share("[0, 1]"), default=0.5, help="small-model threshold when no policy is given")

@@ -5,7 +5,7 @@ adequate answer is at least its threshold; otherwise take the fallback.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from models.catalogue import Catalogue
@@ -33,11 +33,13 @@ class Decision:
     eligible: tuple[str, ...] = ()
     ood_distance: float | None = None   # to the nearest training prompt (1 - cosine similarity)
     ood_threshold: float | None = None
+    profile: str | None = None  # the policy profile the client asked for ("auto:NAME"), whose thresholds decided
 
     def as_dict(self) -> dict:
         return {"model": self.model, "rule": self.rule, "reason": self.reason, "task": self.task,
-                "input_tokens": self.input_tokens, "scores": {k: round(v, 4) for k, v in self.scores.items()},
-                "thresholds": dict(self.thresholds), "eligible": list(self.eligible),
+                "profile": self.profile, "input_tokens": self.input_tokens,
+                "scores": {k: round(v, 4) for k, v in self.scores.items()}, "thresholds": dict(self.thresholds),
+                "eligible": list(self.eligible),
                 "ood_distance": None if self.ood_distance is None else round(self.ood_distance, 4),
                 "ood_threshold": None if self.ood_threshold is None else round(self.ood_threshold, 4)}
 
@@ -135,9 +137,8 @@ def apply_session_floor(decision: Decision, floor: str | None, policy: Policy, c
         return decision
     if blended_cost(floor, policy, catalogue) <= blended_cost(decision.model, policy, catalogue):
         return decision
-    return Decision(floor, SESSION_FLOOR, f"the conversation already reached {floor}; the router alone chose "
-                    f"{decision.model} ({decision.reason})", decision.task, decision.input_tokens, decision.scores,
-                    decision.thresholds, decision.eligible, decision.ood_distance, decision.ood_threshold)
+    return replace(decision, model=floor, rule=SESSION_FLOOR, reason=f"the conversation already reached {floor}; "
+                   f"the router alone chose {decision.model} ({decision.reason})")
 
 
 def should_escalate(mean_logprob: float | None, min_logprob: float | None) -> bool:

@@ -3,7 +3,7 @@ and the pure rule that caps it. No Ray; the ingress keeps one `ClientWindows` pe
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from router.decision import PINNED, Decision
 from router.policy import Policy
@@ -39,8 +39,7 @@ def within_budget(decision: Decision, recent: RecentRequests, policy: Policy) ->
 
 
 def _replaced(decision: Decision, model: str | None, reason: str) -> Decision:
-    return Decision(model, ESCALATION_BUDGET, reason, decision.task, decision.input_tokens, decision.scores,
-                    decision.thresholds, decision.eligible, decision.ood_distance, decision.ood_threshold)
+    return replace(decision, model=model, rule=ESCALATION_BUDGET, reason=reason)
 
 
 class ClientWindows:

@@ -6,10 +6,10 @@ with its line. The same policy reaches the serving ingress as its Ray Serve user
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from models.catalogue import Catalogue, load_catalogue
 from models.yaml_source import ConfigError, describe_errors, locate, read_yaml_file
@@ -20,6 +20,21 @@ DEFAULT_POLICY_PATH = PROJECT_ROOT / "serve_config.yaml"  # the default policy i
 
 # an infinite cost, timeout or wait passes every bound but breaks arithmetic (inf * 0 is nan): refuse them
 STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+PROFILE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,39}$"
+ProfileName = Annotated[str, StringConstraints(pattern=PROFILE_NAME)]
+AUTO = "auto"  # the model name that asks the router to choose; "auto:NAME" chooses with the policy's profile NAME
+
+
+def profile_of(model: str) -> str | None:
+    """The profile a requested model name asks for: "auto:NAME" gives NAME; any other name gives None."""
+    return model.split(":", 1)[1] if model.startswith(AUTO + ":") else None
+
+
+def is_auto(model: str) -> bool:
+    return model == AUTO or profile_of(model) is not None
 
 
 class ModelPolicy(BaseModel):
@@ -173,6 +188,19 @@ class Policy(BaseModel):
     monitor: Monitor = Field(default_factory=Monitor, description="thresholds of `router monitor` (drift, problem regions)")
     session_keeps_tier: bool = Field(True, description="a conversation (x-session-id header or `user`) never drops "
                                                        "below the costliest model it has used")
+    profiles: dict[ProfileName, dict[str, Probability]] = Field(
+        default_factory=dict, description="named sets of thresholds that a client picks per request with the model "
+        "name 'auto:NAME' (RouteLLM's per-request threshold); a model a profile leaves out keeps its own threshold")
+
+    def with_thresholds(self, thresholds: dict[str, float]) -> "Policy":
+        """This policy with these thresholds in place of the named models' own."""
+        models = {m: mp.model_copy(update={"threshold": float(thresholds[m])}) if m in thresholds else mp
+                  for m, mp in self.models.items()}
+        return self.model_copy(update={"models": models})
+
+    def with_profile(self, name: str | None) -> "Policy":
+        """This policy under one of its profiles (None: this policy itself)."""
+        return self if name is None else self.with_thresholds(self.profiles[name])
 
     def classifier_path(self) -> Path:
         path = Path(self.classifier)
@@ -201,6 +229,12 @@ def semantic_problems(data: Any, catalogue: Catalogue) -> list[tuple[tuple, str]
     fallback = data.get("fallback")
     if isinstance(fallback, str) and models and fallback not in models:
         problems.append((("fallback",), f"{fallback!r} must be one of the policy's models {list(models)}"))
+    profiles = data.get("profiles") if isinstance(data.get("profiles"), dict) else {}
+    for profile, thresholds in profiles.items():
+        for name in thresholds if isinstance(thresholds, dict) else ():
+            if name not in models or name == fallback:
+                problems.append((("profiles", profile, name), f"{name!r} is not one of the policy's small models "
+                                 f"{[m for m in models if m != fallback]}; a profile sets their thresholds"))
     return problems
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from router.decision import Decision, decide, pin
 from router.features import Encoder, Encoders
 from router.artifacts import load_artifacts
 from router.guard import GadgetGuard
-from router.policy import Policy, parse_policy
+from router.policy import Policy, is_auto, parse_policy, profile_of
 from models.yaml_source import ConfigError
 
 
@@ -32,6 +32,12 @@ class LivePolicy:
     applied_at: float
     guard: GadgetGuard | None = None  # loaded when the policy's guard is enabled
     encoder: Any = None  # the encoder the classifier was trained on (router/features.py, Encoders)
+    profiles: Mapping[str, Policy] = field(default_factory=dict)  # the policy under each of its profiles
+
+    def deciding(self, model: str) -> Policy:
+        """The policy that decides a request for `model`: the profile's for "auto:NAME", else the policy itself."""
+        profile = profile_of(model)
+        return self.policy if profile is None else self.profiles[profile]
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,8 @@ class RoutingService:
         policy = parse_policy(data, source, self.catalogue)
         artifacts = load_artifacts(policy, source, self.catalogue)
         encoder = self.encoders.get(artifacts.encoder_name)
-        return LivePolicy(policy, artifacts.classifier, time.time(), artifacts.guard, encoder)
+        return LivePolicy(policy, artifacts.classifier, time.time(), artifacts.guard, encoder,
+                          {name: policy.with_profile(name) for name in policy.profiles})
 
     def apply_policy(self, data: Any, source: str = "user_config.policy") -> Policy:
         """Validate `data` as a policy and swap it in; on any problem raise ConfigError and keep the old one."""
@@ -168,8 +175,9 @@ class RoutingService:
         decisions = self.decide_many(live, rows, requests)
         if shadow is None:
             return [(d, row, None) for d, row in zip(decisions, rows)]
-        # a model the shadow policy does not serve is routed as "auto" there, rather than failing the request
-        shadowed = [r if r.model in shadow.policy.models else RouteRequest(r.text, r.input_tokens) for r in requests]
+        # a model or profile the shadow policy does not serve is routed as "auto" there, rather than failing the request
+        shadowed = [r if r.model in shadow.policy.models or profile_of(r.model) in shadow.profiles
+                    else RouteRequest(r.text, r.input_tokens) for r in requests]
         shadow_rows = rows if shadow.encoder is live.encoder else feature_matrix(shadow.encoder.encode(texts), tokens)
         return list(zip(decisions, rows, self.decide_many(shadow, shadow_rows, shadowed)))
 
@@ -177,9 +185,9 @@ class RoutingService:
         """The classifier on every row at once, then the pure policy decision for each."""
         predictions = live.classifier.predict(rows, [r.text for r in requests])
         suspected = live.guard.flags(rows[:, :-1]) if live.guard is not None else np.zeros(len(rows), bool)
-        return [pin(r.model, p.task, r.input_tokens, live.policy, self.catalogue) if r.model != "auto" else
-                decide(p.scores, p.task, r.input_tokens, live.policy, self.catalogue, p.ood_distance, p.ood_threshold,
-                       bool(flag))
+        return [replace(decide(p.scores, p.task, r.input_tokens, live.deciding(r.model), self.catalogue,
+                               p.ood_distance, p.ood_threshold, bool(flag)), profile=profile_of(r.model))
+                if is_auto(r.model) else pin(r.model, p.task, r.input_tokens, live.policy, self.catalogue)
                 for r, p, flag in zip(requests, predictions, suspected)]
 
 

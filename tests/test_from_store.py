@@ -17,7 +17,7 @@ from router.cli import main
 from router.decision import Decision
 from router.features import Encoder
 from router.offline import from_store
-from router.offline.decisions import decide_rows, with_thresholds
+from router.offline.decisions import decide_rows
 from router.policy import load_policy
 from router.serving.feedback import RequestContext, decision_row
 from router.store import DecisionStore
@@ -115,7 +115,7 @@ def routed(artifact: Path, held: pd.DataFrame, encoder) -> tuple[np.ndarray, lis
     tokens = [encoder.count_tokens(p) for p in prompts]
     features = feature_matrix(encoder.encode(prompts), tokens)
     tasks = [clf.tasks[i] for i in clf.predict_tasks(features).argmax(axis=1)]
-    policy = with_thresholds(load_policy(POLICY), {SMALL: 0.5, MID: 0.5})
+    policy = load_policy(POLICY).with_thresholds({SMALL: 0.5, MID: 0.5})
     chosen = decide_rows(clf.models, clf.predict_proba(features, prompts), tasks, tokens, policy, load_catalogue())
     return chosen, clf.models
 

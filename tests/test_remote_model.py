@@ -223,7 +223,7 @@ def remote_app(ensemble, tmp_path_factory):
     ingress, tiny = (copy.deepcopy(next(d for d in app["deployments"] if d["name"] == n))
                      for n in ("RouterIngress", TINY))
     policy = ingress["user_config"]["policy"]
-    policy.update(version="remote-fallback", fallback="upstream", models={
+    policy.update(version="remote-fallback", fallback="upstream", profiles={}, models={
         TINY: {"threshold": 0.99, "tasks": ["chat"], "timeout_s": 90},
         CODER: {"threshold": 0.0, "tasks": ["chat", "code", "math"], "timeout_s": 30},  # always confident
         "upstream": {"threshold": 0.0, "timeout_s": 90}})

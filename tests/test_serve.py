@@ -38,6 +38,36 @@ def test_auto_routes_to_the_right_model(client, text, expected):
     assert router["answered_by"] == expected and router["thresholds"]
 
 
+APPLES = "Tom has 3 apples and buys 5 more. How many apples does he have?"
+PRIME = "Write a Python function that checks whether a number is prime."
+
+
+def test_a_client_picks_a_policy_profile_with_the_model_name(ensemble, client):
+    """'auto:NAME' decides with the profile's thresholds (RouteLLM's per-request threshold): the same prompt goes
+    to a cheaper model under the shipped `economy` and to a larger one under `quality`."""
+    import openai
+    from router.store import DecisionStore
+
+    economy = ensemble.policy()["policy"]["profiles"]["economy"]
+    assert [ask(client, APPLES, model=m)[1]["x-router-model"] for m in ("auto", "auto:economy")] == [LARGE, CODER]
+    assert [ask(client, PRIME, model=m)[1]["x-router-model"] for m in ("auto", "auto:quality")] == [CODER, LARGE]
+    completion, headers = ask(client, APPLES, model="auto:economy")
+    router = completion.model_extra["router"]
+    assert headers["x-router-profile"] == router["profile"] == "economy" and router["thresholds"] == economy
+    assert "x-router-profile" not in ask(client, APPLES)[1]
+    with pytest.raises(openai.NotFoundError, match=r"no profile 'nope'; its profiles are \['quality', 'economy'\]"):
+        ask(client, APPLES, model="auto:nope")
+    routed = httpx.post(f"{ensemble.base}/v1/route", json={"model": "auto:economy",
+                                                          "messages": [{"role": "user", "content": APPLES}]}).json()
+    assert (routed["model"], routed["profile"]) == (CODER, "economy")
+    store = DecisionStore(os.environ["ROUTER_STORE_URL"])  # the same database the ingress writes
+    try:
+        row = wait_for(lambda: store.decision(headers["x-request-id"]), 30, "the decision in the store")
+        assert (row["profile"], row["model"]) == ("economy", CODER)
+    finally:
+        store.close()
+
+
 def test_a_named_model_is_pinned(client):
     completion, headers = ask(client, GREETING, model=LARGE)
     assert completion.model == LARGE and headers["x-router-rule"] == "pinned"
@@ -87,8 +117,8 @@ def test_token_logprobs_come_back_as_openai_returns_them(client):
     assert client.completions.create(model=SMOL, prompt="def add(a, b):", max_tokens=6).choices[0].logprobs is None
 
 
-def test_models_endpoint_lists_auto_and_every_model(client):
-    assert {m.id for m in client.models.list().data} == {"auto", SMOL, CODER, LARGE}
+def test_models_endpoint_lists_auto_its_profiles_and_every_model(client):
+    assert {m.id for m in client.models.list().data} == {"auto", "auto:economy", "auto:quality", SMOL, CODER, LARGE}
 
 
 def test_route_decides_without_generating(ensemble):

@@ -39,7 +39,7 @@ def test_the_answer_gains_its_embedding_and_toxicity_after_it_is_sent(ensemble, 
 def test_a_shadow_policy_is_stored_beside_the_live_one_and_never_served(ensemble, client):
     original = ensemble.policy()["policy"]
     large_only = {**json.loads(json.dumps(original)), "version": "shadow-large-only", "models": {LARGE: {}},
-                  "fallback": LARGE}
+                  "fallback": LARGE, "profiles": {}}
     ensemble.deploy_policy(original, shadow=large_only)
     store = DecisionStore(os.environ["ROUTER_STORE_URL"])
     try:

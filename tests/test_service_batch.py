@@ -37,7 +37,8 @@ def test_a_batch_decides_as_one_request_at_a_time(service):
 
 def test_the_shadow_policy_decides_for_every_request_of_a_batch(service):
     large_only = {**load_policy(DEFAULT_POLICY_PATH).model_dump(mode="json"), "version": "large-only",
-                  "models": {LARGE: {}}, "fallback": LARGE}
+                  "models": {LARGE: {}}, "fallback": LARGE,
+                  "profiles": {}}
     service.apply_shadow(large_only)
     try:
         batched = service.route_many([RouteRequest(p, 8) for p in PROMPTS] + [RouteRequest("hi", 2, SMOL)])

@@ -27,7 +27,7 @@ def service():
 
 
 def test_the_shadow_decides_beside_the_live_policy_without_changing_it(service):
-    large_only = _policy_data("large-only", models={LARGE: {}}, fallback=LARGE)
+    large_only = _policy_data("large-only", models={LARGE: {}}, fallback=LARGE, profiles={})
     assert service.apply_shadow(large_only).version == "large-only"
     (decision, _, shadow), (pinned, _, pinned_shadow) = service.route_many(
         [RouteRequest("hi there, how are you?", 8), RouteRequest("hi there", 8, SMOL)])

@@ -104,3 +104,35 @@ def write_thresholds(path: Path, thresholds: dict[str, float], version: str | No
     for start, end, replacement in sorted(edits, reverse=True):
         text = text[:start] + replacement + text[end:]
     path.write_text(text)
+
+
+def write_profile(path: Path, name: str, thresholds: dict[str, float]) -> None:
+    """Set the policy's profile `name` to these thresholds, in place, keeping the file's comments and layout: the
+    profile's line is replaced, or added to `profiles:`, or `profiles:` is added above `models:`."""
+    text = path.read_text()
+    policy = _policy_node(yaml.compose(text, Loader=yaml.SafeLoader))
+    entries = {k.value: (k, v) for k, v in policy.value}
+    value = yaml.safe_dump({m: round(float(t), 4) for m, t in thresholds.items()}, default_flow_style=True,
+                           sort_keys=False).strip()
+    if "profiles" not in entries:
+        key = entries["models"][0]
+        indent = " " * key.start_mark.column
+        start = text.rfind("\n", 0, key.start_mark.index) + 1
+        edit = (start, start, f"{indent}profiles:\n{indent}  {name}: {value}\n")
+    else:
+        profiles = entries["profiles"][1]
+        found = {k.value: v for k, v in profiles.value} if isinstance(profiles, yaml.MappingNode) else None
+        if found is None or (profiles.flow_style and profiles.value):
+            raise ValueError(f"{path}: write 'profiles:' in block style, one profile per line, so one can be set")
+        if name in found:
+            edit = (found[name].start_mark.index, found[name].end_mark.index, value)
+        elif not profiles.value:  # `profiles: {}`
+            key = entries["profiles"][0]
+            indent = " " * (key.start_mark.column + 2)
+            edit = (key.end_mark.index, profiles.end_mark.index, f":\n{indent}{name}: {value}")
+        else:
+            first = profiles.value[0][0]
+            start = text.rfind("\n", 0, first.start_mark.index) + 1
+            edit = (start, start, f"{' ' * first.start_mark.column}{name}: {value}\n")
+    start, end, replacement = edit
+    path.write_text(text[:start] + replacement + text[end:])

@@ -16,12 +16,6 @@ def check_models(models: list[str], policy: Policy, source: str) -> None:
         raise ValueError(f"{source}: the policy has no entry for table model(s) {missing}")
 
 
-def with_thresholds(policy: Policy, thresholds: dict[str, float]) -> Policy:
-    models = {m: mp.model_copy(update={"threshold": float(thresholds[m])}) if m in thresholds else mp
-              for m, mp in policy.models.items()}
-    return policy.model_copy(update={"models": models})
-
-
 def decide_rows(models: list[str], probs: np.ndarray, tasks: list[str], tokens, policy: Policy, catalogue: Catalogue,
                 ood_distances: np.ndarray | None = None, ood_threshold: float | None = None,
                 suspected: np.ndarray | None = None) -> np.ndarray:

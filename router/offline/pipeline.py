@@ -102,10 +102,15 @@ class PolicyView:
     """A policy and what its decisions need about each row (the router's task, tokens, OOD distance)."""
 
     def __init__(self, path: str, models: list[str], clf, features: np.ndarray, tokens: np.ndarray):
+        """`path`: a policy file (or Serve config), or `FILE#NAME` for that policy under its profile NAME."""
         from router.offline.decisions import check_models
         from router.policy import load_policy
 
-        self.path, self.policy, self.catalogue = path, load_policy(path), load_catalogue()
+        file, _, profile = path.partition("#")
+        policy = load_policy(file)
+        if profile and profile not in policy.profiles:
+            raise ValueError(f"{file}: the policy has no profile {profile!r}; its profiles are {list(policy.profiles)}")
+        self.path, self.policy, self.catalogue = path, policy.with_profile(profile or None), load_catalogue()
         check_models(models, self.policy, path)
         self.models, self.tokens = models, tokens
         self.tasks = [clf.tasks[i] for i in clf.predict_tasks(features).argmax(axis=1)]
@@ -122,9 +127,9 @@ class PolicyView:
         return np.array([self.policy.models[m].threshold for m in self.models[:-1]])
 
     def choose(self, probs: np.ndarray, thresholds: dict[str, float] | None = None, ood: bool = True) -> np.ndarray:
-        from router.offline.decisions import decide_rows, with_thresholds
+        from router.offline.decisions import decide_rows
 
-        policy = with_thresholds(self.policy, thresholds) if thresholds else self.policy
+        policy = self.policy.with_thresholds(thresholds) if thresholds else self.policy
         return decide_rows(self.models, probs, self.tasks, self.tokens, policy, self.catalogue,
                            self.distances if ood else None, self.threshold, self.suspected)
 
@@ -191,7 +196,7 @@ def report_command(args) -> dict[str, Path]:
 
 def calibrate_command(args) -> dict:
     from router.classifier import AdequacyClassifier
-    from router.offline.calibrate import search, write_thresholds
+    from router.offline.calibrate import search, write_profile, write_thresholds
     from router.offline.select import out_of_fold
     from router.policy import load_policy
 
@@ -208,10 +213,15 @@ def calibrate_command(args) -> dict:
     if not result.met_target:
         raise ValueError(f"no thresholds meet the target on {args.table}; the closest: {result}")
     target = f"quality>={args.keep_quality:g}" if args.keep_quality is not None else f"large<={args.max_large_share:g}"
-    version = f"calibrated-{time.strftime('%Y%m%d-%H%M%S')}-{target}"
-    write_thresholds(Path(args.policy), result.thresholds, version)
+    version = None
+    if args.profile:  # a profile leaves the policy's own thresholds, and its version, as they are
+        write_profile(Path(args.policy), args.profile, result.thresholds)
+    else:
+        version = f"calibrated-{time.strftime('%Y%m%d-%H%M%S')}-{target}"
+        write_thresholds(Path(args.policy), result.thresholds, version)
     load_policy(args.policy)  # the edited file must still be a valid policy
-    return {"policy": args.policy, "version": version, "family": clf.family.label(), **result.__dict__,
+    return {"policy": args.policy, "version": version, "profile": args.profile, "target": target,
+            "family": clf.family.label(), **result.__dict__,
             "cost_saved": 1 - result.cost / result.large_cost, "quality_kept": result.quality / result.large_quality}
 
 

@@ -36,7 +36,7 @@ from router.serving.last_good import LastGoodPolicy
 from router.serving.live import model_calls_of
 from router.serving.model_server import ModelServer
 from router.serving.specialists import EmbeddingSpecialist, ModerationSpecialist
-from router.policy import DEFAULT_POLICY_PATH, load_policy
+from router.policy import DEFAULT_POLICY_PATH, is_auto, load_policy, profile_of
 from router.serving.schemas import (FIELD_ERROR, MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
                             ModerationRequest, chat_completion, completion_id, error_body, moderation_result,
                             text_completion)
@@ -129,6 +129,8 @@ def _headers(decision: Decision, version: str, fallback_reason: str | None = Non
                "x-router-reason": _header_text(decision.reason),
                "x-router-task": decision.task, "x-router-policy-version": version,
                "x-router-scores": json.dumps({k: round(v, 3) for k, v in decision.scores.items()}, separators=(",", ":"))}
+    if decision.profile is not None:
+        headers["x-router-profile"] = decision.profile
     if decision.ood_distance is not None:
         headers["x-router-ood"] = f"distance={decision.ood_distance:.4f};threshold={decision.ood_threshold:.4f}"
     if fallback_reason:
@@ -344,6 +346,8 @@ class RouterIngress:
             return denied
         live = self.service.live
         data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "ensemble-router"}]
+        data += [{"id": f"auto:{name}", "object": "model", "created": 0, "owned_by": "ensemble-router"}
+                 for name in live.policy.profiles]
         data += [{"id": name, "object": "model", "created": 0, "owned_by": "ensemble-router",
                   "fallback": name == live.policy.fallback} for name in live.policy.models]
         return {"object": "list", "data": data}
@@ -626,9 +630,14 @@ class RouterIngress:
 
     def _check(self, body: ChatCompletionRequest, live) -> tuple[JSONResponse | None, int]:
         """(an error response, 0) for a request the policy's limits refuse, else (None, its input tokens)."""
-        if body.model != "auto" and body.model not in live.policy.models:
-            return _error(404, f"model {body.model!r} does not exist; use 'auto' or one of "
-                               f"{list(live.policy.models)}", param="model", code="model_not_found"), 0
+        profile, profiles = profile_of(body.model), list(live.policy.profiles)
+        if profile is not None and profile not in live.policy.profiles:
+            return _error(404, f"model {body.model!r} does not exist: the policy has no profile {profile!r}; its "
+                               f"profiles are {profiles}", param="model", code="model_not_found"), 0
+        if not is_auto(body.model) and body.model not in live.policy.models:
+            return _error(404, f"model {body.model!r} does not exist; use 'auto', "
+                               f"{[f'auto:{p}' for p in profiles]} or one of {list(live.policy.models)}",
+                          param="model", code="model_not_found"), 0
         limits = live.policy.limits
         if len(body.messages) > limits.max_messages:
             return _error(400, f"{len(body.messages)} messages exceed the limit of {limits.max_messages}",

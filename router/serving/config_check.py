@@ -151,7 +151,8 @@ def _check_router_app(app: dict, at: tuple, catalogue: Catalogue, source: str, r
     if unserved:
         problems += locate([(policy_at + ("models",), f"{unserved} are not served by this app (args.models)")],
                            source, root)
-    return problems, f"policy {policy.version}, models {', '.join(policy.models)}"
+    profiles = f", profiles {', '.join(policy.profiles)}" if policy.profiles else ""
+    return problems, f"policy {policy.version}, models {', '.join(policy.models)}{profiles}"
 
 
 

@@ -65,7 +65,7 @@ def decision_row(asked: RequestContext, decision: Decision, model: str | None, f
                  answer: str | None, keep_text: bool) -> dict:
     return {"request_id": asked.request_id, "at": time.time(), "session_id": asked.session_id,
             "endpoint": asked.endpoint, "model": model, "chosen": decision.model, "rule": decision.rule,
-            "task": decision.task, "policy_version": policy_version,
+            "task": decision.task, "policy_version": policy_version, "profile": decision.profile,
             "scores": {k: float(v) for k, v in decision.scores.items()}, "thresholds": dict(decision.thresholds),
             "fallback": fallback, "cascade": cascade or None, "ood_distance": decision.ood_distance,
             "latency_s": time.time() - asked.started, "input_tokens": tokens_in, "output_tokens": tokens_out,

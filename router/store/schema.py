@@ -17,6 +17,7 @@ decisions = Table(
     Column("rule", String(60), nullable=False),
     Column("task", String(40)),
     Column("policy_version", String(200)),
+    Column("profile", String(40)),                            # the policy profile asked for, "auto:NAME" (0004)
     Column("scores", JSON),
     Column("thresholds", JSON),
     Column("fallback", Text),

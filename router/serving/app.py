@@ -635,9 +635,9 @@ class RouterIngress:
             return _error(404, f"model {body.model!r} does not exist: the policy has no profile {profile!r}; its "
                                f"profiles are {profiles}", param="model", code="model_not_found"), 0
         if not is_auto(body.model) and body.model not in live.policy.models:
-            return _error(404, f"model {body.model!r} does not exist; use 'auto', "
-                               f"{[f'auto:{p}' for p in profiles]} or one of {list(live.policy.models)}",
-                          param="model", code="model_not_found"), 0
+            choices = ", ".join(repr(name) for name in ["auto", *(f"auto:{p}" for p in profiles)])
+            return _error(404, f"model {body.model!r} does not exist; use {choices} or one of "
+                               f"{list(live.policy.models)}", param="model", code="model_not_found"), 0
         limits = live.policy.limits
         if len(body.messages) > limits.max_messages:
             return _error(400, f"{len(body.messages)} messages exceed the limit of {limits.max_messages}",

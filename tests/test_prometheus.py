@@ -172,7 +172,8 @@ def test_prometheus_scrapes_the_routers_metrics_from_ray(prometheus, client):
         return found if sum(float(s["value"][1]) for s in found) >= 2 else None
     series = wait_for(counted, 120, "both answers in ray_router_requests_total in prometheus", interval=2)
     labels = [s["metric"] for s in series]
-    assert all({"model", "rule", "stream", "application", "deployment", "replica"} <= set(m) for m in labels), labels
+    assert all({"model", "rule", "stream", "profile", "application", "deployment", "replica"} <= set(m)
+               for m in labels), labels
     assert {m["application"] for m in labels} == {"router"} and {m["deployment"] for m in labels} == {"RouterIngress"}
     assert {m["job"] for m in labels} == {"ray"} and {m["stream"] for m in labels} <= {"true", "false"}
     assert sum(float(s["value"][1]) for s in series) >= 2

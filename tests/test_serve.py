@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from router.serving.local_ensemble import http_ok, serve_config, wait_for
+from router.serving.local_ensemble import http_ok, metric_value, serve_config, wait_for
 
 pytestmark = pytest.mark.serve
 
@@ -60,6 +60,8 @@ def test_a_client_picks_a_policy_profile_with_the_model_name(ensemble, client):
     routed = httpx.post(f"{ensemble.base}/v1/route", json={"model": "auto:economy",
                                                           "messages": [{"role": "user", "content": APPLES}]}).json()
     assert (routed["model"], routed["profile"]) == (CODER, "economy")
+    wait_for(lambda: metric_value(httpx.get(ensemble.metrics, timeout=10).text, "ray_router_requests",
+                                  profile="economy", model=CODER), 120, "the profile in router_requests", interval=2)
     store = DecisionStore(os.environ["ROUTER_STORE_URL"])  # the same database the ingress writes
     try:
         row = wait_for(lambda: store.decision(headers["x-request-id"]), 30, "the decision in the store")

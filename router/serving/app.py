@@ -532,7 +532,7 @@ class RouterIngress:
         logger.info("request %s: %s by %s (%s)", current_request_id(), decision.rule, model, decision.reason)
         tokens_in, tokens_out = result["input_tokens"], result["output_tokens"]
         cost = catalogue.model(model).cost(tokens_in, tokens_out)
-        self.metrics.answered(model, decision.rule, tokens_in, tokens_out, cost, [(f.model, f.kind) for f in failures])
+        self.metrics.answered(model, decision, tokens_in, tokens_out, cost, [(f.model, f.kind) for f in failures])
         fallback_reason = "; ".join(f.message for f in failures) or None
         self._record(asked, decision, model, fallback_reason, tokens_in, tokens_out, cost, cascade, result["text"])
         router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "cascade": cascade,
@@ -683,7 +683,7 @@ class RouterIngress:
 
         def finished(tokens_in: int, tokens_out: int, text: str) -> None:
             cost = self.service.catalogue.model(model).cost(tokens_in, tokens_out)
-            self.metrics.answered(model, decision.rule, tokens_in, tokens_out, cost,
+            self.metrics.answered(model, decision, tokens_in, tokens_out, cost,
                                   [(f.model, f.kind) for f in failures], stream=True)
             self._record(asked, decision, model, fallback_reason, tokens_in, tokens_out, cost, None, text)
 

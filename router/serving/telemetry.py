@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ray.serve import metrics
 
+from router.decision import Decision
+
 NAMES = {
     "decision_latency": "router_decision_latency_ms",
     "requests": "router_requests",
@@ -27,8 +29,9 @@ class RouterMetrics:
         self.decision_batch = metrics.Histogram(
             NAMES["decision_batch"], "requests decided together in one encoder call (concurrent requests batch)",
             boundaries=[1, 2, 4, 8, 16, 32])
-        self.requests = metrics.Counter(NAMES["requests"], "requests by the model that answered, the rule, and "
-                                        "whether the answer was streamed", tag_keys=("model", "rule", "stream"))
+        self.requests = metrics.Counter(NAMES["requests"], "requests by the model that answered, the rule, whether "
+                                        "the answer was streamed, and the policy profile asked for (none: plain auto "
+                                        "or a named model)", tag_keys=("model", "rule", "stream", "profile"))
         self.fallbacks = metrics.Counter(NAMES["fallbacks"], "answers that came from a later candidate, by reason",
                                          tag_keys=("model", "reason"))
         self.confidence = metrics.Histogram(NAMES["confidence"], "predicted P(adequate) per model",
@@ -70,10 +73,11 @@ class RouterMetrics:
         for model, p in scores.items():
             self.confidence.observe(p, tags={"model": model})
 
-    def answered(self, model: str, rule: str, input_tokens: int, output_tokens: int, cost: float,
+    def answered(self, model: str, decision: Decision, input_tokens: int, output_tokens: int, cost: float,
                  failures: list[tuple[str, str]], stream: bool = False) -> None:
         """failures: (model, kind) of each candidate that did not answer first; kind is timeout or error."""
-        self.requests.inc(tags={"model": model, "rule": rule, "stream": "true" if stream else "false"})
+        self.requests.inc(tags={"model": model, "rule": decision.rule, "stream": "true" if stream else "false",
+                                "profile": decision.profile or "none"})
         # Ray's Counter.inc refuses values <= 0 (an empty answer has 0 output tokens): skip those
         if input_tokens > 0:
             self.tokens.inc(input_tokens, tags={"model": model, "direction": "in"})

@@ -80,8 +80,9 @@ def _validate(args) -> None:
     from router.artifacts import load_checked_policy
 
     policy = load_checked_policy(args.file)
+    profiles = f", profiles {', '.join(policy.profiles)}" if policy.profiles else ""
     print(f"{args.file}: valid policy (version {policy.version}, fallback {policy.fallback}, "
-          f"models {', '.join(policy.models)})")
+          f"models {', '.join(policy.models)}{profiles})")
 
 
 def _apply(args) -> None:

@@ -111,3 +111,10 @@ def test_calibrate_writes_a_profile_and_report_compares_it(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:  # argparse's own exit for a bad argument
         main(["calibrate", "--policy", str(path), "--keep-quality", "0.85", "--profile", "Not A Name"])
     assert refused.value.code == 2 and "'Not A Name' is not a profile name" in capsys.readouterr().err
+
+
+def test_the_policy_commands_name_the_shipped_profiles(capsys):
+    assert main(["policy", "validate", str(DEFAULT_POLICY_PATH)]) == 0
+    assert main(["policy", "check-config", str(DEFAULT_POLICY_PATH)]) == 0
+    validated, checked = capsys.readouterr().out.splitlines()
+    assert validated.endswith("profiles quality, economy)") and checked.endswith("profiles quality, economy)")

@@ -121,6 +121,9 @@ def test_token_logprobs_come_back_as_openai_returns_them(client):
 
 def test_models_endpoint_lists_auto_its_profiles_and_every_model(client):
     assert {m.id for m in client.models.list().data} == {"auto", "auto:economy", "auto:quality", SMOL, CODER, LARGE}
+    assert client.models.retrieve("auto:economy").id == "auto:economy"
+    assert client.models.retrieve(LARGE).model_extra["fallback"] is True
+    assert client.models.retrieve(SMOL).model_extra["fallback"] is False
 
 
 def test_route_decides_without_generating(ensemble):
@@ -438,6 +441,7 @@ def test_limits_and_api_key_come_from_the_live_policy(ensemble, tmp_path):
         assert httpx.post(url, json={"messages": [msg(GREETING)]},
                           headers={"authorization": "Bearer wrong"}).status_code == 401
         assert httpx.get(f"{ensemble.base}/v1/models").status_code == 401
+        assert httpx.get(f"{ensemble.base}/v1/models/auto").status_code == 401
         # a malformed body without the key is refused for the key, before anything is said about the body
         assert httpx.post(url, json={"messages": "not a list"}).status_code == 401
         assert httpx.post(url, json={"messages": "not a list"}, headers=auth).status_code == 400

@@ -38,8 +38,8 @@ from router.serving.model_server import ModelServer
 from router.serving.specialists import EmbeddingSpecialist, ModerationSpecialist
 from router.policy import DEFAULT_POLICY_PATH, is_auto, load_policy, profile_of
 from router.serving.schemas import (FIELD_ERROR, MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
-                            ModerationRequest, chat_completion, completion_id, error_body, moderation_result,
-                            text_completion)
+                            ModerationRequest, chat_completion, completion_id, error_body, model_objects,
+                            moderation_result, text_completion)
 from router.service import RouteRequest, RoutingService
 from models.runtime_options import runtime_for
 from router.serving.queueing import is_queue_wait, stamped
@@ -344,13 +344,17 @@ class RouterIngress:
     async def list_models(self, request: Request):
         if (denied := await self._guard(request)) is not None:
             return denied
-        live = self.service.live
-        data = [{"id": "auto", "object": "model", "created": 0, "owned_by": "ensemble-router"}]
-        data += [{"id": f"auto:{name}", "object": "model", "created": 0, "owned_by": "ensemble-router"}
-                 for name in live.policy.profiles]
-        data += [{"id": name, "object": "model", "created": 0, "owned_by": "ensemble-router",
-                  "fallback": name == live.policy.fallback} for name in live.policy.models]
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": model_objects(self.service.live.policy)}
+
+    @api.get("/v1/models/{model_id:path}")
+    async def retrieve_model(self, model_id: str, request: Request):
+        """OpenAI's `models.retrieve`: one model object, or a 404 as OpenAI's."""
+        if (denied := await self._guard(request)) is not None:
+            return denied
+        objects = model_objects(self.service.live.policy)
+        found = next((m for m in objects if m["id"] == model_id), None)
+        return found or _error(404, f"model {model_id!r} does not exist; the models are {[m['id'] for m in objects]}",
+                               param="model", code="model_not_found")
 
     @api.get("/v1/policy")
     def policy(self, request: Request) -> dict:

@@ -245,6 +245,15 @@ def text_completion(model: str, text: str, finish_reason: str, input_tokens: int
             "router": router}
 
 
+def model_objects(policy) -> list[dict]:
+    """OpenAI's model objects for /v1/models: auto, each profile as auto:NAME, then every model the policy serves."""
+    def model(model_id: str, **extra) -> dict:
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": "ensemble-router", **extra}
+
+    return [model("auto"), *(model(f"auto:{name}") for name in policy.profiles),
+            *(model(name, fallback=name == policy.fallback) for name in policy.models)]
+
+
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}

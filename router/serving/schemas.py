@@ -127,11 +127,27 @@ class Sampling(Streaming):
 
 
 NO_TOOLS = "tool and function calling is not supported: the ensemble's models answer in text"
-# a field that asks for more than a text answer: (does this value ask for it, the 400's message)
+NO_TOKEN_IDS = "logit_bias is not supported: its token ids belong to one tokenizer, and each model here has its own"
+# a field that asks for more than one plain text answer: (does this value ask for it, the 400's message)
 UNSUPPORTED = {"tools": (bool, NO_TOOLS), "functions": (bool, NO_TOOLS),
                "tool_choice": (lambda v: v != "none", NO_TOOLS),
                "response_format": (lambda v: v.get("type", "text") != "text",
-                                   "response_format {value[type]!r} is not supported: answers are plain text")}
+                                   "response_format {value[type]!r} is not supported: answers are plain text"),
+               "logit_bias": (bool, NO_TOKEN_IDS),
+               "modalities": (lambda v: set(v) - {"text"}, "modalities {value} are not supported: answers are text"),
+               "audio": (lambda v: v is not None, "audio output is not supported: answers are text")}
+COMPLETION_UNSUPPORTED = {"logit_bias": (bool, NO_TOKEN_IDS),
+                          "echo": (bool, "echo is not supported: the answer holds the completion only"),
+                          "suffix": (bool, "suffix (insertion) is not supported: the models only continue a prompt"),
+                          "best_of": (lambda v: v > 1, "best_of above 1 is not supported: one answer is generated")}
+
+
+def refuse_unsupported(table: dict, name: str, value):
+    """`value` unless it asks for what `table` says these models cannot give; then a ValueError saying why."""
+    asks, why = table[name]
+    if value is not None and asks(value):
+        raise ValueError(why.format(value=value))
+    return value
 TEXT_PARTS = {"text"}  # images, audio and files would be dropped unseen: the ensemble's models read text only
 
 
@@ -153,16 +169,16 @@ class ChatCompletionRequest(Sampling):
     functions: list | None = None
     tool_choice: str | dict | None = None
     response_format: dict | None = None
+    logit_bias: dict | None = None
+    modalities: list[str] | None = None
+    audio: dict | None = None
     logprobs: StrictBool | None = None
     top_logprobs: StrictInt | None = Field(None, ge=0, le=20, description="OpenAI's range; needs logprobs: true")
 
-    @field_validator("tools", "functions", "tool_choice", "response_format")
+    @field_validator(*UNSUPPORTED)
     @classmethod
     def _only_text_answers(cls, value, info: ValidationInfo):
-        asks, why = UNSUPPORTED[info.field_name]
-        if value is not None and asks(value):
-            raise ValueError(why.format(value=value))
-        return value
+        return refuse_unsupported(UNSUPPORTED, info.field_name, value)
 
     @field_validator("messages")
     @classmethod
@@ -321,6 +337,16 @@ class CompletionRequest(Sampling):
     temperature: StrictFloat = Field(1.0, ge=0.0, le=2.0)
     user: str | None = Field(None, max_length=MAX_ID_CHARS, description="the end user (policy escalation.client)")
     logprobs: StrictInt | None = Field(None, ge=0, le=5, description="alternatives per token; OpenAI's range")
+    n: StrictInt = Field(1, ge=1, le=1, description="only one choice is supported")
+    logit_bias: dict | None = None
+    echo: StrictBool | None = None
+    suffix: str | None = None
+    best_of: StrictInt | None = Field(None, ge=1)
+
+    @field_validator(*COMPLETION_UNSUPPORTED)
+    @classmethod
+    def _one_plain_completion(cls, value, info: ValidationInfo):
+        return refuse_unsupported(COMPLETION_UNSUPPORTED, info.field_name, value)
 
     @field_validator("prompt")
     @classmethod

@@ -148,6 +148,8 @@ def refuse_unsupported(table: dict, name: str, value):
     if value is not None and asks(value):
         raise ValueError(why.format(value=value))
     return value
+
+
 TEXT_PARTS = {"text"}  # images, audio and files would be dropped unseen: the ensemble's models read text only
 
 

@@ -38,7 +38,8 @@ def prompts():
     return {"a": items[:100], "b": items[100:], "gsm8k": math}
 
 
-def _row(item: dict, at: float, rng: random.Random, model: str | None = None, encoder: str | None = None) -> dict:
+def _row(item: dict, at: float, rng: random.Random, model: str | None = None, encoder: str | None = None,
+         profile: str | None = None) -> dict:
     model = model or rng.choice(MODELS[item["task"]])
     scores = {m: round(min(1.0, max(0.0, rng.gauss(0.6 if item["task"] == "chat" else 0.4, 0.15))), 3)
               for m in ("smollm2-135m", "qwen2.5-coder-0.5b")} | {"qwen2.5-coder-1.5b": 0.8}
@@ -47,19 +48,20 @@ def _row(item: dict, at: float, rng: random.Random, model: str | None = None, en
             "scores": scores, "thresholds": {}, "fallback": None, "cascade": None, "ood_distance": None,
             "latency_s": 0.1, "input_tokens": 10, "output_tokens": 10, "cost": 0.0, "prompt_sha256": "0" * 64,
             "prompt_embedding": np.asarray(item["embedding"], "<f4").tobytes(), "prompt_text": item["prompt"],
-            "response_text": None, "prompt_embedding_encoder": encoder}
+            "response_text": None, "prompt_embedding_encoder": encoder, "profile": profile}
 
 
-def _store(path, windows: list[tuple], rate=None, encoder_of=lambda i: None) -> str:
+def _store(path, windows: list[tuple], rate=None, encoder_of=lambda i: None, profile_of=lambda hours, i: None) -> str:
     """A SQLite store with each window's prompts at (items, hours ago[, the model that answered them all]);
     `rate(item)` -> like/dislike/None rates the answers of the last two hours; `encoder_of(i)` names the encoder
-    of a window's i-th embedding (None: the catalogue's)."""
+    of a window's i-th embedding (None: the catalogue's); `profile_of(hours ago, i)` the profile its request named."""
     url = f"sqlite:///{path}"
     store, rng, now = DecisionStore(url=url), random.Random(1), time.time()
     try:
         for items, hours_ago, *model in windows:
             for i, item in enumerate(items):
-                store.record(_row(item, now - hours_ago * 3600 + i, rng, *(model or [None]), encoder_of(i)))
+                store.record(_row(item, now - hours_ago * 3600 + i, rng, *(model or [None]), encoder_of(i),
+                                  profile_of(hours_ago, i)))
         store.flush()
         for items, hours_ago, *_ in windows:
             for i, item in enumerate(items):
@@ -197,6 +199,19 @@ def test_a_store_from_before_the_encoder_column_reads_as_the_catalogue_encoder(p
     engine.dispose()
     _, report = _monitor(tmp_path, url, "--policy", _policy_with_reference(tmp_path, prompts["a"]))
     assert report["counts"]["with_embedding"] == 100 and not any("another encoder" in n for n in report["notes"])
+
+
+def test_a_move_in_the_profiles_clients_ask_for_is_noted_beside_the_model_shares(prompts, tmp_path):
+    """The same prompts as a day earlier, but now most requests name the economy profile."""
+    url = _store(tmp_path / "s.db", [(prompts["a"], 30), (prompts["b"], 1)],
+                 profile_of=lambda hours, i: "economy" if hours < 2 and i % 5 else None)
+    _, report = _monitor(tmp_path, url, "--reference", "window", "--reference-since", "48h",
+                         "--reference-until", "24h")
+    assert report["drift"]["profile_shares"] == {"reference": {"none": 1.0}, "window": {"economy": 0.8, "none": 0.2}}
+    assert "the profiles clients ask for moved (economy 0% -> 80%, none 100% -> 20%)" in " ".join(report["notes"])
+    _, quiet = _monitor(tmp_path, _store(tmp_path / "q.db", [(prompts["a"], 30), (prompts["b"], 1)]),
+                        "--reference", "window", "--reference-since", "48h", "--reference-until", "24h")
+    assert not any("profiles clients ask for" in n for n in quiet["notes"])
 
 
 def test_too_few_rows_says_so_and_fires_nothing(prompts, tmp_path, capsys):

@@ -162,9 +162,27 @@ def cluster_shift(reference: np.ndarray, window: np.ndarray, k: int, max_sample:
     return {"psi": total, "p_value": chi_square_p(r_counts, w_counts), "k": n, "clusters": clusters}
 
 
-def model_shares(rows: Sequence[dict]) -> dict[str, float]:
-    names = [r.get("model") or "(none)" for r in rows]
+def shares_of(rows: Sequence[dict], key: str, missing: str) -> dict[str, float]:
+    """Each value of `key`'s share of the rows (`missing` for a row without one)."""
+    names = [r.get(key) or missing for r in rows]
     return {m: names.count(m) / len(names) for m in sorted(set(names))} if names else {}
+
+
+def model_shares(rows: Sequence[dict]) -> dict[str, float]:
+    return shares_of(rows, "model", "(none)")
+
+
+def profile_note(reference_rows: Sequence[dict], window_rows: Sequence[dict], bound: float) -> tuple[dict, str | None]:
+    """Each policy profile's share of requests in both windows (none: plain auto or a named model), and a note
+    when one moved by more than `bound`: the models' shares follow the profiles clients ask for, not only their
+    prompts, so a model share shift may be the clients' choice."""
+    ref, win = (shares_of(rows, "profile", "none") for rows in (reference_rows, window_rows))
+    moved = {p: win.get(p, 0.0) - ref.get(p, 0.0) for p in sorted(set(ref) | set(win))}
+    if not moved or max(map(abs, moved.values())) <= bound:
+        return {"reference": ref, "window": win}, None
+    what = ", ".join(f"{p} {ref.get(p, 0.0):.0%} -> {win.get(p, 0.0):.0%}" for p, d in moved.items() if d)
+    return {"reference": ref, "window": win}, (f"the profiles clients ask for moved ({what}): the models' shares "
+                                               "follow them, so a model share shift may be the clients' choice")
 
 
 def share_shift(reference_rows: Sequence[dict], window_rows: Sequence[dict]) -> dict:
@@ -290,7 +308,7 @@ def analyse(window_rows: list[dict], reference: Reference, thresholds: Monitor, 
     drift: dict = {"embeddings": None, "clusters": None}
     no_served = {"available": False, "why": "the training reference has prompts, not served answers: model shares "
                  "and scores can be compared only with an earlier window (--reference window)"}
-    drift["model_shares"] = drift["confidence"] = no_served
+    drift["model_shares"] = drift["confidence"] = drift["profile_shares"] = no_served
     test_drift = enough and n_ref >= thresholds.min_window
     k_drift = clusters or auto_clusters(min(len(rows), n_ref))
     if test_drift:
@@ -309,6 +327,8 @@ def analyse(window_rows: list[dict], reference: Reference, thresholds: Monitor, 
         step("drift: model shares and scores")
         drift["model_shares"] = shares = share_shift(reference.rows, window_rows)
         drift["confidence"] = confidence = confidence_shift(reference.rows, window_rows, fallback)
+        drift["profile_shares"], moved = profile_note(reference.rows, window_rows, thresholds.model_share_shift)
+        notes += [moved] if moved else []
         if test_drift and shares["max_abs_shift"] > thresholds.model_share_shift \
                 and shares["p_value"] < thresholds.drift_p_value:
             fired.append(f"model share shift: {shares['largest']} {shares['shift'][shares['largest']]:+.0%} > "

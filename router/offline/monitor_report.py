@@ -18,10 +18,11 @@ from tqdm import tqdm
 from router.offline.monitor import Reference, analyse, iso, parse_time, training_reference, window_reference
 from router.offline.report import json_safe
 from router.store.schema import decisions, feedback
-from router.store.store import DEFAULT_URL, URL_ENV, embedding_encoder_column, open_engine
+from router.store.store import (DEFAULT_URL, URL_ENV, embedding_encoder_column, open_engine,
+                                 profile_column)
 
 COLUMNS = ("request_id", "at", "model", "chosen", "rule", "task", "scores", "fallback", "cascade", "prompt_embedding",
-           "prompt_text", "response_toxicity")  # and prompt_embedding_encoder, where the store has it (0003)
+           "prompt_text", "response_toxicity")  # and the encoder (0003) and profile (0004) columns, where present
 FEEDBACK_COLOURS = {"liked": "tab:green", "disliked": "tab:red", "none": "tab:blue"}
 
 
@@ -58,8 +59,8 @@ class StoreWindows:
 
     def rows(self, since: float, until: float) -> list[dict]:
         encoder = embedding_encoder_column(self.engine, self.catalogue_encoder)
-        query = select(*(decisions.c[c] for c in COLUMNS), encoder, feedback.c.score.label("feedback_score"),
-                       feedback.c.rating) \
+        query = select(*(decisions.c[c] for c in COLUMNS), encoder, profile_column(self.engine),
+                       feedback.c.score.label("feedback_score"), feedback.c.rating) \
             .join(feedback, feedback.c.request_id == decisions.c.request_id, isouter=True) \
             .where(decisions.c.at >= since, decisions.c.at < until).order_by(decisions.c.at)
         with self.engine.connect() as connection:

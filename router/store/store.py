@@ -71,12 +71,25 @@ def embedding_encoder_column(engine: Engine, catalogue_encoder: str):
     """decisions.prompt_embedding_encoder for reading, with NULL as `catalogue_encoder`: the rows from before
     migration 0003, when the ingress stored only the catalogue encoder's embeddings. A store not yet migrated
     (readers such as `router monitor` never migrate one) reads as all NULL."""
-    from sqlalchemy import String, func, inspect, literal
+    from sqlalchemy import String, func, literal
 
     column = decisions.c.prompt_embedding_encoder
     named = literal(catalogue_encoder, String)
-    present = column.name in {c["name"] for c in inspect(engine).get_columns(decisions.name)}
-    return (func.coalesce(column, named) if present else named).label(column.name)
+    return (func.coalesce(column, named) if _has_column(engine, column) else named).label(column.name)
+
+
+def profile_column(engine: Engine):
+    """decisions.profile for reading; a store not yet migrated to 0004 reads as all NULL (no profile)."""
+    from sqlalchemy import String, cast, null
+
+    column = decisions.c.profile
+    return column if _has_column(engine, column) else cast(null(), String).label(column.name)
+
+
+def _has_column(engine: Engine, column) -> bool:
+    from sqlalchemy import inspect
+
+    return column.name in {c["name"] for c in inspect(engine).get_columns(decisions.name)}
 
 
 def _text_safe(value):

@@ -82,6 +82,12 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+def only_when_true(field: str, switch: str) -> PydanticCustomError:
+    """The 400 for a field sent without the switch that it needs."""
+    return PydanticCustomError(FIELD_ERROR, "{field}: {why}",
+                               {"field": field, "why": f"only allowed when {switch} is true"})
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     include_usage: StrictBool = False
@@ -96,8 +102,7 @@ class Streaming(JsonBody):
     @model_validator(mode="after")
     def _options_need_a_stream(self):
         if self.stream_options is not None and not self.stream:
-            raise PydanticCustomError(FIELD_ERROR, "{field}: {why}", {"field": "stream_options",
-                                                                     "why": "only allowed when stream is true"})
+            raise only_when_true("stream_options", "stream")
         return self
 
     def include_usage(self) -> bool:
@@ -201,8 +206,7 @@ class ChatCompletionRequest(Sampling):
     @model_validator(mode="after")
     def _top_logprobs_need_logprobs(self):
         if self.top_logprobs is not None and not self.logprobs:
-            raise PydanticCustomError(FIELD_ERROR, "{field}: {why}", {"field": "top_logprobs",
-                                                                     "why": "only allowed when logprobs is true"})
+            raise only_when_true("top_logprobs", "logprobs")
         return self
 
     def asked_logprobs(self) -> int | None:

@@ -207,11 +207,21 @@ def test_a_move_in_the_profiles_clients_ask_for_is_noted_beside_the_model_shares
                  profile_of=lambda hours, i: "economy" if hours < 2 and i % 5 else None)
     _, report = _monitor(tmp_path, url, "--reference", "window", "--reference-since", "48h",
                          "--reference-until", "24h")
-    assert report["drift"]["profile_shares"] == {"reference": {"none": 1.0}, "window": {"economy": 0.8, "none": 0.2}}
-    assert "the profiles clients ask for moved (economy 0% -> 80%, none 100% -> 20%)" in " ".join(report["notes"])
+    shares = report["drift"]["profile_shares"]
+    assert (shares["reference"], shares["window"]) == ({"none": 1.0}, {"economy": 0.8, "none": 0.2})
+    assert shares["p_value"] < 1e-6
+    assert "the profiles clients ask for moved (economy 0% -> 80%, none 100% -> 20%; chi-square p = " in \
+        " ".join(report["notes"])
     _, quiet = _monitor(tmp_path, _store(tmp_path / "q.db", [(prompts["a"], 30), (prompts["b"], 1)]),
                         "--reference", "window", "--reference-since", "48h", "--reference-until", "24h")
     assert not any("profiles clients ask for" in n for n in quiet["notes"])
+    # 3 of 12 requests (25%, past the 15% bound) is within chance against 0 of 12: no note
+    _, few = _monitor(tmp_path, _store(tmp_path / "f.db", [(prompts["a"][:12], 30), (prompts["b"][:12], 1)],
+                                       profile_of=lambda hours, i: "economy" if hours < 2 and i < 3 else None),
+                      "--reference", "window", "--reference-since", "48h", "--reference-until", "24h")
+    assert few["drift"]["profile_shares"]["window"] == {"economy": 0.25, "none": 0.75}
+    assert few["drift"]["profile_shares"]["p_value"] > 0.05
+    assert not any("profiles clients ask for" in n for n in few["notes"])
 
 
 def test_too_few_rows_says_so_and_fires_nothing(prompts, tmp_path, capsys):

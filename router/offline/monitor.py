@@ -172,26 +172,30 @@ def model_shares(rows: Sequence[dict]) -> dict[str, float]:
     return shares_of(rows, "model", "(none)")
 
 
-def profile_note(reference_rows: Sequence[dict], window_rows: Sequence[dict], bound: float) -> tuple[dict, str | None]:
+def profile_note(reference_rows: Sequence[dict], window_rows: Sequence[dict], bound: float,
+                 p_bound: float) -> tuple[dict, str | None]:
     """Each policy profile's share of requests in both windows (none: plain auto or a named model), and a note
-    when one moved by more than `bound`: the models' shares follow the profiles clients ask for, not only their
-    prompts, so a model share shift may be the clients' choice."""
-    ref, win = (shares_of(rows, "profile", "none") for rows in (reference_rows, window_rows))
-    moved = {p: win.get(p, 0.0) - ref.get(p, 0.0) for p in sorted(set(ref) | set(win))}
-    if not moved or max(map(abs, moved.values())) <= bound:
-        return {"reference": ref, "window": win}, None
-    what = ", ".join(f"{p} {ref.get(p, 0.0):.0%} -> {win.get(p, 0.0):.0%}" for p, d in moved.items() if d)
-    return {"reference": ref, "window": win}, (f"the profiles clients ask for moved ({what}): the models' shares "
-                                               "follow them, so a model share shift may be the clients' choice")
+    when one moved by more than `bound` with a chi-square p below `p_bound`: the models' shares follow the
+    profiles clients ask for, not only their prompts, so a model share shift may be the clients' choice."""
+    shares = share_shift(reference_rows, window_rows, "profile", "none")
+    ref, win = shares["reference"], shares["window"]
+    found = {"reference": ref, "window": win, "p_value": shares["p_value"]}
+    if shares["max_abs_shift"] <= bound or shares["p_value"] >= p_bound:
+        return found, None
+    what = ", ".join(f"{p} {ref.get(p, 0.0):.0%} -> {win.get(p, 0.0):.0%}" for p, d in shares["shift"].items() if d)
+    return found, (f"the profiles clients ask for moved ({what}; chi-square p = {shares['p_value']:.2g}): the models' "
+                   "shares follow them, so a model share shift may be the clients' choice")
 
 
-def share_shift(reference_rows: Sequence[dict], window_rows: Sequence[dict]) -> dict:
-    """Each model's share of answers in both windows, the largest absolute change and a chi-square p-value."""
-    ref, win = model_shares(reference_rows), model_shares(window_rows)
-    models = sorted(set(ref) | set(win))
-    shift = {m: win.get(m, 0.0) - ref.get(m, 0.0) for m in models}
-    counts = [np.array([s.get(m, 0.0) * len(rows) for m in models]) for s, rows in ((ref, reference_rows), (win, window_rows))]
-    largest = max(models, key=lambda m: abs(shift[m])) if models else None
+def share_shift(reference_rows: Sequence[dict], window_rows: Sequence[dict], key: str = "model",
+                missing: str = "(none)") -> dict:
+    """Each value of `key`'s share of the rows in both windows (by default the models' shares of answers), the
+    largest absolute change and a chi-square p-value."""
+    ref, win = (shares_of(rows, key, missing) for rows in (reference_rows, window_rows))
+    names = sorted(set(ref) | set(win))
+    shift = {m: win.get(m, 0.0) - ref.get(m, 0.0) for m in names}
+    counts = [np.array([s.get(m, 0.0) * len(rows) for m in names]) for s, rows in ((ref, reference_rows), (win, window_rows))]
+    largest = max(names, key=lambda m: abs(shift[m])) if names else None
     return {"available": True, "reference": ref, "window": win, "shift": shift, "largest": largest,
             "max_abs_shift": abs(shift[largest]) if largest else 0.0, "p_value": chi_square_p(*counts)}
 
@@ -327,7 +331,8 @@ def analyse(window_rows: list[dict], reference: Reference, thresholds: Monitor, 
         step("drift: model shares and scores")
         drift["model_shares"] = shares = share_shift(reference.rows, window_rows)
         drift["confidence"] = confidence = confidence_shift(reference.rows, window_rows, fallback)
-        drift["profile_shares"], moved = profile_note(reference.rows, window_rows, thresholds.model_share_shift)
+        drift["profile_shares"], moved = profile_note(reference.rows, window_rows, thresholds.model_share_shift,
+                                                      thresholds.drift_p_value)
         notes += [moved] if moved else []
         if test_drift and shares["max_abs_shift"] > thresholds.model_share_shift \
                 and shares["p_value"] < thresholds.drift_p_value:

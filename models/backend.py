@@ -12,6 +12,11 @@ class BackendError(RuntimeError):
     """The model could not answer (bad request to the runtime, runtime failure)."""
 
 
+class RequestRefused(BackendError):
+    """The runtime refused the request itself, as a client error (a JSON schema it cannot follow): unlike a
+    failure, the client has something to fix when every model refuses."""
+
+
 @dataclass
 class GenerationRequest:
     """A chat (`messages`) or, with `prompt` set, a raw text completion of that prompt."""
@@ -27,6 +32,7 @@ class GenerationRequest:
     frequency_penalty: float = 0.0
     logprobs: int | None = None  # the client asked for token logprobs, with this many alternatives; None: not asked
     confidence: bool = False  # the router judges this answer by its mean token logprob (a cascade floor)
+    response_format: dict | None = None  # OpenAI's json_object or json_schema; None: plain text
 
 
 @dataclass

@@ -9,7 +9,8 @@ from typing import AsyncIterator
 
 import xllamacpp
 
-from models.backend import BackendError, ChatBackend, Generation, GenerationRequest, StreamDelta, token_logprob
+from models.backend import (BackendError, ChatBackend, Generation, GenerationRequest, RequestRefused, StreamDelta,
+                            token_logprob)
 from models.catalogue import ModelEntry
 from models.fetch import verified_path
 
@@ -29,6 +30,8 @@ def _body(request: GenerationRequest) -> dict:
         body["stop"] = request.stop
     if request.seed is not None:
         body["seed"] = request.seed
+    if request.response_format is not None:  # llama.cpp turns a JSON schema into a grammar the sampler follows
+        body["response_format"] = request.response_format
     for penalty in ("presence_penalty", "frequency_penalty"):
         if getattr(request, penalty):
             body[penalty] = getattr(request, penalty)
@@ -78,7 +81,9 @@ class LlamaCppBackend(ChatBackend):
         handle = self._server.handle_completions if "prompt" in body else self._server.handle_chat_completions
         try:
             result = handle(body, callback) if callback else handle(body)
-        except (ValueError, RuntimeError) as exc:
+        except ValueError as exc:  # llama.cpp's word for a request it will not take, e.g. a schema it cannot follow
+            raise RequestRefused(f"{self.name}: {exc}") from exc
+        except RuntimeError as exc:
             raise BackendError(f"{self.name}: {exc}") from exc
         if isinstance(result, dict) and "error" in result:
             raise BackendError(f"{self.name}: {result['error']}")

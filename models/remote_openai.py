@@ -11,7 +11,7 @@ from typing import AsyncIterator
 
 import openai
 
-from models.backend import (BackendError, ChatBackend, Generation, GenerationRequest, StreamDelta,
+from models.backend import (BackendError, ChatBackend, Generation, GenerationRequest, RequestRefused, StreamDelta,
                             entries_from_legacy, token_logprob)
 from models.catalogue import ModelEntry
 
@@ -30,7 +30,7 @@ def _arguments(request: GenerationRequest, model: str, stream: bool) -> dict:
         arguments.update({"logprobs": alternatives} if request.prompt is not None else
                          {"logprobs": True, "top_logprobs": alternatives})
     optional = {"stop": request.stop, "seed": request.seed, "presence_penalty": request.presence_penalty or None,
-                "frequency_penalty": request.frequency_penalty or None}
+                "frequency_penalty": request.frequency_penalty or None, "response_format": request.response_format}
     return {**arguments, **{k: v for k, v in optional.items() if v is not None}}
 
 
@@ -102,8 +102,10 @@ class RemoteOpenAIBackend(ChatBackend):
             yield
         except openai.APIStatusError as exc:
             detail = exc.body.get("message") if isinstance(exc.body, dict) else None  # the API's own words
-            raise BackendError(f"{self.name}: {self.where} answered {exc.status_code}: {detail or exc.message}") \
-                from exc
+            # a 400 or 422 is the server refusing this request, as it would refuse it again
+            refused = isinstance(exc, (openai.BadRequestError, openai.UnprocessableEntityError))
+            raise (RequestRefused if refused else BackendError)(
+                f"{self.name}: {self.where} answered {exc.status_code}: {detail or exc.message}") from exc
         except openai.APIError as exc:  # unreachable, timed out, or a body that is not the API's
             raise BackendError(f"{self.name}: {self.where}: {type(exc).__name__}: {exc}") from exc
 

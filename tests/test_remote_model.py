@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from hang_up import hang_up_and_wait_for_quiet, replica_pid
-from models.backend import BackendError, GenerationRequest
+from models.backend import BackendError, GenerationRequest, RequestRefused
 from models.catalogue import CATALOGUE_PATH, Catalogue, load_catalogue
 from models.registry import make_backend
 from models.yaml_source import ConfigError
@@ -169,10 +169,27 @@ def test_the_remote_backend_passes_on_token_logprobs_only_when_asked(ensemble, c
 
 
 @pytest.mark.serve
+def test_the_remote_backend_passes_on_a_response_format_and_a_refusal_as_one(ensemble, client):
+    """The server follows the schema the backend passes on; a 400 from it is a RequestRefused (the client's to fix)."""
+    schema = {"type": "json_schema", "json_schema": {"name": "colours", "schema": {
+        "type": "object", "properties": {"colours": {"type": "array", "items": {"type": "string"}}},
+        "required": ["colours"]}}}
+    direct = client.chat.completions.create(model=TINY, messages=PROMPT, response_format=schema, **SAMPLING)
+    backend = backend_for(f"{ensemble.base}/v1")
+    answer = asyncio.run(backend.generate(GenerationRequest(messages=PROMPT, response_format=schema, **SAMPLING)))
+    assert answer.text == direct.choices[0].message.content and answer.text.startswith("{")
+    assert answer.text != asyncio.run(backend.generate(GenerationRequest(messages=PROMPT, **SAMPLING))).text
+    outside = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "https://example.com/s"}}}
+    with pytest.raises(RequestRefused, match=r"hosted: .*answered 400: every candidate model refused the request"):
+        asyncio.run(backend.generate(GenerationRequest(messages=PROMPT, response_format=outside, **SAMPLING)))
+
+
+@pytest.mark.serve
 def test_a_remote_failure_is_a_backend_error_naming_the_model_and_the_server(ensemble):
     request = GenerationRequest(messages=PROMPT, max_tokens=4)
-    with pytest.raises(BackendError, match=r"hosted: .*answered 404: model 'no-such-model' does not exist"):
+    with pytest.raises(BackendError, match=r"hosted: .*answered 404: model 'no-such-model' does not exist") as missing:
         asyncio.run(backend_for(f"{ensemble.base}/v1", "no-such-model").generate(request))
+    assert not isinstance(missing.value, RequestRefused)  # the next model may be served: a failure, not a refusal
     closed = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(BackendError, match=rf"hosted: {closed} \(model 'smollm2-135m'\): APIConnectionError"):
         asyncio.run(backend_for(closed).generate(request))

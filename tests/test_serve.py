@@ -119,6 +119,40 @@ def test_token_logprobs_come_back_as_openai_returns_them(client):
     assert client.completions.create(model=SMOL, prompt="def add(a, b):", max_tokens=6).choices[0].logprobs is None
 
 
+CAT = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+       "required": ["name", "age"], "additionalProperties": False}
+
+
+def test_a_json_response_format_is_what_the_model_answers_in(client):
+    """json_schema and json_object reach the model, whose sampler follows them (llama.cpp's grammar): the tiny
+    model, which wraps its JSON in a code fence when merely asked, answers bare JSON of the schema."""
+    import openai
+
+    ask = {"model": SMOL, "messages": [{"role": "user", "content": "Describe a cat as JSON with its name and age."}],
+           "max_tokens": 48, "temperature": 0, "seed": 1}
+    plain = client.chat.completions.create(**ask).choices[0].message.content
+    with pytest.raises(json.JSONDecodeError):  # unguided, it is not JSON: what follows is the grammar's doing
+        json.loads(plain)
+    schema = {"type": "json_schema", "json_schema": {"name": "cat", "schema": CAT, "strict": True}}
+    answer = client.chat.completions.create(response_format=schema, **ask)
+    assert answer.choices[0].finish_reason == "stop"
+    cat = json.loads(answer.choices[0].message.content)
+    assert set(cat) == {"name", "age"} and isinstance(cat["name"], str) and isinstance(cat["age"], int)
+    streamed = client.chat.completions.create(response_format=schema, stream=True, **ask)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == \
+        answer.choices[0].message.content
+    routed = client.chat.completions.create(response_format={"type": "json_object"}, **{**ask, "model": "auto"})
+    assert routed.choices[0].message.content.lstrip().startswith("{")
+    # a schema JSON Schema allows but llama.cpp cannot follow: each model refuses it, and that is the client's 400
+    remote_ref = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "https://example.com/s"}}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(response_format=remote_ref, **ask)
+    message = refused.value.body["message"]
+    assert "every candidate model refused the request" in message and "only references into the same document" in \
+        message and SMOL in message and LARGE in message
+    assert client.chat.completions.create(**ask).choices[0].message.content == plain  # and it keeps serving
+
+
 def test_models_endpoint_lists_auto_its_profiles_and_every_model(client):
     assert {m.id for m in client.models.list().data} == {"auto", "auto:economy", "auto:quality", SMOL, CODER, LARGE}
     assert client.models.retrieve("auto:economy").id == "auto:economy"

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
+from models.backend import RequestRefused
 
 from router.serving import replica
 from router.serving.budget import EscalationBudget
@@ -210,12 +211,17 @@ async def _first_answer(chain: list[str], policy, call, accept=None):
                 return _error(503, f"{model} is busy: the wait for it passed the policy's max_queue_wait_s "
                                    f"({bound:g}s); retry shortly", "server_error", code="queue_wait_exceeded",
                               headers={"retry-after": str(max(1, round(bound / 2)))})
-            failures.append(Failure(model, "error", f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}"))
+            if isinstance(exc, RequestRefused):  # the model's own words are the client's to read, in full
+                failures.append(Failure(model, "refused", f"{getattr(exc, 'cause', exc)}"))
+            else:
+                failures.append(Failure(model, "error", f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}"))
         else:
             if accept is None or accept(position, model, result):
                 return model, result, failures
             continue
         logger.warning("request %s: %s", current_request_id(), failures[-1].message)
+    if failures and all(f.kind == "refused" for f in failures):  # a client error: a retry would be refused too
+        return _error(400, "every candidate model refused the request: " + "; ".join(f.message for f in failures))
     return _error(503, "every candidate model failed: " + "; ".join(f.message for f in failures), "server_error",
                   code="no_model_answered", headers={"retry-after": "2"})
 
@@ -406,6 +412,7 @@ class RouterIngress:
         if refused is not None:
             return refused
         generation = {"messages": body.as_plain_messages(), "logprobs": body.asked_logprobs(),
+                      "response_format": body.response_format and body.response_format.as_request(),
                       "max_tokens": min(body.output_budget(), policy.limits.max_output_tokens), **body.sampling()}
         if body.stream:
             return await self._stream(decision, generation, policy, asked, include_usage=body.include_usage())

@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Literal
 
+import jsonschema
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationInfo,
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
@@ -136,8 +137,6 @@ NO_TOKEN_IDS = "logit_bias is not supported: its token ids belong to one tokeniz
 # a field that asks for more than one plain text answer: (does this value ask for it, the 400's message)
 UNSUPPORTED = {"tools": (bool, NO_TOOLS), "functions": (bool, NO_TOOLS),
                "tool_choice": (lambda v: v != "none", NO_TOOLS),
-               "response_format": (lambda v: v.get("type", "text") != "text",
-                                   "response_format {value[type]!r} is not supported: answers are plain text"),
                "logit_bias": (bool, NO_TOKEN_IDS),
                "modalities": (lambda v: set(v) - {"text"}, "modalities {value} are not supported: answers are text"),
                "audio": (lambda v: v is not None, "audio output is not supported: answers are text")}
@@ -155,12 +154,69 @@ def refuse_unsupported(table: dict, name: str, value):
     return value
 
 
+MAX_SCHEMA_DEPTH = 32  # llama.cpp silently drops the grammar of a schema nested about 80 deep; OpenAI allows 10
+
+
+def nesting_depth(value) -> int:
+    """How deep a parsed JSON value nests objects and arrays (a scalar is 0). Iterative, for a deep body."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+class JsonSchemaFormat(BaseModel):
+    """OpenAI's `response_format.json_schema`: the answer is JSON that follows `schema`."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="OpenAI's rule: 1-64 of a-z, A-Z, 0-9, _ and -")
+    description: str | None = None
+    json_schema: dict | None = Field(None, alias="schema", description="a JSON Schema; none: any JSON object")
+    strict: StrictBool | None = None
+
+    @field_validator("json_schema")
+    @classmethod
+    def _a_schema(cls, schema: dict | None):
+        if schema is None:
+            return None
+        if nesting_depth(schema) > MAX_SCHEMA_DEPTH:
+            raise ValueError(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels")
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            where = "/".join(map(str, exc.path)) or "the top"
+            raise ValueError(f"not a JSON Schema: at {where}: {exc.message}") from None
+        return schema
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: plain text, any JSON object, or JSON that follows a schema. llama.cpp makes the
+    sampler follow it (a grammar); a remote model gets it as it came."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self):
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type 'json_schema', and only with it")
+        return self
+
+    def as_request(self) -> dict | None:
+        """What a model is asked for (GenerationRequest.response_format); None for plain text."""
+        return None if self.type == "text" else self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 TEXT_PARTS = {"text"}  # images, audio and files would be dropped unseen: the ensemble's models read text only
 
 
 class ChatCompletionRequest(Sampling):
     """Fields OpenAI clients send; unknown extra fields are ignored, as OpenAI-compatible servers do. Fields
-    that ask for what these models cannot give (tools, a JSON response format) are refused, so that a client
+    that ask for what these models cannot give (tools, audio) are refused, so that a client
     never takes a plain answer for the one it asked for."""
 
     model_config = ConfigDict(extra="ignore")
@@ -175,7 +231,7 @@ class ChatCompletionRequest(Sampling):
     tools: list | None = None
     functions: list | None = None
     tool_choice: str | dict | None = None
-    response_format: dict | None = None
+    response_format: ResponseFormat | None = None
     logit_bias: dict | None = None
     modalities: list[str] | None = None
     audio: dict | None = None

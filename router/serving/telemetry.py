@@ -75,7 +75,7 @@ class RouterMetrics:
 
     def answered(self, model: str, decision: Decision, input_tokens: int, output_tokens: int, cost: float,
                  failures: list[tuple[str, str]], stream: bool = False) -> None:
-        """failures: (model, kind) of each candidate that did not answer first; kind is timeout or error."""
+        """failures: (model, kind) of each candidate that did not answer first; kind is timeout, error or refused."""
         self.requests.inc(tags={"model": model, "rule": decision.rule, "stream": "true" if stream else "false",
                                 "profile": decision.profile or "none"})
         # Ray's Counter.inc refuses values <= 0 (an empty answer has 0 output tokens): skip those

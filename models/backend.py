@@ -33,6 +33,9 @@ class GenerationRequest:
     logprobs: int | None = None  # the client asked for token logprobs, with this many alternatives; None: not asked
     confidence: bool = False  # the router judges this answer by its mean token logprob (a cascade floor)
     response_format: dict | None = None  # OpenAI's json_object or json_schema; None: plain text
+    tools: list[dict] | None = None  # OpenAI's tools, with tool_choice and parallel_tool_calls: a tool-calling model
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Generation:
     latency_s: float
     mean_logprob: float | None = None
     logprobs: list[dict] | None = None  # the answer's tokens as OpenAI's chat logprobs entries, when asked
+    tool_calls: list[dict] | None = None  # OpenAI's message.tool_calls, when the model called tools
 
 
 @dataclass
@@ -55,6 +59,7 @@ class StreamDelta:
     input_tokens: int = 0
     output_tokens: int = 0
     logprobs: list[dict] | None = None  # this piece's tokens, when asked
+    tool_calls: list[dict] | None = None  # OpenAI's delta.tool_calls: pieces of calls, by index
 
 
 def token_logprob(entry: dict, alternatives: int) -> dict:

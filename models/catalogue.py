@@ -92,9 +92,15 @@ class ModelEntry(Strict):
     cost_per_1k_output: float = Field(ge=0)
     weights: list[WeightFile] = Field(default_factory=list, description="llamacpp: the GGUF file")
     endpoint: RemoteEndpoint | None = Field(None, description="openai: where the model is served")
+    tool_calls: bool = Field(False, description="the model answers a chat's `tools` with OpenAI tool calls; a "
+                                                "request with tools goes only to such models")
 
     @model_validator(mode="after")
     def _runtime_needs(self):
+        if self.tool_calls and self.runtime != "openai":
+            # measured: the coder GGUFs here answer a tools request with the call as text (no <tool_call> tags)
+            raise ValueError(f"model {self.name}: tool_calls is for a remote model (runtime openai); llama.cpp's "
+                             "tool-call parsing is not wired in, and the GGUF models measured write calls as text")
         if self.runtime == "llamacpp" and (not self.weights or self.endpoint is not None):
             raise ValueError(f"model {self.name}: runtime llamacpp needs weights and no endpoint")
         if self.runtime == "openai" and (self.endpoint is None or self.weights):

@@ -30,7 +30,9 @@ def _arguments(request: GenerationRequest, model: str, stream: bool) -> dict:
         arguments.update({"logprobs": alternatives} if request.prompt is not None else
                          {"logprobs": True, "top_logprobs": alternatives})
     optional = {"stop": request.stop, "seed": request.seed, "presence_penalty": request.presence_penalty or None,
-                "frequency_penalty": request.frequency_penalty or None, "response_format": request.response_format}
+                "frequency_penalty": request.frequency_penalty or None, "response_format": request.response_format,
+                "tools": request.tools, "tool_choice": request.tool_choice,
+                "parallel_tool_calls": request.parallel_tool_calls}
     return {**arguments, **{k: v for k, v in optional.items() if v is not None}}
 
 
@@ -55,6 +57,12 @@ def _mean_logprob(choice) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _tool_calls(message) -> list[dict] | None:
+    """A chat message's or delta's tool calls as OpenAI's dicts; None when it has none (or is a legacy choice)."""
+    calls = getattr(message, "tool_calls", None)
+    return [call.model_dump(exclude_none=True) for call in calls] if calls else None
+
+
 def _delta(chunk, asked: int | None) -> StreamDelta:
     """One streamed chunk of either API as a StreamDelta; the usage chunk has no choices."""
     choice = chunk.choices[0] if chunk.choices else None
@@ -63,7 +71,8 @@ def _delta(chunk, asked: int | None) -> StreamDelta:
     return StreamDelta(text=text, finish_reason=choice.finish_reason if choice else None,
                        input_tokens=usage.prompt_tokens if usage else 0,
                        output_tokens=usage.completion_tokens if usage else 0,
-                       logprobs=_logprobs(choice, asked) if choice else None)
+                       logprobs=_logprobs(choice, asked) if choice else None,
+                       tool_calls=_tool_calls(getattr(choice, "delta", None)))
 
 
 class RemoteOpenAIBackend(ChatBackend):
@@ -124,7 +133,8 @@ class RemoteOpenAIBackend(ChatBackend):
                           input_tokens=usage.prompt_tokens if usage else 0,
                           output_tokens=usage.completion_tokens if usage else 0,
                           latency_s=time.perf_counter() - started, mean_logprob=_mean_logprob(choice),
-                          logprobs=_logprobs(choice, request.logprobs))
+                          logprobs=_logprobs(choice, request.logprobs),
+                          tool_calls=_tool_calls(getattr(choice, "message", None)))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         with self._named_errors():

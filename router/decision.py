@@ -19,6 +19,7 @@ SESSION_FLOOR = "session_floor"
 INPUT_TOO_LONG = "input_too_long"
 OUT_OF_DISTRIBUTION = "out_of_distribution"
 SUSPECTED_GADGET = "suspected_gadget"
+NO_TOOL_CALLS = "no_tool_calling_model"
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,31 @@ def pin(model: str, task: str, input_tokens: int, policy: Policy, catalogue: Cat
     if not fits(model, input_tokens, policy, catalogue):
         return Decision(None, INPUT_TOO_LONG, f"{input_tokens} input tokens exceed {model}'s limit", task, input_tokens)
     return Decision(model, PINNED, f"the request named {model}", task, input_tokens)
+
+
+def tool_calling(policy: Policy, catalogue: Catalogue) -> Policy | None:
+    """The policy a request with tools is decided and answered under: only the models that make tool calls
+    (catalogue `tool_calls`), each with its own settings, and as the fallback the policy's own when it makes them,
+    else the costliest that does. None when no model the policy serves makes them."""
+    callers = [m for m in policy.models if catalogue.model(m).tool_calls]
+    if not callers:
+        return None
+    fallback = policy.fallback if policy.fallback in callers else \
+        max(callers, key=lambda m: (blended_cost(m, policy, catalogue), m))
+    return policy.model_copy(update={"models": {m: policy.models[m] for m in callers}, "fallback": fallback})
+
+
+def refuse_tools(model: str, policy: Policy, callers: Policy | None, task: str, input_tokens: int) -> Decision | None:
+    """The refusal of a request with tools that no model here can answer with tool calls (`callers`: the policy's
+    tool_calling() form), or that names a model which cannot; None when it can be decided under `callers`."""
+    if callers is None:
+        why = "no model this policy serves makes tool calls (a catalogue entry with tool_calls: true, such as a " \
+              "hosted model, can join the policy)"
+    elif model in policy.models and model not in callers.models:
+        why = f"{model} does not make tool calls; the models that do are {sorted(callers.models)}"
+    else:
+        return None
+    return Decision(None, NO_TOOL_CALLS, why, task, input_tokens)
 
 
 def fallback_chain(decision: Decision, policy: Policy) -> list[str]:

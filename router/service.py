@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from models.catalogue import Catalogue, load_catalogue
 from router.classifier import AdequacyClassifier, feature_matrix
-from router.decision import Decision, decide, pin
+from router.decision import Decision, decide, pin, refuse_tools, tool_calling
 from router.features import Encoder, Encoders
 from router.artifacts import load_artifacts
 from router.guard import GadgetGuard
@@ -185,10 +185,23 @@ class RoutingService:
         """The classifier on every row at once, then the pure policy decision for each."""
         predictions = live.classifier.predict(rows, [r.text for r in requests])
         suspected = live.guard.flags(rows[:, :-1]) if live.guard is not None else np.zeros(len(rows), bool)
-        return [replace(decide(p.scores, p.task, r.input_tokens, live.deciding(r.model), self.catalogue,
-                               p.ood_distance, p.ood_threshold, bool(flag)), profile=profile_of(r.model))
-                if is_auto(r.model) else pin(r.model, p.task, r.input_tokens, live.policy, self.catalogue)
-                for r, p, flag in zip(requests, predictions, suspected)]
+        return [self._decide(live, r, p, bool(flag)) for r, p, flag in zip(requests, predictions, suspected)]
+
+    def _decide(self, live: LivePolicy, request: "RouteRequest", prediction, suspected: bool) -> Decision:
+        """One request's pure decision: under its profile's policy, and among the models that make tool calls
+        alone when it carries tools."""
+        policy, task, tokens = live.deciding(request.model), prediction.task, request.input_tokens
+        if request.needs_tool_calls:
+            callers = tool_calling(policy, self.catalogue)
+            if (refused := refuse_tools(request.model, policy, callers, task, tokens)) is not None:
+                return refused
+            policy = callers
+        if not is_auto(request.model):
+            return pin(request.model, task, tokens, policy, self.catalogue)
+        decision = replace(decide(prediction.scores, task, tokens, policy, self.catalogue, prediction.ood_distance,
+                                  prediction.ood_threshold, suspected), profile=profile_of(request.model))
+        return replace(decision, reason=f"{decision.reason}; the request has tools, which only "
+                                        f"{', '.join(policy.models)} answer") if request.needs_tool_calls else decision
 
 
 @dataclass(frozen=True)
@@ -197,3 +210,4 @@ class RouteRequest:
     text: str
     input_tokens: int
     model: str = "auto"
+    needs_tool_calls: bool = False  # the request has tools: only models that make tool calls may answer it

@@ -122,3 +122,34 @@ def test_moderation_band_is_inclusive_and_outside_it_the_specialist_decides():
     assert not specialist_flags(0.29, moderated) and specialist_flags(0.61, moderated)
     assert large_model_flags("Offensive: Yes.") and large_model_flags("yes")
     assert not large_model_flags("No") and not large_model_flags("") and not large_model_flags("yes, but no")
+
+
+def tool_callers(*names):
+    """The catalogue with `names` marked as making tool calls (a copy, unvalidated: only remote entries may say so,
+    and the pure decision reads the flag alone)."""
+    return CATALOGUE.model_copy(update={"models": [m.model_copy(update={"tool_calls": m.name in names})
+                                                   for m in CATALOGUE.models]})
+
+
+def test_a_request_with_tools_is_decided_among_the_models_that_make_tool_calls():
+    from router.decision import NO_TOOL_CALLS, fallback_chain, refuse_tools, tool_calling
+
+    p = policy()
+    assert tool_calling(p, CATALOGUE) is None  # the shipped GGUF models make none
+    refused = refuse_tools("auto", p, None, "chat", 10)
+    assert (refused.model, refused.rule) == (None, NO_TOOL_CALLS) and "tool_calls: true" in refused.reason
+    # the fallback makes them: it stays the fallback, and only the small models that make them remain
+    both = tool_calling(p, tool_callers(CODER, LARGE))
+    assert (list(both.models), both.fallback) == ([CODER, LARGE], LARGE)
+    d = decide({SMOL: 0.9, CODER: 0.9}, "chat", 10, both, CATALOGUE)
+    assert d.model == CODER and fallback_chain(d, both) == [CODER, LARGE]
+    # the fallback does not: the costliest model that does takes its place, so no chain reaches a model without
+    small = tool_calling(p, tool_callers(SMOL, CODER))
+    assert (list(small.models), small.fallback) == ([SMOL, CODER], CODER)
+    d = decide({SMOL: 0.1, CODER: 0.1}, "chat", 10, small, CATALOGUE)
+    assert (d.model, fallback_chain(d, small)) == (CODER, [CODER])
+    assert refuse_tools("auto", p, small, "chat", 10) is None and refuse_tools(CODER, p, small, "chat", 10) is None
+    named = refuse_tools(LARGE, p, small, "chat", 10)
+    assert named.model is None and named.reason == f"{LARGE} does not make tool calls; the models that do are " \
+                                                   f"{[CODER, SMOL]}"
+    assert p.fallback == LARGE and list(p.models) == [SMOL, CODER, LARGE]  # the live policy is left as it was

@@ -29,8 +29,9 @@ from router.serving import replica
 from router.serving.budget import EscalationBudget
 from router.serving.describer import AnswerDescriber
 from router.serving.disclosure import OPERATOR_HEADER, may_see_routing, shown_body, shown_headers
-from router.decision import (SUSPECTED_GADGET, Decision, apply_session_floor, blended_cost, fallback_chain, large_model_flags,
-                             moderation_needs_large_model, should_escalate, specialist_flags)
+from router.decision import (NO_TOOL_CALLS, SUSPECTED_GADGET, Decision, apply_session_floor, blended_cost,
+                             fallback_chain, large_model_flags, moderation_needs_large_model, should_escalate,
+                             specialist_flags, tool_calling)
 from router.features import Encoder
 from router.serving.feedback import FeedbackRequest, RequestContext, decision_row
 from router.serving.last_good import LastGoodPolicy
@@ -54,6 +55,10 @@ DECISION_BATCH = 32  # most concurrent decisions that share one encoder call
 SESSION_TTL_S = 3600.0  # a conversation idle longer than this starts again from the cheapest tier
 MODERATION_PROMPT = (Path(__file__).parents[1] / "rubrics" / "moderation.txt").read_text()
 api = FastAPI(title="ensemble-router", version="0.1.0")
+
+
+# a decision that no model answers: its error code and the field at fault (else the input is too long)
+REFUSALS = {SUSPECTED_GADGET: ("suspected_gadget", "messages"), NO_TOOL_CALLS: ("tool_calls_unsupported", "tools")}
 
 
 class Failure(NamedTuple):
@@ -376,6 +381,15 @@ class RouterIngress:
             body.pop("policy")
         return body
 
+    def _answering_policy(self, body: ChatCompletionRequest):
+        """(the live policy a request is answered under, None): for one with tools, only the models that make tool
+        calls answer and are fallen back on. (None, a 400) when none does (an edit since the decision)."""
+        policy = self.service.live.policy
+        callers = tool_calling(policy, self.service.catalogue) if body.needs_tool_calls() else policy
+        return (callers, None) if callers is not None else \
+            (None, _error(400, "no model this policy serves makes tool calls", param="tools",
+                          code="tool_calls_unsupported"))
+
     @api.post("/v1/route")
     async def route(self, body: ChatCompletionRequest, request: Request):
         if (denied := await self._guard(request)) is not None:
@@ -383,7 +397,9 @@ class RouterIngress:
         decision, error, _, _ = await self._decide(body)
         if error is not None:
             return error
-        policy = self.service.live.policy  # what an answer would get; asking counts in no budget
+        policy, error = self._answering_policy(body)  # what an answer would get; asking counts in no budget
+        if error is not None:
+            return error
         decision, refused = self.budget.check(decision, request, body.user, policy, record=False)
         if refused is not None:
             return refused
@@ -399,7 +415,9 @@ class RouterIngress:
         decision, error, embedded, shadow = await self._decide(body)
         if error is not None:
             return error
-        policy, catalogue = self.service.live.policy, self.service.catalogue
+        (policy, error), catalogue = self._answering_policy(body), self.service.catalogue
+        if error is not None:
+            return error
         session = request.headers.get("x-session-id") or body.user
         asked = RequestContext(current_request_id(), body.routing_text(), "chat.completions", session, *embedded,
                                shadow=shadow, shadow_version=self._shadow_version(), disclose=self._disclose(request))
@@ -413,7 +431,8 @@ class RouterIngress:
             return refused
         generation = {"messages": body.as_plain_messages(), "logprobs": body.asked_logprobs(),
                       "response_format": body.response_format and body.response_format.as_request(),
-                      "max_tokens": min(body.output_budget(), policy.limits.max_output_tokens), **body.sampling()}
+                      "max_tokens": min(body.output_budget(), policy.limits.max_output_tokens), **body.sampling(),
+                      **body.tool_fields()}
         if body.stream:
             return await self._stream(decision, generation, policy, asked, include_usage=body.include_usage())
         answered = await self._complete(decision, generation, policy, asked)
@@ -422,7 +441,7 @@ class RouterIngress:
         model, result, router_info, headers = answered
         return JSONResponse(chat_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
                                             result["output_tokens"], shown_body(router_info, asked.disclose),
-                                            result.get("logprobs")),
+                                            result.get("logprobs"), result.get("tool_calls")),
                             headers=shown_headers(headers, asked.disclose))
 
     @api.post("/v1/completions")
@@ -606,7 +625,8 @@ class RouterIngress:
         live = self.service.live
         checked = [context.run(self._check, body, live) for body, context in items]
         waiting = [i for i, (error, _) in enumerate(checked) if error is None]
-        requests = [RouteRequest(items[i][0].routing_text(), checked[i][1], items[i][0].model) for i in waiting]
+        requests = [RouteRequest(items[i][0].routing_text(), checked[i][1], items[i][0].model,
+                                 items[i][0].needs_tool_calls()) for i in waiting]
         try:
             routed = self.service.route_many(requests, live)
         except Exception:  # one bad request must not fail the batch: decide one at a time, so only it fails
@@ -622,9 +642,9 @@ class RouterIngress:
             decision, row, shadow = routed_one
             self.metrics.decided(each_ms, decision.scores)
             if decision.model is None:
-                code = "suspected_gadget" if decision.rule == SUSPECTED_GADGET else "context_length_exceeded"
+                code, param = REFUSALS.get(decision.rule, ("context_length_exceeded", "messages"))
                 self.metrics.refused_request(code)
-                out[i] = (None, _error(400, decision.reason, param="messages", code=code), None, None)
+                out[i] = (None, _error(400, decision.reason, param=param, code=code), None, None)
             else:
                 # stored with its encoder's name: retraining and monitoring read only the router's own encoder's
                 out[i] = (decision, None, (row[:-1], live.encoder.name), shadow)

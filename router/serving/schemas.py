@@ -4,10 +4,10 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 import jsonschema
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationInfo,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationInfo,
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
@@ -132,11 +132,10 @@ class Sampling(Streaming):
                 "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty}
 
 
-NO_TOOLS = "tool and function calling is not supported: the ensemble's models answer in text"
+NO_FUNCTIONS = "functions (OpenAI's deprecated form of tools) is not supported: send tools"
 NO_TOKEN_IDS = "logit_bias is not supported: its token ids belong to one tokenizer, and each model here has its own"
 # a field that asks for more than one plain text answer: (does this value ask for it, the 400's message)
-UNSUPPORTED = {"tools": (bool, NO_TOOLS), "functions": (bool, NO_TOOLS),
-               "tool_choice": (lambda v: v != "none", NO_TOOLS),
+UNSUPPORTED = {"functions": (bool, NO_FUNCTIONS),
                "logit_bias": (bool, NO_TOKEN_IDS),
                "modalities": (lambda v: set(v) - {"text"}, "modalities {value} are not supported: answers are text"),
                "audio": (lambda v: v is not None, "audio output is not supported: answers are text")}
@@ -168,28 +167,54 @@ def nesting_depth(value) -> int:
     return deepest
 
 
+def checked_schema(schema: dict | None) -> dict | None:
+    """`schema` if it is a JSON Schema a model can follow, else a ValueError saying where it is not."""
+    if schema is None:
+        return None
+    if nesting_depth(schema) > MAX_SCHEMA_DEPTH:
+        raise ValueError(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(map(str, exc.path)) or "the top"
+        raise ValueError(f"not a JSON Schema: at {where}: {exc.message}") from None
+    return schema
+
+
+JsonSchema = Annotated[dict | None, AfterValidator(checked_schema)]
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # OpenAI's rule for a function's and a schema's name
+
+
+class Function(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(pattern=FUNCTION_NAME, description="OpenAI's rule: 1-64 of a-z, A-Z, 0-9, _ and -")
+    description: str | None = None
+    parameters: JsonSchema = Field(None, description="a JSON Schema of the arguments")
+    strict: StrictBool | None = None
+
+
+class Tool(BaseModel):
+    """One of OpenAI's `tools`: a function the model may call. Only a model whose catalogue entry has
+    `tool_calls: true` gets a request with tools."""
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: Function
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: dict[Literal["name"], str]
+
+
 class JsonSchemaFormat(BaseModel):
     """OpenAI's `response_format.json_schema`: the answer is JSON that follows `schema`."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="OpenAI's rule: 1-64 of a-z, A-Z, 0-9, _ and -")
+    name: str = Field(pattern=FUNCTION_NAME, description="OpenAI's rule: 1-64 of a-z, A-Z, 0-9, _ and -")
     description: str | None = None
-    json_schema: dict | None = Field(None, alias="schema", description="a JSON Schema; none: any JSON object")
+    json_schema: JsonSchema = Field(None, alias="schema", description="a JSON Schema; none: any JSON object")
     strict: StrictBool | None = None
-
-    @field_validator("json_schema")
-    @classmethod
-    def _a_schema(cls, schema: dict | None):
-        if schema is None:
-            return None
-        if nesting_depth(schema) > MAX_SCHEMA_DEPTH:
-            raise ValueError(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels")
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            where = "/".join(map(str, exc.path)) or "the top"
-            raise ValueError(f"not a JSON Schema: at {where}: {exc.message}") from None
-        return schema
 
 
 class ResponseFormat(BaseModel):
@@ -216,7 +241,7 @@ TEXT_PARTS = {"text"}  # images, audio and files would be dropped unseen: the en
 
 class ChatCompletionRequest(Sampling):
     """Fields OpenAI clients send; unknown extra fields are ignored, as OpenAI-compatible servers do. Fields
-    that ask for what these models cannot give (tools, audio) are refused, so that a client
+    that ask for what these models cannot give (audio, logit_bias) are refused, so that a client
     never takes a plain answer for the one it asked for."""
 
     model_config = ConfigDict(extra="ignore")
@@ -228,9 +253,10 @@ class ChatCompletionRequest(Sampling):
     temperature: StrictFloat = Field(0.7, ge=0.0, le=2.0)
     n: StrictInt = Field(1, ge=1, le=1, description="only one choice is supported")
     user: str | None = Field(None, max_length=MAX_ID_CHARS, description="the session id, when no x-session-id")
-    tools: list | None = None
+    tools: list[Tool] | None = Field(None, max_length=128, description="OpenAI's limit")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
     functions: list | None = None
-    tool_choice: str | dict | None = None
     response_format: ResponseFormat | None = None
     logit_bias: dict | None = None
     modalities: list[str] | None = None
@@ -264,6 +290,32 @@ class ChatCompletionRequest(Sampling):
         if self.top_logprobs is not None and not self.logprobs:
             raise only_when_true("top_logprobs", "logprobs")
         return self
+
+    @model_validator(mode="after")
+    def _tool_choice_among_tools(self):
+        if self.tool_choice is not None and not self.tools:
+            raise PydanticCustomError(FIELD_ERROR, "{field}: {why}",
+                                      {"field": "tool_choice", "why": "only allowed when tools are given"})
+        if isinstance(self.tool_choice, NamedToolChoice):
+            name, names = self.tool_choice.function.get("name"), [t.function.name for t in self.tools]
+            if name not in names:
+                raise PydanticCustomError(FIELD_ERROR, "{field}: {why}", {
+                    "field": "tool_choice", "why": f"names function {name!r}, which is not among the tools {names}"})
+        return self
+
+    def needs_tool_calls(self) -> bool:
+        """The model may answer with tool calls: tools are given, and tool_choice is not "none"."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def tool_fields(self) -> dict:
+        """What a tool-calling model gets beyond the plain request (GenerationRequest's tools fields, and the
+        messages as sent, with their tool_calls and tool_call_id); nothing when the request needs no tool calls."""
+        if not self.needs_tool_calls():
+            return {}
+        return {"tools": [t.model_dump(exclude_none=True) for t in self.tools],
+                "tool_choice": self.tool_choice.model_dump() if isinstance(self.tool_choice, NamedToolChoice)
+                else self.tool_choice, "parallel_tool_calls": self.parallel_tool_calls,
+                "messages": [m.model_dump(exclude_none=True) for m in self.messages]}
 
     def asked_logprobs(self) -> int | None:
         """How many alternatives per token the client wants with the answer's token logprobs; None: no logprobs."""
@@ -304,9 +356,12 @@ def legacy_logprobs(entries: list[dict] | None, offset: int = 0) -> dict | None:
 
 
 def chat_completion(model: str, text: str, finish_reason: str, input_tokens: int, output_tokens: int,
-                    router: dict, logprobs: list[dict] | None = None) -> dict:
+                    router: dict, logprobs: list[dict] | None = None, tool_calls: list[dict] | None = None) -> dict:
+    # a message that calls tools has them, and content only where the model also wrote some (OpenAI's null)
+    message = {"role": "assistant", "content": text or None, "tool_calls": tool_calls} if tool_calls else \
+        {"role": "assistant", "content": text}
     return {"id": completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason,
                          "logprobs": chat_logprobs(logprobs)}],
             "usage": {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
                       "total_tokens": input_tokens + output_tokens},

@@ -21,13 +21,15 @@ def sse_events(deltas: AsyncIterator[dict], model: str, text_completion: bool,
         cid = "cmpl-" + cid[9:]
 
     def chunk(text: str | None, finish: str | None, role: bool = False, logprobs: list[dict] | None = None,
-              offset: int = 0) -> str:
+              offset: int = 0, tool_calls: list[dict] | None = None) -> str:
         if text_completion:
             body = {"id": cid, "object": "text_completion", "created": created, "model": model,
                     "choices": [{"index": 0, "text": text or "", "finish_reason": finish,
                                  "logprobs": legacy_logprobs(logprobs, offset)}]}
         else:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+            if tool_calls:  # pieces of the model's tool calls, by index, as the model streamed them
+                delta["tool_calls"] = tool_calls
             body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
                                  "logprobs": chat_logprobs(logprobs)}]}
@@ -40,10 +42,11 @@ def sse_events(deltas: AsyncIterator[dict], model: str, text_completion: bool,
         text = []
         try:
             async for delta in deltas:
-                if delta["text"] or delta.get("logprobs"):
+                if delta["text"] or delta.get("logprobs") or delta.get("tool_calls"):
                     pieces += 1
                     text.append(delta["text"])
-                    yield chunk(delta["text"], None, logprobs=delta.get("logprobs"), offset=length)
+                    yield chunk(delta["text"], None, logprobs=delta.get("logprobs"), offset=length,
+                                tool_calls=delta.get("tool_calls"))
                     length += len(delta["text"])  # where the next piece starts: a legacy logprob's text_offset
                 if delta["finish_reason"]:
                     yield chunk(None, delta["finish_reason"])

@@ -153,6 +153,40 @@ def test_a_json_response_format_is_what_the_model_answers_in(client):
     assert client.chat.completions.create(**ask).choices[0].message.content == plain  # and it keeps serving
 
 
+def test_the_responses_api_answers_as_the_chat_does(client):
+    """OpenAI's Responses API through the official client: the instructions and input are the chat's system and
+    user messages, routed the same way; whole, streamed as typed events, and with a JSON schema."""
+    import openai
+
+    colours = "Name three colours of the rainbow."
+    chat = client.chat.completions.create(model=SMOL, max_tokens=8, temperature=0, messages=[
+        {"role": "system", "content": "Answer in French."}, {"role": "user", "content": colours}])
+    raw = client.responses.with_raw_response.create(model=SMOL, instructions="Answer in French.", input=colours,
+                                                    max_output_tokens=8, temperature=0)
+    answer = raw.parse()
+    assert answer.output_text == chat.choices[0].message.content and raw.headers["x-router-model"] == SMOL
+    assert (answer.status, answer.incomplete_details.reason) == ("incomplete", "max_output_tokens")
+    assert answer.usage.output_tokens == 8 == chat.usage.completion_tokens
+    assert answer.usage.input_tokens == chat.usage.prompt_tokens and answer.model_extra["router"]["answered_by"] == SMOL
+    events = list(client.responses.create(model=SMOL, instructions="Answer in French.", input=colours,
+                                          max_output_tokens=8, temperature=0, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:3] == ["response.created", "response.output_item.added", "response.content_part.added"]
+    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                          "response.incomplete"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == answer.output_text
+    assert events[-1].response.output_text == answer.output_text and events[-1].response.usage.output_tokens == 8
+    routed = client.responses.with_raw_response.create(model="auto", input=CODE, max_output_tokens=8)
+    assert routed.headers["x-router-model"] == CODER and routed.parse().model == CODER
+    cat = client.responses.create(model=SMOL, input="Describe a cat as JSON with its name and age.", temperature=0,
+                                  max_output_tokens=48, text={"format": {"type": "json_schema", "name": "cat",
+                                                                         "schema": CAT}})
+    assert cat.status == "completed" and set(json.loads(cat.output_text)) == {"name", "age"}
+    with pytest.raises(openai.BadRequestError, match="responses are not stored here"):
+        client.responses.create(model=SMOL, input=colours, previous_response_id=answer.id)
+
+
 def test_models_endpoint_lists_auto_its_profiles_and_every_model(client):
     assert {m.id for m in client.models.list().data} == {"auto", "auto:economy", "auto:quality", SMOL, CODER, LARGE}
     assert client.models.retrieve("auto:economy").id == "auto:economy"

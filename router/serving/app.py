@@ -45,6 +45,7 @@ from router.serving.schemas import (FIELD_ERROR, MAX_ID_CHARS, MAX_TOKENS_CAP, C
 from router.service import RouteRequest, RoutingService
 from models.runtime_options import runtime_for
 from router.serving.queueing import is_queue_wait, stamped
+from router.serving.responses import ResponsesRequest, response_events, response_object
 from router.serving.streaming import sse_events
 from router.serving.telemetry import RouterMetrics
 from router.store import URL_ENV, DecisionStore
@@ -410,6 +411,31 @@ class RouterIngress:
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
+        def whole(model: str, result: dict, router_info: dict) -> dict:
+            return chat_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
+                                   result["output_tokens"], router_info, result.get("logprobs"), result.get("tool_calls"))
+
+        def streamed(deltas, model: str, failed, finished):
+            return sse_events(deltas, model, False, failed, finished, body.include_usage())
+
+        return await self._chat(body, request, "chat.completions", whole, streamed)
+
+    @api.post("/v1/responses")
+    async def responses(self, body: ResponsesRequest, request: Request):
+        """OpenAI's Responses API: the instructions and input as one chat, routed and answered as a chat is."""
+        def whole(model: str, result: dict, router_info: dict) -> dict:
+            return response_object(model, body, result["text"], result["finish_reason"], result["input_tokens"],
+                                   result["output_tokens"], router_info)
+
+        def streamed(deltas, model: str, failed, finished):
+            return response_events(deltas, model, body, failed, finished)
+
+        return await self._chat(body.chat, request, "responses", whole, streamed)
+
+    async def _chat(self, body: ChatCompletionRequest, request: Request, endpoint: str, whole, streamed):
+        """A chat's route, answer and record, shared by the endpoints that carry one: `whole(model, result,
+        router_info)` renders a whole answer's body, and `streamed(deltas, model, on_failure, on_finish)` a stream's
+        server-sent events."""
         if (denied := await self._guard(request)) is not None:
             return denied
         decision, error, embedded, shadow = await self._decide(body)
@@ -419,7 +445,7 @@ class RouterIngress:
         if error is not None:
             return error
         session = request.headers.get("x-session-id") or body.user
-        asked = RequestContext(current_request_id(), body.routing_text(), "chat.completions", session, *embedded,
+        asked = RequestContext(current_request_id(), body.routing_text(), endpoint, session, *embedded,
                                shadow=shadow, shadow_version=self._shadow_version(), disclose=self._disclose(request))
         if session:  # the costliest model this conversation has used, on any ingress replica (the store)
             used = await self._session_models(session)
@@ -434,14 +460,12 @@ class RouterIngress:
                       "max_tokens": min(body.output_budget(), policy.limits.max_output_tokens), **body.sampling(),
                       **body.tool_fields()}
         if body.stream:
-            return await self._stream(decision, generation, policy, asked, include_usage=body.include_usage())
+            return await self._stream(decision, generation, policy, asked, streamed)
         answered = await self._complete(decision, generation, policy, asked)
         if isinstance(answered, JSONResponse):
             return answered
         model, result, router_info, headers = answered
-        return JSONResponse(chat_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
-                                            result["output_tokens"], shown_body(router_info, asked.disclose),
-                                            result.get("logprobs"), result.get("tool_calls")),
+        return JSONResponse(whole(model, result, shown_body(router_info, asked.disclose)),
                             headers=shown_headers(headers, asked.disclose))
 
     @api.post("/v1/completions")
@@ -463,8 +487,8 @@ class RouterIngress:
         generation = {"messages": [], "prompt": body.prompt, "logprobs": body.logprobs,
                       "max_tokens": min(body.max_tokens, policy.limits.max_output_tokens), **body.sampling()}
         if body.stream:
-            return await self._stream(decision, generation, policy, asked, text_completion=True,
-                                      include_usage=body.include_usage())
+            return await self._stream(decision, generation, policy, asked, lambda deltas, model, failed, finished:
+                                      sse_events(deltas, model, True, failed, finished, body.include_usage()))
         answered = await self._complete(decision, generation, policy, asked)
         if isinstance(answered, JSONResponse):
             return answered
@@ -683,11 +707,11 @@ class RouterIngress:
                           param="messages", code="context_length_exceeded"), 0
         return None, input_tokens
 
-    async def _stream(self, decision: Decision, generation: dict, policy, asked: RequestContext,
-                      text_completion: bool = False, include_usage: bool = False):
+    async def _stream(self, decision: Decision, generation: dict, policy, asked: RequestContext, events):
         """A streamed answer with the nets of a plain one: the model's timeout_s bounds the wait for its first
         token, and a failure or timeout before it moves on along the same fallback chain. The headers go out once
-        the answering model is known. After the first token a failure ends the stream with an error event."""
+        the answering model is known. After the first token a failure ends the stream with an error event.
+        `events(deltas, model, on_failure, on_finish)` renders the endpoint's server-sent events."""
         async def first_token(model: str):
             deltas = self.handles[model].options(stream=True).stream.remote(
                 stamped(generation, policy.limits.max_queue_wait_s))
@@ -722,9 +746,8 @@ class RouterIngress:
         headers["x-router-model"] = model
         headers["x-router-replica"] = self.replica_id  # which ingress replica answered (sessions, feedback)
         headers = shown_headers(headers, asked.disclose)
-        return _ModelStreamResponse(first, deltas, lambda all_deltas: sse_events(
-            all_deltas, model, text_completion, failed, finished, include_usage),
-            media_type="text/event-stream", headers=headers)
+        return _ModelStreamResponse(first, deltas, lambda all_deltas: events(all_deltas, model, failed, finished),
+                                    media_type="text/event-stream", headers=headers)
 
 
 def build_app(args: dict[str, Any] | None = None):

@@ -1,0 +1,75 @@
+"""The Responses API's shapes, checked against the official openai client's own models (validated, not merely
+parsed): a whole Response, and the typed events of a stream that finishes, is cut short, or fails mid-way."""
+import asyncio
+import json
+
+import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
+
+from router.serving.responses import ResponsesRequest, response_events, response_object
+
+EVENTS = TypeAdapter(ResponseStreamEvent)
+BODY = ResponsesRequest(input="hi", instructions="be brief", max_output_tokens=4)
+
+
+def _delta(text="", finish=None, tokens_in=0, tokens_out=0) -> dict:
+    """A model replica's stream delta (models/backend.py StreamDelta, as the replica sends it)."""
+    return {"text": text, "finish_reason": finish, "input_tokens": tokens_in, "output_tokens": tokens_out}
+
+
+def _events(deltas: list, fail: Exception | None = None) -> tuple[list[dict], list]:
+    calls = []
+
+    async def source():
+        for d in deltas:
+            yield d
+        if fail is not None:
+            raise fail
+
+    async def run():
+        stream = response_events(source(), "smollm2-135m", BODY, lambda exc: calls.append(("failed", exc)),
+                                 lambda *finished: calls.append(("finished", finished)))
+        return [chunk async for chunk in stream]
+
+    out = []
+    for chunk in asyncio.run(run()):
+        kind, data = chunk.strip().split("\n")
+        event = json.loads(data.removeprefix("data: "))
+        assert kind == f"event: {event['type']}"
+        EVENTS.validate_python(event)  # the official client's model of this event type accepts it
+        out.append(event)
+    return out, calls
+
+
+def test_a_whole_answer_is_a_response_the_client_validates():
+    body = response_object("smollm2-135m", BODY, "Hello there", "length", 7, 4, {"answered_by": "smollm2-135m"})
+    response = Response.model_validate(body)
+    assert response.output_text == "Hello there" and response.status == "incomplete"
+    assert response.incomplete_details.reason == "max_output_tokens" and response.usage.total_tokens == 11
+    assert response.instructions == "be brief" and body["router"]["answered_by"] == "smollm2-135m"
+    done = Response.model_validate(response_object("m", BODY, "Hi", "stop", 7, 1, {}))
+    assert (done.status, done.incomplete_details) == ("completed", None)
+
+
+@pytest.mark.parametrize("finish,status", [("stop", "completed"), ("length", "incomplete")])
+def test_a_stream_is_the_apis_typed_events_in_order(finish, status):
+    events, calls = _events([_delta("Hel"), _delta("lo"), _delta(finish=finish), _delta(tokens_in=7, tokens_out=2)])
+    assert [e["type"] for e in events] == [
+        "response.created", "response.output_item.added", "response.content_part.added",
+        "response.output_text.delta", "response.output_text.delta", "response.output_text.done",
+        "response.content_part.done", "response.output_item.done", f"response.{status}"]
+    assert [e["sequence_number"] for e in events] == list(range(9))
+    last = Response.model_validate(events[-1]["response"])
+    assert last.output_text == "Hello" and last.usage.input_tokens == 7 and last.status == status
+    assert events[0]["response"]["id"] == last.id and events[3]["item_id"] == last.output[0].id
+    assert calls == [("finished", (7, 2, "Hello"))]
+
+
+def test_a_failure_mid_stream_ends_with_an_error_and_a_failed_response():
+    events, calls = _events([_delta("Hel")], fail=RuntimeError("replica died"))
+    assert [e["type"] for e in events][-3:] == ["response.output_text.delta", "error", "response.failed"]
+    assert events[-2]["code"] == "model_failed_mid_stream" and "replica died" in events[-2]["message"]
+    failed = Response.model_validate(events[-1]["response"])
+    assert failed.status == "failed" and failed.error.message == events[-2]["message"]
+    assert [kind for kind, _ in calls] == ["failed"]

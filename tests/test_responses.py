@@ -7,7 +7,8 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from router.serving.responses import ResponsesRequest, response_events, response_object
+from router.serving.response_output import response_events, response_object
+from router.serving.responses import ResponsesRequest
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
 BODY = ResponsesRequest(input="hi", instructions="be brief", max_output_tokens=4)
@@ -73,3 +74,51 @@ def test_a_failure_mid_stream_ends_with_an_error_and_a_failed_response():
     failed = Response.model_validate(events[-1]["response"])
     assert failed.status == "failed" and failed.error.message == events[-2]["message"]
     assert [kind for kind, _ in calls] == ["failed"]
+
+
+WEATHER = {"type": "function", "name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+def test_function_calls_and_their_outputs_become_the_chats_tool_messages():
+    body = ResponsesRequest(tools=[WEATHER], tool_choice={"type": "function", "name": "get_weather"}, input=[
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"city": "Paris"}'},
+        {"type": "function_call", "call_id": "c2", "name": "get_weather", "arguments": '{"city": "Rome"}'},
+        {"type": "function_call_output", "call_id": "c1", "output": "18C"},
+        {"type": "function_call_output", "call_id": "c2", "output": "22C"}])
+    chat = body.chat
+    assert chat.needs_tool_calls() and chat.tool_choice.function == {"name": "get_weather"}
+    fields = chat.tool_fields()
+    assert fields["tools"] == [{"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}]
+    assert fields["messages"][1:] == [
+        {"role": "assistant", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+            {"id": "c2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+        {"role": "tool", "tool_call_id": "c2", "content": "22C"}]
+
+
+def test_a_whole_answer_that_calls_a_function_is_a_function_call_item():
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    body = ResponsesRequest(input="Weather in Paris?", tools=[WEATHER])
+    response = Response.model_validate(response_object("hosted", body, "", "tool_calls", 9, 5, {}, [call]))
+    assert [item.type for item in response.output] == ["function_call"] and response.status == "completed"
+    assert (response.output[0].call_id, response.output[0].arguments) == ("c1", '{"city": "Paris"}')
+    assert response.tools[0].name == "get_weather" and response.tool_choice == "auto"
+
+
+def test_streamed_function_calls_are_items_with_their_argument_deltas():
+    pieces = [{"index": 0, "id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": ""}},
+              {"index": 0, "function": {"arguments": '{"city": '}}, {"index": 0, "function": {"arguments": '"Paris"}'}}]
+    deltas = [{**_delta(), "tool_calls": [piece]} for piece in pieces] + [_delta(finish="tool_calls"),
+                                                                          _delta(tokens_in=9, tokens_out=5)]
+    events, calls = _events(deltas)
+    assert [e["type"] for e in events] == [
+        "response.created", "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta", "response.function_call_arguments.done",
+        "response.output_item.done", "response.completed"]
+    assert events[4]["arguments"] == '{"city": "Paris"}' and events[4]["name"] == "get_weather"
+    last = Response.model_validate(events[-1]["response"])
+    assert [(i.type, i.call_id, i.arguments) for i in last.output] == [("function_call", "c1", '{"city": "Paris"}')]
+    assert calls == [("finished", (9, 5, ""))]

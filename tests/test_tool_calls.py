@@ -64,8 +64,8 @@ class _ToolCallingAPI(http.server.BaseHTTPRequestHandler):
         chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
         chunks += [{"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]},
                    {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}}]
-        events = "".join(f"data: {json.dumps({'id': 'c1', 'object': 'chat.completion.chunk', 'created': 0, 'model': 'm', **c})}\n\n"
-                         for c in chunks) + "data: [DONE]\n\n"
+        frame = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        events = "".join(f"data: {json.dumps({**frame, **c})}\n\n" for c in chunks) + "data: [DONE]\n\n"
         self._send("text/event-stream", events.encode())
 
     def _send(self, kind: str, data: bytes):
@@ -175,3 +175,25 @@ def test_tools_with_tool_choice_none_are_a_plain_request_and_a_model_without_too
     assert (error["code"], error["param"]) == ("tool_calls_unsupported", "tools")
     assert error["message"] == f"{TINY} does not make tool calls; the models that do are ['{HOSTED}']"
     assert not _ToolCallingAPI.bodies
+
+
+@pytest.mark.serve
+def test_the_responses_api_routes_function_tools_the_same_way(api):
+    """The Responses API's flat function tools, its function_call items and their outputs, whole and streamed."""
+    tools = [{"type": "function", **WEATHER[0]["function"]}]
+    raw = api.responses.with_raw_response.create(model="auto", input="What is the weather in Paris?", tools=tools)
+    answer, sent = raw.parse(), _ToolCallingAPI.bodies[-1]
+    assert raw.headers["x-router-model"] == HOSTED and sent["tools"] == WEATHER
+    call = answer.output[0]
+    assert [i.type for i in answer.output] == ["function_call"] and (call.name, call.arguments) == \
+        ("get_weather", ARGUMENTS)
+    follow = api.responses.create(model="auto", tools=tools, input=[
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18C and sunny"}])
+    assert follow.output_text == "It says: 18C and sunny"
+    assert _ToolCallingAPI.bodies[-1]["messages"][1]["tool_calls"][0]["id"] == call.call_id
+    events = list(api.responses.create(model="auto", input="What is the weather in Paris?", tools=tools, stream=True))
+    deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    assert "".join(deltas) == ARGUMENTS and len(deltas) == 2
+    assert events[-1].type == "response.completed" and events[-1].response.output[0].arguments == ARGUMENTS

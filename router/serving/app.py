@@ -45,7 +45,8 @@ from router.serving.schemas import (FIELD_ERROR, MAX_ID_CHARS, MAX_TOKENS_CAP, C
 from router.service import RouteRequest, RoutingService
 from models.runtime_options import runtime_for
 from router.serving.queueing import is_queue_wait, stamped
-from router.serving.responses import ResponsesRequest, response_events, response_object
+from router.serving.response_output import response_events, response_object
+from router.serving.responses import ResponsesRequest
 from router.serving.streaming import sse_events
 from router.serving.telemetry import RouterMetrics
 from router.store import URL_ENV, DecisionStore
@@ -425,7 +426,7 @@ class RouterIngress:
         """OpenAI's Responses API: the instructions and input as one chat, routed and answered as a chat is."""
         def whole(model: str, result: dict, router_info: dict) -> dict:
             return response_object(model, body, result["text"], result["finish_reason"], result["input_tokens"],
-                                   result["output_tokens"], router_info)
+                                   result["output_tokens"], router_info, result.get("tool_calls"))
 
         def streamed(deltas, model: str, failed, finished):
             return response_events(deltas, model, body, failed, finished)

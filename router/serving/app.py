@@ -46,7 +46,7 @@ from router.service import RouteRequest, RoutingService
 from models.runtime_options import runtime_for
 from router.serving.queueing import is_queue_wait, stamped
 from router.serving.response_output import response_events, response_object
-from router.serving.responses import ResponsesRequest
+from router.serving.responses import NOT_STORED, ResponsesRequest
 from router.serving.streaming import sse_events
 from router.serving.telemetry import RouterMetrics
 from router.store import URL_ENV, DecisionStore
@@ -432,6 +432,14 @@ class RouterIngress:
             return response_events(deltas, model, body, failed, finished)
 
         return await self._chat(body.chat, request, "responses", whole, streamed)
+
+    @api.api_route("/v1/responses/{response_id:path}", methods=["GET", "DELETE", "POST"])
+    async def stored_response(self, response_id: str, request: Request):
+        """Retrieve, delete, cancel and list input items: each needs a stored response, and none is stored."""
+        if (denied := await self._guard(request)) is not None:
+            return denied
+        return _error(404, f"response {response_id.split('/')[0]!r} is not here: {NOT_STORED}", param="response_id",
+                      code="response_not_found")
 
     async def _chat(self, body: ChatCompletionRequest, request: Request, endpoint: str, whole, streamed):
         """A chat's route, answer and record, shared by the endpoints that carry one: `whole(model, result,

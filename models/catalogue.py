@@ -94,6 +94,8 @@ class ModelEntry(Strict):
     endpoint: RemoteEndpoint | None = Field(None, description="openai: where the model is served")
     tool_calls: bool = Field(False, description="the model answers a chat's `tools` with OpenAI tool calls; a "
                                                 "request with tools goes only to such models")
+    logprobs: bool = Field(True, description="the server returns token logprobs; some hosted models refuse them, "
+                                             "and a policy may not give such a model a cascade floor")
 
     @model_validator(mode="after")
     def _runtime_needs(self):
@@ -101,6 +103,9 @@ class ModelEntry(Strict):
             # measured: the coder GGUFs here answer a tools request with the call as text (no <tool_call> tags)
             raise ValueError(f"model {self.name}: tool_calls is for a remote model (runtime openai); llama.cpp's "
                              "tool-call parsing is not wired in, and the GGUF models measured write calls as text")
+        if not self.logprobs and self.runtime != "openai":
+            raise ValueError(f"model {self.name}: logprobs: false is for a remote model (runtime openai); "
+                             "llama.cpp always returns them")
         if self.runtime == "llamacpp" and (not self.weights or self.endpoint is not None):
             raise ValueError(f"model {self.name}: runtime llamacpp needs weights and no endpoint")
         if self.runtime == "openai" and (self.endpoint is None or self.weights):

@@ -226,6 +226,10 @@ def semantic_problems(data: Any, catalogue: Catalogue) -> list[tuple[tuple, str]
         limit, context = mp.get("max_input_tokens"), catalogue.model(name).context_length
         if isinstance(limit, int) and limit > context:
             problems.append((("models", name, "max_input_tokens"), f"{limit} exceeds the model's context length {context}"))
+        if mp.get("cascade_min_logprob") is not None and not catalogue.model(name).logprobs:
+            # such a server refuses every call that asks for logprobs, so the floor would fail every answer
+            problems.append((("models", name, "cascade_min_logprob"), "this model's server returns no token logprobs "
+                             "(catalogue: logprobs: false), so a cascade floor cannot judge its answers; remove it"))
     fallback = data.get("fallback")
     if isinstance(fallback, str) and models and fallback not in models:
         problems.append((("fallback",), f"{fallback!r} must be one of the policy's models {list(models)}"))

@@ -219,6 +219,27 @@ def test_a_model_the_classifier_does_not_score_joins_the_policy_only_when_named(
     assert fresh.route("Name three colours of the rainbow.", 12, model="hosted").model == "hosted"
 
 
+def test_a_cascade_floor_is_refused_on_a_model_whose_server_returns_no_logprobs(service):
+    from models.catalogue import Catalogue
+    from router.policy import parse_policy
+
+    catalogue = service.catalogue.model_dump(mode="json")
+    hosted = {"name": "hosted", "display_name": "a hosted model", "runtime": "openai", "tasks": ["chat"],
+              "context_length": 8192, "cost_per_1k_input": 0.0025, "cost_per_1k_output": 0.01,
+              "endpoint": {"base_url": "https://api.example.com/v1", "model": "m"}, "logprobs": False}
+    catalogue["models"].append(hosted)
+    data = _policy_data("floor-on-hosted")
+    data["models"]["hosted"] = {"auto_route": False, "cascade_min_logprob": -1.0}
+    with pytest.raises(ConfigError, match=r"models\.hosted\.cascade_min_logprob: this model's server returns no "
+                                          r"token logprobs \(catalogue: logprobs: false\)"):
+        parse_policy(data, "policy", Catalogue.model_validate(catalogue))
+    del data["models"]["hosted"]["cascade_min_logprob"]
+    assert parse_policy(data, "policy", Catalogue.model_validate(catalogue)).models["hosted"].auto_route is False
+    catalogue["models"][0]["logprobs"] = False  # a local llama.cpp model always returns them
+    with pytest.raises(ValueError, match="logprobs: false is for a remote model"):
+        Catalogue.model_validate(catalogue)
+
+
 def test_a_threshold_is_a_probability_and_auto_route_takes_a_model_out(tmp_path):
     bad = write(tmp_path, """\
         fallback: qwen2.5-coder-1.5b

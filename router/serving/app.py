@@ -7,169 +7,58 @@ import asyncio
 import base64
 import contextvars
 import hmac
-import json
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import JSONResponse
 from ray import serve
-from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
-from models.backend import RequestRefused
 
-from router.serving import replica
-from router.serving.budget import EscalationBudget
-from router.serving.describer import AnswerDescriber
-from router.serving.disclosure import OPERATOR_HEADER, may_see_routing, shown_body, shown_headers
+from models.runtime_options import runtime_for
+from models.yaml_source import ConfigError
 from router.decision import (NO_TOOL_CALLS, SUSPECTED_GADGET, Decision, apply_session_floor, blended_cost,
                              fallback_chain, large_model_flags, moderation_needs_large_model, should_escalate,
                              specialist_flags, tool_calling)
 from router.features import Encoder
+from router.policy import DEFAULT_POLICY_PATH, is_auto, load_policy, profile_of
+from router.service import RouteRequest, RoutingService
+from router.serving import replica
+from router.serving.budget import EscalationBudget
+from router.serving.describer import AnswerDescriber
+from router.serving.disclosure import OPERATOR_HEADER, may_see_routing, routing_headers, shown_body, shown_headers
+from router.serving.errors import current_request_id, error_response, install_error_handlers
+from router.serving.fallback import first_answer
 from router.serving.feedback import FeedbackRequest, RequestContext, decision_row
 from router.serving.last_good import LastGoodPolicy
 from router.serving.live import model_calls_of
 from router.serving.model_server import ModelServer
-from router.serving.specialists import EmbeddingSpecialist, ModerationSpecialist
-from router.policy import DEFAULT_POLICY_PATH, is_auto, load_policy, profile_of
-from router.serving.schemas import (FIELD_ERROR, MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
-                            ModerationRequest, chat_completion, completion_id, error_body, model_objects,
-                            moderation_result, text_completion)
-from router.service import RouteRequest, RoutingService
-from models.runtime_options import runtime_for
-from router.serving.queueing import is_queue_wait, stamped
+from router.serving.queueing import stamped
 from router.serving.response_output import response_events, response_object
 from router.serving.responses import NOT_STORED, ResponsesRequest
-from router.serving.streaming import sse_events
+from router.serving.schemas import (MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest,
+                                    EmbeddingRequest, ModerationRequest, chat_completion, completion_id,
+                                    model_objects, moderation_result, text_completion)
+from router.serving.specialists import EmbeddingSpecialist, ModerationSpecialist
+from router.serving.streaming import ModelStreamResponse, sse_events
 from router.serving.telemetry import RouterMetrics
 from router.store import URL_ENV, DecisionStore
-from models.yaml_source import ConfigError
 
 logger = logging.getLogger("ray.serve")
 DECISION_BATCH = 32  # most concurrent decisions that share one encoder call
 SESSION_TTL_S = 3600.0  # a conversation idle longer than this starts again from the cheapest tier
 MODERATION_PROMPT = (Path(__file__).parents[1] / "rubrics" / "moderation.txt").read_text()
 api = FastAPI(title="ensemble-router", version="0.1.0")
+install_error_handlers(api)
 
 
 # a decision that no model answers: its error code and the field at fault (else the input is too long)
 REFUSALS = {SUSPECTED_GADGET: ("suspected_gadget", "messages"), NO_TOOL_CALLS: ("tool_calls_unsupported", "tools")}
-
-
-class Failure(NamedTuple):
-    """One candidate that did not answer: its model, the kind (timeout or error) and the message for clients."""
-    model: str
-    kind: str
-    message: str
-
-
-def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-           code: str | None = None, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=headers)
-
-
-def current_request_id() -> str:
-    """Ray Serve's request id: the client's x-request-id, or one Serve made; Serve returns it on every response."""
-    try:
-        from ray.serve.context import _get_serve_request_context
-
-        return _get_serve_request_context().request_id or "-"
-    except Exception:  # outside a Serve request
-        return "-"
-
-
-@api.exception_handler(RequestValidationError)
-async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    # access and size checks come first: a client without the key learns nothing about the body schema
-    ingress = replica.active()
-    if ingress is not None and (denied := await ingress._guard(request)) is not None:
-        return denied
-    problems, params = [], []
-    for e in exc.errors():
-        loc = list(e["loc"][1:] if e["loc"] and e["loc"][0] == "body" else e["loc"])
-        field = ".".join(str(p) for p in loc)
-        if e["type"] == FIELD_ERROR:  # a check over the whole body, which names the field itself
-            params.append(e["ctx"]["field"])
-            problems.append(e["msg"])
-            continue
-        params.append(field)
-        if not loc and isinstance(e.get("input"), bytes):  # FastAPI parses only a body declared as JSON
-            declared = request.headers.get("content-type")
-            problems.append(f"body: send JSON with content-type: application/json, not "
-                            f"{'content-type: ' + declared if declared else 'without a content-type'}")
-            continue
-        problems.append(f"body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}" if e["type"] == "json_invalid"
-                        else f"{field or 'body'}: {e['msg']}")
-    return _error(400, "; ".join(problems), param=next((p for p in params if p), None))
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """FastAPI's own refusals in OpenAI's error shape: a body it cannot decode, an unknown path, a wrong method."""
-    ingress = replica.active()
-    if ingress is not None and (denied := await ingress._guard(request)) is not None:
-        return denied
-    cause = exc.__cause__
-    if isinstance(cause, UnicodeDecodeError):
-        message = f"body is not valid UTF-8: {cause}"
-    elif cause is not None:  # FastAPI's "error parsing the body", e.g. JSON nested too deeply
-        message = f"body cannot be parsed as JSON: {type(cause).__name__}: {str(cause)[:200]}"
-    else:
-        message = f"{request.method} {request.url.path}: {exc.detail}"
-    return _error(exc.status_code, message, headers=exc.headers)
-
-
-def _header_text(text: str) -> str:
-    """Printable ASCII on one line: a newline in a header value (an exception's message has them) makes the
-    HTTP server drop the connection without a response."""
-    return " ".join(text.encode("ascii", "replace").decode().split())
-
-
-def _headers(decision: Decision, version: str, fallback_reason: str | None = None) -> dict[str, str]:
-    headers = {"x-router-model": decision.model or "", "x-router-rule": decision.rule,
-               "x-router-reason": _header_text(decision.reason),
-               "x-router-task": decision.task, "x-router-policy-version": version,
-               "x-router-scores": json.dumps({k: round(v, 3) for k, v in decision.scores.items()}, separators=(",", ":"))}
-    if decision.profile is not None:
-        headers["x-router-profile"] = decision.profile
-    if decision.ood_distance is not None:
-        headers["x-router-ood"] = f"distance={decision.ood_distance:.4f};threshold={decision.ood_threshold:.4f}"
-    if fallback_reason:
-        headers["x-router-fallback"] = _header_text(fallback_reason)[:300]
-    return headers
-
-
-# Defined above the class on purpose: Serve pickles the class by value when it is decorated, with the globals
-# its methods name that exist at that moment.
-class _ModelStreamResponse(StreamingResponse):
-    """A streamed answer that stops its model's generation when it ends before the model's stream does (the client
-    left): Starlette then cancels the response wherever it waits and leaves the body's generators to the garbage
-    collector, and Serve did not always pass that on to the model's replica (tests/test_serve_safety_nets.py)."""
-
-    def __init__(self, first: dict | None, deltas, render, **kwargs):
-        self.deltas, self.ended = deltas, False
-        super().__init__(render(self._all_deltas(first)), **kwargs)
-
-    async def _all_deltas(self, first: dict | None):
-        if first is not None:
-            yield first
-        async for delta in self.deltas:
-            yield delta
-        self.ended = True
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            if not self.ended:
-                self.deltas.cancel()
 
 
 def _running_replicas() -> dict[str, int] | None:
@@ -180,57 +69,6 @@ def _running_replicas() -> dict[str, int] | None:
     except Exception as exc:
         logger.warning("healthz: no replica states from Serve's controller (%s); asking each model", exc)
         return None
-
-
-def _attempt_timeout(model_timeout: float | None, deadline: float | None) -> float | None:
-    """The tighter of a model's own timeout and the time left before the request's deadline (None: unbounded)."""
-    bounds = [t for t in (model_timeout, None if deadline is None else deadline - time.monotonic()) if t is not None]
-    return min(bounds) if bounds else None
-
-
-async def _first_answer(chain: list[str], policy, call, accept=None):
-    """Try each model of `chain` in turn: `await call(model)`, bounded by the model's timeout_s and by what is
-    left of the policy's limits.max_request_s (a Serve call to a deployment with no replica waits forever). A
-    timeout or a failure moves on to the next model, and so does a result that accept(position, model, result)
-    turns down. Returns (model, result, failures), or an error response: 503 with Retry-After when a model is at
-    capacity, or when none answered (replicas restarting after a fault are the usual cause, so a retry helps)."""
-    failures = []
-    request_s = policy.limits.max_request_s
-    deadline = None if request_s is None else time.monotonic() + request_s
-    for position, model in enumerate(chain):
-        timeout = _attempt_timeout(policy.models[model].timeout_s, deadline)
-        if timeout is not None and timeout <= 0:
-            failures.append(Failure(model, "timeout", f"{model} not tried: the request used its "
-                                                      f"max_request_s ({request_s:g}s)"))
-            break
-        try:
-            result = await asyncio.wait_for(call(model), timeout)
-        except BackPressureError:  # past capacity: tell the client to retry rather than pile onto another model
-            return _error(503, f"{model} is at capacity; retry shortly", "server_error", code="overloaded",
-                          headers={"retry-after": "1"})
-        except asyncio.TimeoutError:
-            own = policy.models[model].timeout_s
-            failures.append(Failure(model, "timeout", f"{model} timed out after {own:g}s" if own == timeout else
-                                    f"{model} timed out: the request used its max_request_s ({request_s:g}s)"))
-        except Exception as exc:
-            if is_queue_wait(exc):  # busy past the policy's bound: a fast 503, as for a full queue
-                bound = policy.limits.max_queue_wait_s or 1
-                return _error(503, f"{model} is busy: the wait for it passed the policy's max_queue_wait_s "
-                                   f"({bound:g}s); retry shortly", "server_error", code="queue_wait_exceeded",
-                              headers={"retry-after": str(max(1, round(bound / 2)))})
-            if isinstance(exc, RequestRefused):  # the model's own words are the client's to read, in full
-                failures.append(Failure(model, "refused", f"{getattr(exc, 'cause', exc)}"))
-            else:
-                failures.append(Failure(model, "error", f"{model} failed: {type(exc).__name__}: {str(exc)[:120]}"))
-        else:
-            if accept is None or accept(position, model, result):
-                return model, result, failures
-            continue
-        logger.warning("request %s: %s", current_request_id(), failures[-1].message)
-    if failures and all(f.kind == "refused" for f in failures):  # a client error: a retry would be refused too
-        return _error(400, "every candidate model refused the request: " + "; ".join(f.message for f in failures))
-    return _error(503, "every candidate model failed: " + "; ".join(f.message for f in failures), "server_error",
-                  code="no_model_answered", headers={"retry-after": "2"})
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, max_queued_requests=256)
@@ -326,16 +164,16 @@ class RouterIngress:
         if key is not None:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
-                return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                return error_response(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                               "authentication_error", code="invalid_api_key")
         length = request.headers.get("content-length")
         size = int(length) if length else len(await request.body())  # a chunked body has no content-length
         if size > live.limits.max_body_bytes:
-            return _error(413, f"request body of {size} bytes exceeds the limit of {live.limits.max_body_bytes}")
+            return error_response(413, f"request body of {size} bytes exceeds the limit of {live.limits.max_body_bytes}")
         for header in ("x-request-id", "x-session-id"):  # both are kept in the store's 200-character columns
             value = request.headers.get(header)
             if value is not None and not 0 < len(value) <= MAX_ID_CHARS:
-                return _error(400, f"{header} must have at least 1 and at most {MAX_ID_CHARS} characters, not "
+                return error_response(400, f"{header} must have at least 1 and at most {MAX_ID_CHARS} characters, not "
                                    f"{len(value)}", param=header)
         return None
 
@@ -366,7 +204,7 @@ class RouterIngress:
             return denied
         objects = model_objects(self.service.live.policy)
         found = next((m for m in objects if m["id"] == model_id), None)
-        return found or _error(404, f"model {model_id!r} does not exist; the models are {[m['id'] for m in objects]}",
+        return found or error_response(404, f"model {model_id!r} does not exist; the models are {[m['id'] for m in objects]}",
                                param="model", code="model_not_found")
 
     @api.get("/v1/policy")
@@ -389,7 +227,7 @@ class RouterIngress:
         policy = self.service.live.policy
         callers = tool_calling(policy, self.service.catalogue) if body.needs_tool_calls() else policy
         return (callers, None) if callers is not None else \
-            (None, _error(400, "no model this policy serves makes tool calls", param="tools",
+            (None, error_response(400, "no model this policy serves makes tool calls", param="tools",
                           code="tool_calls_unsupported"))
 
     @api.post("/v1/route")
@@ -408,7 +246,7 @@ class RouterIngress:
         disclose = self._disclose(request)
         return JSONResponse(shown_body({**decision.as_dict(), "policy_version": self.service.live.policy.version},
                                        disclose),
-                            headers=shown_headers(_headers(decision, self.service.live.policy.version), disclose))
+                            headers=shown_headers(routing_headers(decision, self.service.live.policy.version), disclose))
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
@@ -438,7 +276,7 @@ class RouterIngress:
         """Retrieve, delete, cancel and list input items: each needs a stored response, and none is stored."""
         if (denied := await self._guard(request)) is not None:
             return denied
-        return _error(404, f"response {response_id.split('/')[0]!r} is not here: {NOT_STORED}", param="response_id",
+        return error_response(404, f"response {response_id.split('/')[0]!r} is not here: {NOT_STORED}", param="response_id",
                       code="response_not_found")
 
     async def _chat(self, body: ChatCompletionRequest, request: Request, endpoint: str, whole, streamed):
@@ -529,10 +367,10 @@ class RouterIngress:
                                         body.rating_label(), body.comment, body.metadata)
         except Exception as exc:  # a database outage: say so, and let the client retry the rating later
             logger.error("feedback %s: the decision store failed: %s", body.request_id, exc)
-            return _error(503, f"the decision store is unavailable, so the rating was not kept "
+            return error_response(503, f"the decision store is unavailable, so the rating was not kept "
                                f"({type(exc).__name__}); retry later", type_="server_error", code="store_unavailable")
         if decision is None:
-            return _error(404, f"request id {body.request_id!r} is unknown: no answer with it is in the decision "
+            return error_response(404, f"request id {body.request_id!r} is unknown: no answer with it is in the decision "
                                f"store", param="request_id", code="request_not_found")
         score = body.normalised_score()
         self.metrics.feedback(decision["model"], score)
@@ -546,10 +384,10 @@ class RouterIngress:
             return denied
         name = self.service.catalogue.encoder.name
         if body.model not in ("auto", name):
-            return _error(404, f"model {body.model!r} does not embed; use 'auto' or {name!r}", param="model",
+            return error_response(404, f"model {body.model!r} does not embed; use 'auto' or {name!r}", param="model",
                           code="model_not_found")
         if body.dimensions not in (None, self.service.catalogue.encoder.dimensions):
-            return _error(400, f"{name} makes {self.service.catalogue.encoder.dimensions}-dimensional vectors",
+            return error_response(400, f"{name} makes {self.service.catalogue.encoder.dimensions}-dimensional vectors",
                           param="dimensions")
         result = await asyncio.to_thread(self.embedder.embed, body.texts())
         data = []
@@ -567,7 +405,7 @@ class RouterIngress:
             return denied
         policy, name = self.service.live.policy, self.service.catalogue.moderation.name
         if body.model not in ("auto", name):
-            return _error(404, f"model {body.model!r} does not moderate; use 'auto' or {name!r}", param="model",
+            return error_response(404, f"model {body.model!r} does not moderate; use 'auto' or {name!r}", param="model",
                           code="model_not_found")
         texts = body.texts()
         probabilities = await asyncio.to_thread(self.moderator.probabilities, texts)
@@ -600,7 +438,7 @@ class RouterIngress:
         self._record(asked, decision, model, fallback_reason, tokens_in, tokens_out, cost, cascade, result["text"])
         router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "cascade": cascade,
                        "policy_version": policy.version, "model_latency_s": round(result.get("latency_s", 0.0), 4)}
-        headers = _headers(decision, policy.version, fallback_reason)
+        headers = routing_headers(decision, policy.version, fallback_reason)
         headers["x-router-model"] = model
         headers["x-router-replica"] = self.replica_id  # which ingress replica answered (sessions, feedback)
         if cascade:
@@ -639,7 +477,7 @@ class RouterIngress:
             judged = {**generation, "confidence": policy.models[model].cascade_min_logprob is not None}
             return self.handles[model].generate.remote(stamped(judged, policy.limits.max_queue_wait_s))
 
-        outcome = await _first_answer(chain, policy, attempt, confident)
+        outcome = await first_answer(chain, policy, attempt, confident)
         return outcome if isinstance(outcome, JSONResponse) else (*outcome, cascade)
 
     async def _decide(self, body: ChatCompletionRequest):
@@ -677,7 +515,7 @@ class RouterIngress:
             if decision.model is None:
                 code, param = REFUSALS.get(decision.rule, ("context_length_exceeded", "messages"))
                 self.metrics.refused_request(code)
-                out[i] = (None, _error(400, decision.reason, param=param, code=code), None, None)
+                out[i] = (None, error_response(400, decision.reason, param=param, code=code), None, None)
             else:
                 # stored with its encoder's name: retraining and monitoring read only the router's own encoder's
                 out[i] = (decision, None, (row[:-1], live.encoder.name), shadow)
@@ -689,30 +527,30 @@ class RouterIngress:
             return self.service.route_many([request], live)[0]
         except Exception as exc:
             context.run(lambda: logger.exception("request %s: the routing decision failed", current_request_id()))
-            return _error(500, f"the routing decision failed: {type(exc).__name__}: {str(exc)[:200]}",
+            return error_response(500, f"the routing decision failed: {type(exc).__name__}: {str(exc)[:200]}",
                           "server_error", code="routing_failed")
 
     def _check(self, body: ChatCompletionRequest, live) -> tuple[JSONResponse | None, int]:
         """(an error response, 0) for a request the policy's limits refuse, else (None, its input tokens)."""
         profile, profiles = profile_of(body.model), list(live.policy.profiles)
         if profile is not None and profile not in live.policy.profiles:
-            return _error(404, f"model {body.model!r} does not exist: the policy has no profile {profile!r}; its "
+            return error_response(404, f"model {body.model!r} does not exist: the policy has no profile {profile!r}; its "
                                f"profiles are {profiles}", param="model", code="model_not_found"), 0
         if not is_auto(body.model) and body.model not in live.policy.models:
             choices = ", ".join(repr(name) for name in ["auto", *(f"auto:{p}" for p in profiles)])
-            return _error(404, f"model {body.model!r} does not exist; use {choices} or one of "
+            return error_response(404, f"model {body.model!r} does not exist; use {choices} or one of "
                                f"{list(live.policy.models)}", param="model", code="model_not_found"), 0
         limits = live.policy.limits
         if len(body.messages) > limits.max_messages:
-            return _error(400, f"{len(body.messages)} messages exceed the limit of {limits.max_messages}",
+            return error_response(400, f"{len(body.messages)} messages exceed the limit of {limits.max_messages}",
                           param="messages"), 0
         asked = body.max_completion_tokens or body.max_tokens
         if asked is not None and asked > limits.max_output_tokens:
-            return _error(400, f"max_tokens {asked} exceeds the limit of {limits.max_output_tokens}",
+            return error_response(400, f"max_tokens {asked} exceeds the limit of {limits.max_output_tokens}",
                           param="max_tokens"), 0
         input_tokens = sum(self.service.encoder.count_tokens(m.text()) for m in body.messages)
         if input_tokens > limits.max_input_tokens:
-            return _error(400, f"{input_tokens} input tokens exceed the limit of {limits.max_input_tokens}",
+            return error_response(400, f"{input_tokens} input tokens exceed the limit of {limits.max_input_tokens}",
                           param="messages", code="context_length_exceeded"), 0
         return None, input_tokens
 
@@ -732,7 +570,7 @@ class RouterIngress:
                 deltas.cancel()
                 raise
 
-        outcome = await _first_answer(fallback_chain(decision, policy), policy, first_token)
+        outcome = await first_answer(fallback_chain(decision, policy), policy, first_token)
         if isinstance(outcome, JSONResponse):
             return outcome
         model, (deltas, first), failures = outcome
@@ -751,11 +589,11 @@ class RouterIngress:
                                   [(f.model, f.kind) for f in failures], stream=True)
             self._record(asked, decision, model, fallback_reason, tokens_in, tokens_out, cost, None, text)
 
-        headers = _headers(decision, policy.version, fallback_reason)
+        headers = routing_headers(decision, policy.version, fallback_reason)
         headers["x-router-model"] = model
         headers["x-router-replica"] = self.replica_id  # which ingress replica answered (sessions, feedback)
         headers = shown_headers(headers, asked.disclose)
-        return _ModelStreamResponse(first, deltas, lambda all_deltas: events(all_deltas, model, failed, finished),
+        return ModelStreamResponse(first, deltas, lambda all_deltas: events(all_deltas, model, failed, finished),
                                     media_type="text/event-stream", headers=headers)
 
 

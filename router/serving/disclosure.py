@@ -5,6 +5,7 @@ a steering prefix easy ("Rerouting LLM Routers", Shafran et al., 2025), so an op
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
 from pathlib import Path
@@ -43,3 +44,24 @@ def shown_headers(headers: dict[str, str], disclose: bool) -> dict[str, str]:
 
 def shown_body(info: dict, disclose: bool) -> dict:
     return info if disclose else {k: v for k, v in info.items() if k not in WITHHELD_FIELDS}
+
+
+def header_text(text: str) -> str:
+    """Printable ASCII on one line: a newline in a header value (an exception's message has them) makes the
+    HTTP server drop the connection without a response."""
+    return " ".join(text.encode("ascii", "replace").decode().split())
+
+
+def routing_headers(decision, version: str, fallback_reason: str | None = None) -> dict[str, str]:
+    """A decision's x-router-* headers, all of them: `shown_headers` then drops what this client may not see."""
+    headers = {"x-router-model": decision.model or "", "x-router-rule": decision.rule,
+               "x-router-reason": header_text(decision.reason),
+               "x-router-task": decision.task, "x-router-policy-version": version,
+               "x-router-scores": json.dumps({k: round(v, 3) for k, v in decision.scores.items()}, separators=(",", ":"))}
+    if decision.profile is not None:
+        headers["x-router-profile"] = decision.profile
+    if decision.ood_distance is not None:
+        headers["x-router-ood"] = f"distance={decision.ood_distance:.4f};threshold={decision.ood_threshold:.4f}"
+    if fallback_reason:
+        headers["x-router-fallback"] = header_text(fallback_reason)[:300]
+    return headers

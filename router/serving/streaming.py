@@ -7,6 +7,8 @@ import json
 import time
 from typing import AsyncIterator, Callable
 
+from fastapi.responses import StreamingResponse
+
 from router.serving.schemas import chat_logprobs, completion_id, error_body, legacy_logprobs
 
 
@@ -66,3 +68,27 @@ def sse_events(deltas: AsyncIterator[dict], model: str, text_completion: bool,
         yield "data: [DONE]\n\n"
 
     return events()
+
+
+class ModelStreamResponse(StreamingResponse):
+    """A streamed answer that stops its model's generation when it ends before the model's stream does (the client
+    left): Starlette then cancels the response wherever it waits and leaves the body's generators to the garbage
+    collector, and Serve did not always pass that on to the model's replica (tests/test_serve_safety_nets.py)."""
+
+    def __init__(self, first: dict | None, deltas, render, **kwargs):
+        self.deltas, self.ended = deltas, False
+        super().__init__(render(self._all_deltas(first)), **kwargs)
+
+    async def _all_deltas(self, first: dict | None):
+        if first is not None:
+            yield first
+        async for delta in self.deltas:
+            yield delta
+        self.ended = True
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self.ended:
+                self.deltas.cancel()

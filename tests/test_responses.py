@@ -4,13 +4,14 @@ import asyncio
 import json
 
 import pytest
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from router.serving.response_output import response_events, response_object
+from router.serving.response_output import input_item_objects, listed_items, response_events, response_object
 from router.serving.responses import ResponsesRequest
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
+ITEM = TypeAdapter(ResponseItem)
 BODY = ResponsesRequest(input="hi", instructions="be brief", max_output_tokens=4)
 
 
@@ -122,3 +123,50 @@ def test_streamed_function_calls_are_items_with_their_argument_deltas():
     last = Response.model_validate(events[-1]["response"])
     assert [(i.type, i.call_id, i.arguments) for i in last.output] == [("function_call", "c1", '{"city": "Paris"}')]
     assert calls == [("finished", (9, 5, ""))]
+
+
+def test_a_continued_response_puts_the_stored_conversation_first_without_its_instructions():
+    first = ResponsesRequest(input="Name a colour.", instructions="Answer in French.")
+    answer = response_object("m", first, "Rouge", "stop", 5, 1, {})
+    history = first.conversation_after(answer["output"])
+    assert history == [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Rouge"}]
+    follow = ResponsesRequest(input="And another?", instructions="Be brief.", previous_response_id=answer["id"])
+    follow.continue_from(history)
+    assert [(m.role, m.content) for m in follow.chat.messages] == [
+        ("system", "Be brief."), ("user", "Name a colour."), ("assistant", "Rouge"), ("user", "And another?")]
+    assert follow.conversation_after([])[:3] == [*history, {"role": "user", "content": "And another?"}]
+    with pytest.raises(ValueError, match="at most 256 items"):
+        follow.continue_from(history * 200)
+
+
+def test_a_stored_function_call_is_continued_by_its_output():
+    body = ResponsesRequest(input="Weather in Paris?", tools=[{"type": "function", "name": "get_weather"}])
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    answer = response_object("hosted", body, "", "tool_calls", 9, 5, {}, [call])
+    history = body.conversation_after(answer["output"])
+    assert history[-1] == {"role": "assistant", "content": None, "tool_calls": [call]}
+    follow = ResponsesRequest(input=[{"type": "function_call_output", "call_id": "c1", "output": "18C"}],
+                              tools=[{"type": "function", "name": "get_weather"}], previous_response_id=answer["id"])
+    follow.continue_from(history)
+    assert [m.role for m in follow.chat.messages] == ["user", "assistant", "tool"]
+    assert follow.chat.messages[1].model_extra["tool_calls"] == [call]
+    with pytest.raises(ValueError, match="at least one message must have role 'user'"):  # nothing to continue
+        ResponsesRequest(input=[{"type": "function_call_output", "call_id": "c1", "output": "18C"}])
+
+
+def test_input_items_are_listed_as_the_client_validates_them():
+    body = ResponsesRequest(input=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                                   {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                                   {"type": "function_call_output", "call_id": "c1", "output": "42"}])
+    items = input_item_objects(body)
+    parsed = [ITEM.validate_python(item) for item in items]  # the official client's model of each item
+    assert [item.type for item in parsed] == ["message", "message", "function_call", "function_call_output"]
+    assert parsed[0].content[0].text == "hi" and parsed[1].content[0].type == "output_text"
+    newest = listed_items(items, "desc", 2, None)
+    assert [i["type"] for i in newest["data"]] == ["function_call_output", "function_call"] and newest["has_more"]
+    rest = listed_items(items, "desc", 2, newest["last_id"])
+    assert [i["id"] for i in rest["data"]] == [items[1]["id"], items[0]["id"]] and not rest["has_more"]
+    assert listed_items(items, "asc", 20, None)["first_id"] == items[0]["id"]
+    with pytest.raises(ValueError, match="is not an input item of this response"):
+        listed_items(items, "asc", 20, "msg_other")
+

@@ -183,8 +183,41 @@ def test_the_responses_api_answers_as_the_chat_does(client):
                                   max_output_tokens=48, text={"format": {"type": "json_schema", "name": "cat",
                                                                          "schema": CAT}})
     assert cat.status == "completed" and set(json.loads(cat.output_text)) == {"name", "age"}
-    with pytest.raises(openai.BadRequestError, match="responses are not stored here"):
-        client.responses.create(model=SMOL, input=colours, previous_response_id=answer.id)
+
+
+def test_a_stored_response_is_retrieved_continued_and_deleted(client):
+    """A response is kept (OpenAI's default): retrieved, its input items listed, continued by previous_response_id
+    as the whole conversation would be by the chat (without the earlier instructions), and deleted; with
+    store: false, or after the delete, it is not found."""
+    import openai
+
+    colours, again = "Name three colours of the rainbow.", "Name one more."
+    first = client.responses.create(model=SMOL, instructions="Answer in French.", input=colours,
+                                    max_output_tokens=12, temperature=0)
+    assert first.store is True and client.responses.retrieve(first.id).output_text == first.output_text
+    assert [item.content[0].text for item in client.responses.input_items.list(first.id).data] == [colours]
+    follow = client.responses.create(model=SMOL, input=again, previous_response_id=first.id, max_output_tokens=12,
+                                     temperature=0)
+    chat = client.chat.completions.create(model=SMOL, max_tokens=12, temperature=0, messages=[
+        {"role": "user", "content": colours}, {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": again}])
+    assert follow.output_text == chat.choices[0].message.content
+    assert follow.usage.input_tokens == chat.usage.prompt_tokens
+    events = list(client.responses.create(model=SMOL, input=again, previous_response_id=follow.id,
+                                          max_output_tokens=4, temperature=0, stream=True))
+    assert events[-1].response.store is True
+    assert client.responses.retrieve(events[-1].response.id).output_text == events[-1].response.output_text
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError, match="is not stored here"):
+        client.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError, match="is not stored here") as gone:
+        client.responses.create(model=SMOL, input=again, previous_response_id=first.id)
+    assert gone.value.body["param"] == "previous_response_id"
+    unkept = client.responses.create(model=SMOL, input=colours, max_output_tokens=4, store=False)
+    assert unkept.store is False
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unkept.id)
+    assert client.responses.retrieve(follow.id).id == follow.id  # the chain's later links stay
 
 
 def test_models_endpoint_lists_auto_its_profiles_and_every_model(client):

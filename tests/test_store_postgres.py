@@ -170,6 +170,28 @@ def test_prune_deletes_old_decisions_and_their_feedback(store):
         store.prune(0)
 
 
+def test_stored_responses_round_trip_and_are_pruned(store):
+    from router.serving.response_output import input_item_objects, response_object
+    from router.serving.responses import ResponsesRequest
+    from router.store.responses import ResponseStore
+
+    kept, body = ResponseStore(store.engine), ResponsesRequest(input="hi \x00 there", instructions="be brief")
+    answer = response_object("m", body, "nul \x00 here", "stop", 5, 3, {"answered_by": "m"})
+    kept.keep(answer, input_item_objects(body), body.conversation_after(answer["output"]))
+    found = kept.get(answer["id"])
+    assert found["response"]["output"][0]["content"][0]["text"] == "nul \ufffd here"  # PostgreSQL takes no NUL
+    assert found["conversation"] == [{"role": "user", "content": "hi \ufffd there"},
+                                     {"role": "assistant", "content": "nul \ufffd here"}]
+    assert found["input_items"][0]["content"][0]["text"] == "hi \ufffd there" and kept.get("resp_none\x00") is None
+    assert kept.delete(answer["id"]) and kept.get(answer["id"]) is None and not kept.delete(answer["id"])
+    kept.keep(answer, [], [])
+    assert kept.prune(1) == 0 and kept.get(answer["id"]) is not None
+    time.sleep(0.01)
+    assert kept.prune(1e-9) == 1 and kept.get(answer["id"]) is None  # older than about 86 microseconds
+    with pytest.raises(ValueError, match="must be more than 0"):
+        kept.prune(0)
+
+
 def test_rows_with_different_keys_share_a_batch(store):
     store.record(row("plain"))  # the batch's first row lacks keys that later rows have, and the other way round
     store.record(row("with-session", session_id="conv", prompt_text="hello"))

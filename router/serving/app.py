@@ -12,10 +12,10 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -39,7 +39,8 @@ from router.serving.last_good import LastGoodPolicy
 from router.serving.live import model_calls_of
 from router.serving.model_server import ModelServer
 from router.serving.queueing import stamped
-from router.serving.response_output import response_events, response_object
+from router.serving.response_output import (input_item_objects, listed_items, response_events,
+                                            response_object)
 from router.serving.responses import NOT_STORED, ResponsesRequest
 from router.serving.schemas import (MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest,
                                     EmbeddingRequest, ModerationRequest, chat_completion, completion_id,
@@ -48,6 +49,7 @@ from router.serving.specialists import EmbeddingSpecialist, ModerationSpecialist
 from router.serving.streaming import ModelStreamResponse, sse_events
 from router.serving.telemetry import RouterMetrics
 from router.store import URL_ENV, DecisionStore
+from router.store.responses import ResponseStore
 
 logger = logging.getLogger("ray.serve")
 DECISION_BATCH = 32  # most concurrent decisions that share one encoder call
@@ -76,7 +78,7 @@ def _running_replicas() -> dict[str, int] | None:
 class RouterIngress:
     def __init__(self, model_handles: dict[str, DeploymentHandle], encoder_threads: int = 2,
                  store_url: str | None = None, store_text: bool = False, record_decisions: bool = True,
-                 model_calls: str = "grpc"):
+                 model_calls: str = "grpc", store_responses: bool = True):
         # "grpc": calls to the models go over Serve's inter-deployment gRPC, not Ray actor calls, which cost each
         # answer's request path more (bench/model_transport.md); Serve's throughput mode does the same
         self.handles = {name: handle.options(_by_reference=model_calls == "actor")
@@ -86,6 +88,8 @@ class RouterIngress:
         self.store = DecisionStore(os.environ.get(URL_ENV) or store_url)
         self.store_text = store_text  # prompts and answers can hold personal data: off unless asked for
         self.record_decisions = record_decisions  # off only to measure what logging costs (make bench)
+        # Responses API answers, for retrieval and previous_response_id: OpenAI's default, unless a request says no
+        self.kept_responses = ResponseStore(self.store.engine) if store_responses else None
         # each answer's embedding and toxicity, after it is sent, in batches on a lowest-priority thread
         self.describer = AnswerDescriber(lambda: self.embedder.encoder, self.moderator.probabilities,
                                          self.store.record)
@@ -261,28 +265,87 @@ class RouterIngress:
 
     @api.post("/v1/responses")
     async def responses(self, body: ResponsesRequest, request: Request):
-        """OpenAI's Responses API: the instructions and input as one chat, routed and answered as a chat is."""
+        """OpenAI's Responses API: the instructions and input as one chat, after the conversation of the stored
+        response that previous_response_id names, routed and answered as a chat is; kept unless store is false."""
+        if body.previous_response_id is not None:
+            if (denied := await self._guard(request)) is not None:
+                return denied
+            stored = await self._stored_response(body.previous_response_id)
+            if isinstance(stored, JSONResponse):
+                return stored
+            try:
+                body.continue_from(stored["conversation"])
+            except ValueError as exc:
+                return error_response(400, f"previous_response_id {body.previous_response_id!r}: its conversation "
+                                           f"and this input together: {exc}", param="previous_response_id")
+
+        async def kept(response: dict) -> dict:
+            if self.kept_responses is None or body.store is False:
+                return response
+            response = {**response, "store": True}
+            try:
+                await asyncio.to_thread(self.kept_responses.keep, response, input_item_objects(body),
+                                        body.conversation_after(response["output"]))
+            except Exception as exc:  # the answer still goes out, marked as not stored
+                logger.error("request %s: response %s not stored: %s", current_request_id(), response["id"], exc)
+                return {**response, "store": False}
+            return response
+
         def whole(model: str, result: dict, router_info: dict) -> dict:
             return response_object(model, body, result["text"], result["finish_reason"], result["input_tokens"],
                                    result["output_tokens"], router_info, result.get("tool_calls"))
 
         def streamed(deltas, model: str, failed, finished):
-            return response_events(deltas, model, body, failed, finished)
+            return response_events(deltas, model, body, failed, finished, kept)
 
-        return await self._chat(body.chat, request, "responses", whole, streamed)
+        return await self._chat(body.chat, request, "responses", whole, streamed, kept)
 
     @api.api_route("/v1/responses/{response_id:path}", methods=["GET", "DELETE", "POST"])
-    async def stored_response(self, response_id: str, request: Request):
-        """Retrieve, delete, cancel and list input items: each needs a stored response, and none is stored."""
+    async def stored_response(self, response_id: str, request: Request, order: Literal["asc", "desc"] = "desc",
+                              limit: int = Query(20, ge=1, le=100), after: str | None = None):
+        """A stored response: retrieve it (GET), delete it (DELETE) or list its input items (GET .../input_items).
+        Cancelling (POST .../cancel) is for background responses, which this router does not make."""
         if (denied := await self._guard(request)) is not None:
             return denied
-        return error_response(404, f"response {response_id.split('/')[0]!r} is not here: {NOT_STORED}", param="response_id",
-                      code="response_not_found")
+        response_id, _, part = response_id.partition("/")
+        if (request.method, part) not in {("GET", ""), ("DELETE", ""), ("GET", "input_items"), ("POST", "cancel")}:
+            return error_response(404, f"{request.method} {request.url.path}: no such operation on a response")
+        stored = await self._stored_response(response_id, "response_id")
+        if isinstance(stored, JSONResponse):
+            return stored
+        if part == "cancel":
+            return error_response(400, f"response {response_id!r} is complete: only a background response can be "
+                                       "cancelled", param="response_id")
+        if request.method == "DELETE":
+            await asyncio.to_thread(self.kept_responses.delete, response_id)
+            return {"id": response_id, "object": "response", "deleted": True}
+        if part == "input_items":
+            try:
+                return listed_items(stored["input_items"], order, limit, after)
+            except ValueError as exc:
+                return error_response(400, str(exc), param="after")
+        response = stored["response"]
+        if "router" in response:  # what this client may see of the routing, not what its first client saw
+            response["router"] = shown_body(response["router"], self._disclose(request))
+        return response
 
-    async def _chat(self, body: ChatCompletionRequest, request: Request, endpoint: str, whole, streamed):
+    async def _stored_response(self, response_id: str, param: str = "previous_response_id"):
+        """A stored response's row, or a 404 naming `param` (503 while the store cannot be read)."""
+        try:
+            stored = None if self.kept_responses is None else await asyncio.to_thread(self.kept_responses.get, response_id)
+        except Exception as exc:
+            logger.error("request %s: stored responses unreadable: %s", current_request_id(), exc)
+            return error_response(503, f"stored responses cannot be read now ({type(exc).__name__}); retry later",
+                                  "server_error", code="store_unavailable", headers={"retry-after": "2"})
+        if stored is None:
+            return error_response(404, f"response {response_id!r} {NOT_STORED}", param=param,
+                                  code="response_not_found")
+        return stored
+
+    async def _chat(self, body: ChatCompletionRequest, request: Request, endpoint: str, whole, streamed, kept=None):
         """A chat's route, answer and record, shared by the endpoints that carry one: `whole(model, result,
-        router_info)` renders a whole answer's body, and `streamed(deltas, model, on_failure, on_finish)` a stream's
-        server-sent events."""
+        router_info)` renders a whole answer's body, `streamed(deltas, model, on_failure, on_finish)` a stream's
+        server-sent events, and `await kept(body)` (when given) stores a whole answer's body before it goes out."""
         if (denied := await self._guard(request)) is not None:
             return denied
         decision, error, embedded, shadow = await self._decide(body)
@@ -312,8 +375,8 @@ class RouterIngress:
         if isinstance(answered, JSONResponse):
             return answered
         model, result, router_info, headers = answered
-        return JSONResponse(whole(model, result, shown_body(router_info, asked.disclose)),
-                            headers=shown_headers(headers, asked.disclose))
+        payload = whole(model, result, shown_body(router_info, asked.disclose))
+        return JSONResponse(await kept(payload) if kept else payload, headers=shown_headers(headers, asked.disclose))
 
     @api.post("/v1/completions")
     async def completions(self, body: CompletionRequest, request: Request):
@@ -619,4 +682,4 @@ def build_app(args: dict[str, Any] | None = None):
     ingress = RouterIngress.options(user_config={"policy": policy.model_dump(mode="json", exclude_defaults=False)})
     return ingress.bind(handles, int(args.get("encoder_threads", 2)), args.get("store_url"),
                         bool(args.get("store_text", False)), bool(args.get("record_decisions", True)),
-                        model_calls)
+                        model_calls, bool(args.get("store_responses", True)))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
-from router.serving.responses import ResponsesRequest
+from router.serving.responses import FunctionCallItem, InputMessage, ResponsesRequest
 
 
 def _new_id(prefix: str) -> str:
@@ -67,13 +67,31 @@ def response_object(model: str, body: ResponsesRequest, text: str, finish_reason
             "router": router}
 
 
+def input_item_objects(body: ResponsesRequest) -> list[dict]:
+    """This request's input as the Responses API lists it (GET /v1/responses/{id}/input_items), each with an id."""
+    out = []
+    for item in body.input_items():
+        if isinstance(item, InputMessage):
+            part = _text_part(item.text()) if item.role == "assistant" else {"type": "input_text", "text": item.text()}
+            out.append({"type": "message", "id": _new_id("msg_"), "status": "completed", "role": item.role,
+                        "content": [part]})
+        elif isinstance(item, FunctionCallItem):
+            out.append(_function_call(_new_id("fc_"), item.call_id, item.name, item.arguments, "completed"))
+        else:
+            out.append({"type": "function_call_output", "id": _new_id("fco_"), "call_id": item.call_id,
+                        "output": item.output, "status": "completed"})
+    return out
+
+
 def response_events(deltas: AsyncIterator[dict], model: str, body: ResponsesRequest,
                     on_failure: Callable[[Exception], None],
-                    on_finish: Callable[[int, int, str], None]) -> AsyncIterator[str]:
+                    on_finish: Callable[[int, int, str], None],
+                    on_complete: Callable[[dict], Awaitable[dict]] | None = None) -> AsyncIterator[str]:
     """A streamed answer as the Responses API's typed events: created; the message, added at its first text, with
     a delta per piece; each function call, added at its first piece, with a delta per piece of its arguments;
     then each item done and the response completed (or incomplete). A failure mid-stream sends an `error` event
-    and `response.failed`, never a hung connection. on_failure and on_finish as sse_events's."""
+    and `response.failed`, never a hung connection. on_failure and on_finish as sse_events's; on_complete(response)
+    (stores it) gives the Response that the last event carries."""
     response_id, sequence = _new_id("resp_"), iter(range(1 << 30))
 
     def event(kind: str, **fields) -> str:
@@ -151,7 +169,22 @@ def response_events(deltas: AsyncIterator[dict], model: str, body: ResponsesRequ
                         output_index=call["output_index"], name=call["name"], arguments=arguments)
             yield event("response.output_item.done", output_index=call["output_index"],
                         item=_function_call(call["id"], call["call_id"], call["name"], arguments, status))
-        yield event(f"response.{status}", response=_response(response_id, model, body, items(status), status,
-                                                               _usage(tokens_in, tokens_out or len(text)), cut))
+        final = _response(response_id, model, body, items(status), status, _usage(tokens_in, tokens_out or len(text)),
+                          cut)
+        yield event(f"response.{status}", response=await on_complete(final) if on_complete else final)
 
     return events()
+
+
+def listed_items(items: list[dict], order: str, limit: int, after: str | None) -> dict:
+    """One page of a stored response's input items, as OpenAI lists them (newest first unless order is asc).
+    ValueError: `after` is no item of this response."""
+    ordered = items if order == "asc" else items[::-1]
+    if after is not None:
+        ids = [item["id"] for item in ordered]
+        if after not in ids:
+            raise ValueError(f"after: {after!r} is not an input item of this response")
+        ordered = ordered[ids.index(after) + 1:]
+    page = ordered[:limit]
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": len(ordered) > limit}

@@ -1,6 +1,7 @@
 """OpenAI's Responses API (POST /v1/responses) over the chat route: the request's instructions and input become one
 chat conversation (function calls and their outputs included), routed and answered as a chat is; the answer goes
-back as a Response (router/serving/response_output.py). Nothing is stored, so a response cannot be continued by id."""
+back as a Response (router/serving/response_output.py). A stored response (router/store/responses.py) is continued
+by `previous_response_id`: its conversation comes first, as OpenAI's does, without its instructions."""
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -13,9 +14,11 @@ from router.serving.schemas import (FIELD_ERROR, MAX_ID_CHARS, MAX_MESSAGES, MAX
                                     FUNCTION_NAME, ContentPart, JsonBody, JsonSchema, refuse_unsupported)
 
 TEXT_PARTS = {"input_text", "output_text"}  # what a message item's content list may hold: the models read text
-NOT_STORED = "responses are not stored here, so none can be continued: send the whole conversation in input"
-UNSUPPORTED = {"previous_response_id": (bool, NOT_STORED), "conversation": (bool, NOT_STORED),
-               "background": (bool, "background responses are not supported: nothing is stored to poll")}
+NOT_STORED = ("is not stored here: it was made with store: false, deleted, pruned, or answered while this "
+              "deployment kept no responses (store_responses: false)")
+UNSUPPORTED = {"conversation": (bool, "conversations are not supported: continue a response with "
+                                      "previous_response_id, or send the whole conversation in input"),
+               "background": (bool, "background responses are not supported: answer in the foreground, or stream")}
 
 
 class InputMessage(BaseModel):
@@ -116,8 +119,8 @@ class ResponsesRequest(JsonBody):
     stream: StrictBool = False
     user: str | None = Field(None, max_length=MAX_ID_CHARS)
     text: TextConfig | None = None
-    store: StrictBool | None = None  # accepted and ignored: nothing is stored (NOT_STORED)
-    previous_response_id: str | None = None
+    store: StrictBool | None = None  # OpenAI's default: kept, unless false (or the deployment keeps none)
+    previous_response_id: str | None = Field(None, min_length=1, max_length=64)
     conversation: str | dict | None = None
     tools: list[FunctionTool] | None = Field(None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
@@ -125,6 +128,7 @@ class ResponsesRequest(JsonBody):
     background: StrictBool | None = None
 
     _chat: ChatCompletionRequest | None = PrivateAttr(None)
+    _turns: list[dict] = PrivateAttr(default_factory=list)  # the conversation without the instructions
 
     @field_validator(*UNSUPPORTED)
     @classmethod
@@ -134,8 +138,11 @@ class ResponsesRequest(JsonBody):
     @model_validator(mode="after")
     def _a_chat(self):
         """What the chat refuses is this body's input's fault, named so."""
+        # a continuation's input may be only a function's output: checked after a stand-in for the stored turns,
+        # which continue_from puts in their place
+        stand_in = [{"role": "user", "content": "(earlier turns)"}] if self.previous_response_id is not None else []
         try:
-            self._chat = self._as_chat()
+            self._chat = self._as_chat(stand_in)
         except ValidationError as exc:
             raise PydanticCustomError(FIELD_ERROR, "{field}: {why}", {"field": "input", "why": "; ".join(
                 e["msg"].removeprefix("Value error, ") for e in exc.errors())}) from None
@@ -147,27 +154,51 @@ class ResponsesRequest(JsonBody):
     def chat(self) -> ChatCompletionRequest:
         return self._chat
 
-    def _as_chat(self) -> ChatCompletionRequest:
-        """The same request as a chat: the instructions as its system message, then the input's items as messages
-        (consecutive function calls as one assistant message's tool_calls, an output as a tool message)."""
-        items = [InputMessage(role="user", content=self.input)] if isinstance(self.input, str) else self.input
-        messages = [{"role": "system", "content": self.instructions}] if self.instructions else []
-        for item in items:
+    def continue_from(self, history: list[dict]) -> None:
+        """Put a stored response's conversation before this input (previous_response_id). ValueError: the two
+        together are not a chat this router takes (too many messages, say)."""
+        try:
+            self._chat = self._as_chat(history)
+        except ValidationError as exc:
+            raise ValueError("; ".join(e["msg"] for e in exc.errors())) from None
+
+    def conversation_after(self, output: list[dict]) -> list[dict]:
+        """What a later response continues: this chat's messages without the instructions, then the output's."""
+        calls = [{"id": item["call_id"], "type": "function",
+                  "function": {"name": item["name"], "arguments": item["arguments"]}}
+                 for item in output if item["type"] == "function_call"]
+        text = "".join(part["text"] for item in output if item["type"] == "message" for part in item["content"])
+        answer = {"role": "assistant", "content": text or None, **({"tool_calls": calls} if calls else {})}
+        return [*self._turns, answer if calls or text else {"role": "assistant", "content": ""}]
+
+    def input_items(self) -> list[InputMessage | FunctionCallItem | FunctionCallOutputItem]:
+        return [InputMessage(role="user", content=self.input)] if isinstance(self.input, str) else list(self.input)
+
+    def _as_chat(self, history: list[dict] = ()) -> ChatCompletionRequest:
+        """The same request as a chat: the instructions as its system message, a stored conversation's messages
+        (previous_response_id), then the input's items as messages (consecutive function calls as one assistant
+        message's tool_calls, an output as a tool message)."""
+        messages = [dict(m) for m in history]
+        for item in self.input_items():
             if isinstance(item, FunctionCallItem):
                 call = {"id": item.call_id, "type": "function",
                         "function": {"name": item.name, "arguments": item.arguments}}
-                if not (messages and messages[-1].get("tool_calls")):
+                if not (len(messages) > len(history) and messages[-1].get("tool_calls")):  # not into stored turns
                     messages.append({"role": "assistant", "content": None, "tool_calls": []})
                 messages[-1]["tool_calls"].append(call)
             elif isinstance(item, FunctionCallOutputItem):
                 messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.output})
             else:
                 messages.append({"role": item.role, "content": item.text()})
+        turns = messages
+        messages = [{"role": "system", "content": self.instructions}, *messages] if self.instructions else messages
         fmt, choice = self.text.format if self.text else None, self.tool_choice
-        return ChatCompletionRequest(
+        chat = ChatCompletionRequest(
             model=self.model, messages=messages, max_completion_tokens=self.max_output_tokens,
             temperature=self.temperature, top_p=self.top_p, stream=self.stream, user=self.user,
             response_format=fmt.as_response_format() if fmt else None,
             tools=[t.as_chat_tool() for t in self.tools] if self.tools else None,
             tool_choice={"type": "function", "function": {"name": choice.name}} if isinstance(choice, NamedFunction)
             else choice, parallel_tool_calls=self.parallel_tool_calls)
+        self._turns = turns
+        return chat

@@ -49,3 +49,12 @@ feedback = Table(
     Column("comment", Text),
     Column("extra", JSON),                                    # the client's metadata object
 )
+
+responses = Table(
+    "responses", metadata,                                    # stored Responses API answers (0005)
+    Column("response_id", String(64), primary_key=True),
+    Column("at", Float, nullable=False, index=True),
+    Column("response", JSON, nullable=False),                 # the Response as its client got it
+    Column("input_items", JSON, nullable=False),              # the request's input, as input_items lists it
+    Column("conversation", JSON, nullable=False),             # chat messages so far, without the instructions
+)

@@ -1,0 +1,28 @@
+"""Stored Responses (POST /v1/responses with store on): the Response as the client got it, its input items, and
+the conversation so far as chat messages, which a later request continues with previous_response_id.
+
+Revision ID: 0005
+Revises: 0004
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "responses",
+        sa.Column("response_id", sa.String(64), primary_key=True),
+        sa.Column("at", sa.Float, nullable=False, index=True),
+        sa.Column("response", sa.JSON, nullable=False),
+        sa.Column("input_items", sa.JSON, nullable=False),
+        sa.Column("conversation", sa.JSON, nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("responses")

@@ -1,0 +1,52 @@
+"""Stored Responses (OpenAI's Responses API with `store` on), in the decision store's database so that every
+ingress replica finds them: the Response as its client got it, the request's input items, and the conversation so
+far as chat messages, which a request with `previous_response_id` continues."""
+from __future__ import annotations
+
+import json
+import time
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.engine import Engine
+
+from router.store.schema import responses
+
+
+def _json_safe(value):
+    """PostgreSQL's JSON text cannot hold NUL either: U+FFFD in its place, as in the decisions' text."""
+    return json.loads(json.dumps(value).replace("\\u0000", "\\ufffd"))
+
+
+def _id(response_id: str) -> str:
+    return response_id.replace("\x00", "\ufffd")
+
+
+class ResponseStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def keep(self, response: dict, input_items: list[dict], conversation: list[dict]) -> None:
+        """Written at once, not batched with the decisions: a client's next turn may follow within milliseconds."""
+        row = {"response_id": response["id"], "at": time.time(), "response": _json_safe(response),
+               "input_items": _json_safe(input_items), "conversation": _json_safe(conversation)}
+        with self.engine.begin() as connection:
+            connection.execute(insert(responses), [row])
+
+    def get(self, response_id: str) -> dict | None:
+        """{response, input_items, conversation}, or None when no such response is stored."""
+        query = select(responses).where(responses.c.response_id == _id(response_id))
+        with self.engine.connect() as connection:
+            found = connection.execute(query).first()
+        return dict(found._mapping) if found else None
+
+    def delete(self, response_id: str) -> bool:
+        with self.engine.begin() as connection:
+            gone = connection.execute(delete(responses).where(responses.c.response_id == _id(response_id)))
+        return gone.rowcount > 0
+
+    def prune(self, days: float) -> int:
+        """Delete responses older than `days` (the decisions' retention); returns how many went."""
+        if not days > 0:
+            raise ValueError(f"retention of {days} days: it must be more than 0")
+        with self.engine.begin() as connection:
+            return connection.execute(delete(responses).where(responses.c.at < time.time() - days * 86400)).rowcount

@@ -471,6 +471,20 @@ def test_a_conversation_keeps_its_tier(client):
     assert turn("Thank you, that's great!", f"other-{session}")[0] == SMOL  # a new conversation starts cheap
 
 
+def test_a_chain_of_responses_keeps_its_tier(client):
+    """previous_response_id makes a conversation: a follow-up keeps the tier its chain reached, with no session id."""
+    def turn(text, previous=None):
+        raw = client.responses.with_raw_response.create(model="auto", input=text, max_output_tokens=8, temperature=0,
+                                                        previous_response_id=previous)
+        return raw.parse(), raw.headers["x-router-rule"]
+
+    first, _ = turn(CODE)
+    assert first.model == CODER
+    second, rule = turn("Thank you, that's great!", first.id)
+    assert (second.model, rule) == (CODER, "session_floor")
+    assert (turn("Thanks again!", second.id)[0].model, turn("Thank you, that's great!")[0].model) == (CODER, SMOL)
+
+
 def test_past_capacity_requests_get_answers_or_fast_503s(ensemble):
     import asyncio
 

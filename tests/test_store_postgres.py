@@ -177,8 +177,9 @@ def test_stored_responses_round_trip_and_are_pruned(store):
 
     kept, body = ResponseStore(store.engine), ResponsesRequest(input="hi \x00 there", instructions="be brief")
     answer = response_object("m", body, "nul \x00 here", "stop", 5, 3, {"answered_by": "m"})
-    kept.keep(answer, input_item_objects(body), body.conversation_after(answer["output"]))
+    kept.keep(answer, input_item_objects(body), body.conversation_after(answer["output"]), "conv-\x001")
     found = kept.get(answer["id"])
+    assert found["session_id"] == "conv-\ufffd1" and answer["id"] == body.response_id
     assert found["response"]["output"][0]["content"][0]["text"] == "nul \ufffd here"  # PostgreSQL takes no NUL
     assert found["conversation"] == [{"role": "user", "content": "hi \ufffd there"},
                                      {"role": "assistant", "content": "nul \ufffd here"}]

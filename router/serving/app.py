@@ -266,7 +266,10 @@ class RouterIngress:
     @api.post("/v1/responses")
     async def responses(self, body: ResponsesRequest, request: Request):
         """OpenAI's Responses API: the instructions and input as one chat, after the conversation of the stored
-        response that previous_response_id names, routed and answered as a chat is; kept unless store is false."""
+        response that previous_response_id names, routed and answered as a chat is; kept unless store is false.
+        A chain of previous_response_id is one conversation for the session floor: its first response's id is its
+        session, unless the client names one (x-session-id, user)."""
+        session = request.headers.get("x-session-id") or body.user
         if body.previous_response_id is not None:
             if (denied := await self._guard(request)) is not None:
                 return denied
@@ -278,6 +281,8 @@ class RouterIngress:
             except ValueError as exc:
                 return error_response(400, f"previous_response_id {body.previous_response_id!r}: its conversation "
                                            f"and this input together: {exc}", param="previous_response_id")
+            session = session or stored["session_id"]
+        session = session or body.response_id
 
         async def kept(response: dict) -> dict:
             if self.kept_responses is None or body.store is False:
@@ -285,7 +290,7 @@ class RouterIngress:
             response = {**response, "store": True}
             try:
                 await asyncio.to_thread(self.kept_responses.keep, response, input_item_objects(body),
-                                        body.conversation_after(response["output"]))
+                                        body.conversation_after(response["output"]), session)
             except Exception as exc:  # the answer still goes out, marked as not stored
                 logger.error("request %s: response %s not stored: %s", current_request_id(), response["id"], exc)
                 return {**response, "store": False}
@@ -298,7 +303,7 @@ class RouterIngress:
         def streamed(deltas, model: str, failed, finished):
             return response_events(deltas, model, body, failed, finished, kept)
 
-        return await self._chat(body.chat, request, "responses", whole, streamed, kept)
+        return await self._chat(body.chat, request, "responses", whole, streamed, kept, session)
 
     @api.api_route("/v1/responses/{response_id:path}", methods=["GET", "DELETE", "POST"])
     async def stored_response(self, response_id: str, request: Request, order: Literal["asc", "desc"] = "desc",
@@ -342,10 +347,12 @@ class RouterIngress:
                                   code="response_not_found")
         return stored
 
-    async def _chat(self, body: ChatCompletionRequest, request: Request, endpoint: str, whole, streamed, kept=None):
+    async def _chat(self, body: ChatCompletionRequest, request: Request, endpoint: str, whole, streamed, kept=None,
+                    session: str | None = None):
         """A chat's route, answer and record, shared by the endpoints that carry one: `whole(model, result,
         router_info)` renders a whole answer's body, `streamed(deltas, model, on_failure, on_finish)` a stream's
-        server-sent events, and `await kept(body)` (when given) stores a whole answer's body before it goes out."""
+        server-sent events, and `await kept(body)` (when given) stores a whole answer's body before it goes out.
+        `session`: the conversation, when the endpoint knows it; else x-session-id or the body's user."""
         if (denied := await self._guard(request)) is not None:
             return denied
         decision, error, embedded, shadow = await self._decide(body)
@@ -354,7 +361,7 @@ class RouterIngress:
         (policy, error), catalogue = self._answering_policy(body), self.service.catalogue
         if error is not None:
             return error
-        session = request.headers.get("x-session-id") or body.user
+        session = session or request.headers.get("x-session-id") or body.user
         asked = RequestContext(current_request_id(), body.routing_text(), endpoint, session, *embedded,
                                shadow=shadow, shadow_version=self._shadow_version(), disclose=self._disclose(request))
         if session:  # the costliest model this conversation has used, on any ingress replica (the store)

@@ -63,7 +63,7 @@ def response_object(model: str, body: ResponsesRequest, text: str, finish_reason
     calls = [_function_call(_new_id("fc_"), c["id"], c["function"]["name"], c["function"]["arguments"], status)
              for c in tool_calls or []]
     output = ([_message(_new_id("msg_"), text, status)] if text or not calls else []) + calls
-    return {**_response(_new_id("resp_"), model, body, output, status, _usage(input_tokens, output_tokens), cut),
+    return {**_response(body.response_id, model, body, output, status, _usage(input_tokens, output_tokens), cut),
             "router": router}
 
 
@@ -92,7 +92,7 @@ def response_events(deltas: AsyncIterator[dict], model: str, body: ResponsesRequ
     then each item done and the response completed (or incomplete). A failure mid-stream sends an `error` event
     and `response.failed`, never a hung connection. on_failure and on_finish as sse_events's; on_complete(response)
     (stores it) gives the Response that the last event carries."""
-    response_id, sequence = _new_id("resp_"), iter(range(1 << 30))
+    response_id, sequence = body.response_id, iter(range(1 << 30))
 
     def event(kind: str, **fields) -> str:
         return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': next(sequence), **fields})}\n\n"

@@ -4,6 +4,7 @@ back as a Response (router/serving/response_output.py). A stored response (route
 by `previous_response_id`: its conversation comes first, as OpenAI's does, without its instructions."""
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Literal
 
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, StrictBool, StrictFloat, StrictInt, Tag,
@@ -129,6 +130,8 @@ class ResponsesRequest(JsonBody):
 
     _chat: ChatCompletionRequest | None = PrivateAttr(None)
     _turns: list[dict] = PrivateAttr(default_factory=list)  # the conversation without the instructions
+    # the id of the Response this request makes, known before the answer: a new chain's session (app.py)
+    _response_id: str = PrivateAttr(default_factory=lambda: "resp_" + uuid.uuid4().hex[:24])
 
     @field_validator(*UNSUPPORTED)
     @classmethod
@@ -153,6 +156,10 @@ class ResponsesRequest(JsonBody):
     @property
     def chat(self) -> ChatCompletionRequest:
         return self._chat
+
+    @property
+    def response_id(self) -> str:
+        return self._response_id
 
     def continue_from(self, history: list[dict]) -> None:
         """Put a stored response's conversation before this input (previous_response_id). ValueError: the two

@@ -25,15 +25,17 @@ class ResponseStore:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def keep(self, response: dict, input_items: list[dict], conversation: list[dict]) -> None:
+    def keep(self, response: dict, input_items: list[dict], conversation: list[dict],
+             session_id: str | None = None) -> None:
         """Written at once, not batched with the decisions: a client's next turn may follow within milliseconds."""
         row = {"response_id": response["id"], "at": time.time(), "response": _json_safe(response),
-               "input_items": _json_safe(input_items), "conversation": _json_safe(conversation)}
+               "input_items": _json_safe(input_items), "conversation": _json_safe(conversation),
+               "session_id": None if session_id is None else _id(session_id)}
         with self.engine.begin() as connection:
             connection.execute(insert(responses), [row])
 
     def get(self, response_id: str) -> dict | None:
-        """{response, input_items, conversation}, or None when no such response is stored."""
+        """{response, input_items, conversation, session_id}, or None when no such response is stored."""
         query = select(responses).where(responses.c.response_id == _id(response_id))
         with self.engine.connect() as connection:
             found = connection.execute(query).first()

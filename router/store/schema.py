@@ -57,4 +57,5 @@ responses = Table(
     Column("response", JSON, nullable=False),                 # the Response as its client got it
     Column("input_items", JSON, nullable=False),              # the request's input, as input_items lists it
     Column("conversation", JSON, nullable=False),             # chat messages so far, without the instructions
+    Column("session_id", String(200)),                        # the session its decisions went under
 )

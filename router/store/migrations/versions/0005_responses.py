@@ -1,5 +1,6 @@
 """Stored Responses (POST /v1/responses with store on): the Response as the client got it, its input items, and
-the conversation so far as chat messages, which a later request continues with previous_response_id.
+the conversation so far as chat messages, which a later request continues with previous_response_id, and the
+session its decisions are recorded under (the chain's first response id, unless the client named one).
 
 Revision ID: 0005
 Revises: 0004
@@ -21,6 +22,7 @@ def upgrade() -> None:
         sa.Column("response", sa.JSON, nullable=False),
         sa.Column("input_items", sa.JSON, nullable=False),
         sa.Column("conversation", sa.JSON, nullable=False),
+        sa.Column("session_id", sa.String(200)),
     )
 
 

@@ -6,13 +6,14 @@ import time
 
 import httpx
 import numpy as np
+import openai
 import pytest
 from alembic.script import ScriptDirectory
 from pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from sqlalchemy import JSON, Float, Integer, LargeBinary, String, create_engine, inspect, text
 
 from router.store import DecisionStore
-from router.store.schema import decisions, feedback
+from router.store.schema import decisions, feedback, responses
 from router.store.store import MIGRATIONS, URL_ENV
 
 DIALECT = {"sqlite": "sqlite", "postgres": "postgresql"}
@@ -66,7 +67,7 @@ def test_opening_a_store_migrates_the_schema_to_head(url):
     engine = create_engine(url)
     try:
         found = inspect(engine)
-        for table in (decisions, feedback):
+        for table in (decisions, feedback, responses):
             assert {c["name"] for c in found.get_columns(table.name)} == set(table.c.keys()), table.name
         indexed = {tuple(i["column_names"]) for i in found.get_indexes("decisions")}
         assert {("at",), ("session_id",)} <= indexed  # rows(since) and session_models read by these
@@ -312,6 +313,9 @@ def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client,
         assert reply.status_code == 200, reply.text
         assert (store.feedback_for(request_id)["score"], store.feedback_for(request_id)["rating"]) == (1.0, "like")
         assert store.session_models("pg-conversation", since=0) == {completion.model}
+        colour = {"model": "smollm2-135m", "input": "Name a colour.", "max_output_tokens": 4, "temperature": 0}
+        kept = client.responses.create(**colour)
+        assert kept.store is True and client.responses.retrieve(kept.id).output_text == kept.output_text
 
         # a database outage: the session's answer still comes (without its floor), a rating is a 503 to retry,
         # and the answer's row reaches the database once it is back
@@ -326,6 +330,11 @@ def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client,
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"]["code"] == "store_unavailable"
             assert "retry" in refused.json()["error"]["message"]
+            # a response is answered but cannot be kept, and one cannot be continued: a 503 to retry, not a 404
+            assert client.with_options(max_retries=0).responses.create(**colour).store is False
+            with pytest.raises(openai.APIStatusError) as unreadable:
+                client.with_options(max_retries=0).responses.create(**colour, previous_response_id=kept.id)
+            assert (unreadable.value.status_code, unreadable.value.body["code"]) == (503, "store_unavailable")
         finally:
             bring_back()
         assert wait_for(lambda: store.decision(during.headers["x-request-id"]), 30,
@@ -334,6 +343,7 @@ def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client,
                              timeout=30)
         assert retried.status_code == 200, retried.text
         assert store.feedback_for(request_id)["rating"] == "dislike"
+        assert client.responses.create(**colour, previous_response_id=kept.id).store is True
     finally:
         store.close()
         # back to the session's SQLite store (the ROUTER_STORE_URL the workers inherited); a replica that never

@@ -126,6 +126,18 @@ class Escalation(BaseModel):
                                "(for an application that passes its end users' ids; clients can choose it freely)")
 
 
+class AnswerCaching(BaseModel):
+    """Answers kept per ingress replica and given again to the same request (router/serving/answer_cache.py)."""
+    model_config = STRICT
+
+    enabled: bool = Field(False, description="keep the answers of greedy (temperature 0), non-streamed requests, and "
+                          "give one again to a request alike in messages, settings, routed model and policy version: "
+                          "a hit is decided and recorded as usual but generates nothing (cost 0)")
+    ttl_s: float = Field(600.0, gt=0, le=7 * 86400, description="how long, in seconds, an answer is kept")
+    max_entries: int = Field(1024, ge=1, le=1_000_000, description="answers kept per ingress replica; the least "
+                             "recently used go first")
+
+
 class Access(BaseModel):
     model_config = STRICT
 
@@ -185,6 +197,7 @@ class Policy(BaseModel):
     ood: OutOfDistribution = Field(default_factory=OutOfDistribution)
     guard: Guard = Field(default_factory=Guard)
     escalation: Escalation = Field(default_factory=Escalation)
+    cache: AnswerCaching = Field(default_factory=AnswerCaching)
     monitor: Monitor = Field(default_factory=Monitor, description="thresholds of `router monitor` (drift, problem regions)")
     session_keeps_tier: bool = Field(True, description="a conversation (x-session-id header or `user`) never drops "
                                                        "below the costliest model it has used")

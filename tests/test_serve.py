@@ -415,6 +415,43 @@ def test_every_answer_lands_in_the_store_and_feedback_rates_it(ensemble, client)
         store.close()
 
 
+def test_the_answer_cache_gives_a_greedy_answer_again_and_an_edit_starts_afresh(ensemble, client):
+    """Policy `cache` on: the same greedy request gets the same answer without a generation (cost 0 in the store);
+    a sampled or streamed one is not cached; a policy edit (a new version) misses."""
+    from router.store import DecisionStore
+
+    original = _policy(ensemble)["policy"]
+    cached = json.loads(json.dumps(original))
+    cached["version"], cached["cache"] = "answer-cache", {"enabled": True, "ttl_s": 600, "max_entries": 8}
+    _deploy_policy(ensemble, cached)
+    store = DecisionStore(os.environ["ROUTER_STORE_URL"])  # the same database the ingress writes
+    try:
+        wait_for(lambda: _policy(ensemble)["version"] == "answer-cache", 60, "the caching policy")
+        first, first_headers = ask(client, GREETING)
+        again, headers = ask(client, GREETING)
+        assert (first_headers["x-router-cache"], headers["x-router-cache"]) == ("miss", "hit")
+        assert again.choices[0].message.content == first.choices[0].message.content and again.id != first.id
+        assert again.model_extra["router"]["cache"] == "hit" and again.model == first.model == SMOL
+        assert headers["x-router-rule"] == first_headers["x-router-rule"]  # decided as usual
+        row = wait_for(lambda: store.decision(headers["x-request-id"]), 30, "the cache hit's row")
+        assert row["cost"] == 0.0 and row["model"] == SMOL and row["output_tokens"] == again.usage.completion_tokens
+        assert wait_for(lambda: store.decision(first_headers["x-request-id"]), 30, "the miss's row")["cost"] > 0
+        sampled = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": GREETING}], max_tokens=24, temperature=0.7)
+        assert "x-router-cache" not in sampled.headers
+        streamed = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": GREETING}], max_tokens=24, temperature=0, stream=True)
+        assert "x-router-cache" not in streamed.headers and list(streamed.parse())  # read to its end
+        _deploy_policy(ensemble, {**cached, "version": "answer-cache-2"})
+        wait_for(lambda: _policy(ensemble)["version"] == "answer-cache-2", 60, "the edited caching policy")
+        assert ask(client, GREETING)[1]["x-router-cache"] == "miss"
+    finally:
+        store.close()
+        _deploy_policy(ensemble, original)
+        wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")
+    assert "x-router-cache" not in ask(client, GREETING)[1]  # off, as shipped
+
+
 def test_a_model_that_times_out_falls_back_with_the_reason_stated(ensemble, client):
     original = _policy(ensemble)["policy"]
     slow = json.loads(json.dumps(original))
@@ -521,7 +558,7 @@ def test_metric_names_appear_on_rays_metrics_endpoint_after_traffic(ensemble, cl
                      "cost": "router_cost_dollars", "tokens": "router_tokens",
                      "escalations": "router_cascade_escalations", "feedback": "router_feedback",
                      "policy_refused": "router_policy_refused", "decision_batch": "router_decision_batch_size",
-                     "refusals": "router_refusals"}
+                     "refusals": "router_refusals", "cache": "router_answer_cache"}
     expected = ["ray_router_decision_latency_ms_bucket", "ray_router_requests", "ray_router_classifier_confidence_bucket",
                 "ray_router_cost_dollars", "ray_router_tokens", "ray_router_decision_batch_size_bucket"]
 

@@ -29,6 +29,7 @@ from router.features import Encoder
 from router.policy import DEFAULT_POLICY_PATH, is_auto, load_policy, profile_of
 from router.service import RouteRequest, RoutingService
 from router.serving import replica
+from router.serving.answer_cache import AnswerCache, cache_key
 from router.serving.budget import EscalationBudget
 from router.serving.describer import AnswerDescriber
 from router.serving.disclosure import OPERATOR_HEADER, may_see_routing, routing_headers, shown_body, shown_headers
@@ -94,6 +95,7 @@ class RouterIngress:
         self.describer = AnswerDescriber(lambda: self.embedder.encoder, self.moderator.probabilities,
                                          self.store.record)
         self.metrics = RouterMetrics()
+        self.answers = AnswerCache()  # the policy's `cache`: greedy answers given again, generating nothing
         # each client's recent requests on this replica (policy `escalation`); its refusals count in the metrics
         self.budget = EscalationBudget(self.metrics.refused_request)
         # 2 intra-op threads by default: the embedding is most of the decision (make bench times it)
@@ -495,20 +497,34 @@ class RouterIngress:
         """A non-streamed answer and what every one shares: the log line, metrics, the decision store row,
         the body's router block and the x-router-* headers. Returns (model, result, router_info, headers), or an
         error response."""
-        outcome = await self._answer(decision, generation, policy)
-        if isinstance(outcome, JSONResponse):
-            return outcome
-        model, result, failures, cascade = outcome
+        key = cache_key(decision.model, generation, policy.version) if policy.cache.enabled else None
+        cached = self.answers.get(key, policy.cache.ttl_s)
+        if cached is None:
+            outcome = await self._answer(decision, generation, policy)
+            if isinstance(outcome, JSONResponse):
+                return outcome
+            model, result, failures, cascade = outcome
+            self.answers.put(key, (model, result), policy.cache.max_entries)
+        else:
+            (model, result), failures, cascade = cached, [], []
         catalogue = self.service.catalogue  # the policy is the one the request was routed under
-        logger.info("request %s: %s by %s (%s)", current_request_id(), decision.rule, model, decision.reason)
+        logger.info("request %s: %s by %s (%s)%s", current_request_id(), decision.rule, model, decision.reason,
+                    ", from the answer cache" if cached else "")
         tokens_in, tokens_out = result["input_tokens"], result["output_tokens"]
-        cost = catalogue.model(model).cost(tokens_in, tokens_out)
-        self.metrics.answered(model, decision, tokens_in, tokens_out, cost, [(f.model, f.kind) for f in failures])
+        cost = 0.0 if cached else catalogue.model(model).cost(tokens_in, tokens_out)
+        if key is not None:
+            self.metrics.cache_lookup(cached is not None)
+        self.metrics.answered(model, decision, 0 if cached else tokens_in, 0 if cached else tokens_out, cost,
+                              [(f.model, f.kind) for f in failures])
         fallback_reason = "; ".join(f.message for f in failures) or None
         self._record(asked, decision, model, fallback_reason, tokens_in, tokens_out, cost, cascade, result["text"])
+        cache = None if key is None else ("hit" if cached else "miss")
         router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "cascade": cascade,
-                       "policy_version": policy.version, "model_latency_s": round(result.get("latency_s", 0.0), 4)}
+                       "policy_version": policy.version, "cache": cache,
+                       "model_latency_s": 0.0 if cached else round(result.get("latency_s", 0.0), 4)}
         headers = routing_headers(decision, policy.version, fallback_reason)
+        if cache:
+            headers["x-router-cache"] = cache
         headers["x-router-model"] = model
         headers["x-router-replica"] = self.replica_id  # which ingress replica answered (sessions, feedback)
         if cascade:

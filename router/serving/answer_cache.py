@@ -1,0 +1,52 @@
+"""Answers kept for requests that would get the same answer again: greedy (temperature 0), not streamed, and
+alike in everything the model reads (messages, tools, format, sampling, max_tokens) and in the routed model and
+the policy version, so an edit starts afresh. Per ingress replica, in memory, least recently used first out; the
+policy's `cache` section turns it on and sizes it. A hit skips only the generation: the request is still checked,
+decided and recorded like any other (its cost is 0)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import OrderedDict
+
+
+def cache_key(model: str, generation: dict, policy_version: str) -> str | None:
+    """The key of a cacheable request, or None (sampled, or streamed: its answer is not one fixed text)."""
+    if generation.get("temperature", 1.0) != 0 or generation.get("stream"):
+        return None
+    canonical = json.dumps({"model": model, "policy": policy_version, "generation": generation}, sort_keys=True,
+                           separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class AnswerCache:
+    def __init__(self, clock=time.monotonic):
+        self._entries: OrderedDict[str, tuple[float, object]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def get(self, key: str | None, ttl_s: float):
+        """The answer kept under `key` within the last `ttl_s` seconds, else None."""
+        if key is None:
+            return None
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None or self._clock() - found[0] > ttl_s:
+                self._entries.pop(key, None)
+                return None
+            self._entries.move_to_end(key)
+            return found[1]
+
+    def put(self, key: str | None, answer, max_entries: int) -> None:
+        if key is None:
+            return
+        with self._lock:
+            self._entries[key] = (self._clock(), answer)
+            self._entries.move_to_end(key)
+            while len(self._entries) > max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)

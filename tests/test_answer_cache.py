@@ -1,0 +1,45 @@
+"""The answer cache's rules (router/serving/answer_cache.py): what is cacheable, what makes two requests alike,
+expiry and eviction. Its clock is a stand-in, so expiry is tested without waiting."""
+import pytest
+
+from router.serving.answer_cache import AnswerCache, cache_key
+
+GREEDY = {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.0, "max_tokens": 16, "tools": None}
+
+
+def test_only_greedy_unstreamed_requests_are_cacheable_and_every_setting_counts():
+    key = cache_key("smollm2-135m", GREEDY, "v1")
+    assert key is not None and key == cache_key("smollm2-135m", dict(reversed(list(GREEDY.items()))), "v1")
+    assert cache_key("smollm2-135m", {**GREEDY, "temperature": 0.7}, "v1") is None
+    assert cache_key("smollm2-135m", {**GREEDY, "stream": True}, "v1") is None
+    others = [cache_key("qwen2.5-coder-0.5b", GREEDY, "v1"), cache_key("smollm2-135m", GREEDY, "v2"),
+              cache_key("smollm2-135m", {**GREEDY, "max_tokens": 17}, "v1"),
+              cache_key("smollm2-135m", {**GREEDY, "messages": [{"role": "user", "content": "hi!"}]}, "v1"),
+              cache_key("smollm2-135m", {**GREEDY, "response_format": {"type": "json_object"}}, "v1")]
+    assert key not in others and len(set(others)) == len(others)
+
+
+def test_answers_expire_and_the_least_recently_used_go_first():
+    now = [0.0]
+    cache = AnswerCache(clock=lambda: now[0])
+    cache.put("a", "answer a", max_entries=2)
+    cache.put("b", "answer b", max_entries=2)
+    assert cache.get("a", ttl_s=10) == "answer a"  # a is now the most recently used
+    cache.put("c", "answer c", max_entries=2)
+    assert (cache.get("b", 10), cache.get("a", 10), cache.get("c", 10)) == (None, "answer a", "answer c")
+    now[0] = 10.5
+    assert cache.get("a", ttl_s=10) is None and cache.get("c", ttl_s=60) == "answer c" and len(cache) == 1
+    cache.put(None, "not cacheable", max_entries=2)
+    assert cache.get(None, 10) is None and len(cache) == 1
+
+
+@pytest.mark.parametrize("section,message", [
+    ({"ttl_s": 0}, "cache.ttl_s"), ({"max_entries": 0}, "cache.max_entries"), ({"ttl_s": "long"}, "cache.ttl_s"),
+    ({"size": 3}, "cache.size")])
+def test_a_bad_cache_section_is_refused_naming_the_field(section, message):
+    from models.yaml_source import ConfigError
+    from router.policy import parse_policy
+
+    data = {"fallback": "qwen2.5-coder-1.5b", "models": {"qwen2.5-coder-1.5b": {"threshold": 0.0}}, "cache": section}
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        parse_policy(data)

@@ -4,7 +4,6 @@
 The routing policy arrives as the ingress's user_config and is swapped live in `reconfigure`.
 """
 import asyncio
-import base64
 import contextvars
 import hmac
 import logging
@@ -12,10 +11,9 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-from fastapi import FastAPI, Query, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -23,8 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from models.runtime_options import runtime_for
 from models.yaml_source import ConfigError
 from router.decision import (NO_TOOL_CALLS, SUSPECTED_GADGET, Decision, apply_session_floor, blended_cost,
-                             fallback_chain, large_model_flags, moderation_needs_large_model, should_escalate,
-                             specialist_flags, tool_calling)
+                             fallback_chain, should_escalate, tool_calling)
 from router.features import Encoder
 from router.policy import DEFAULT_POLICY_PATH, is_auto, load_policy, profile_of
 from router.service import RouteRequest, RoutingService
@@ -33,19 +30,18 @@ from router.serving.answer_cache import AnswerCache, cache_key
 from router.serving.budget import EscalationBudget
 from router.serving.describer import AnswerDescriber
 from router.serving.disclosure import OPERATOR_HEADER, may_see_routing, routing_headers, shown_body, shown_headers
-from router.serving.errors import current_request_id, error_response, install_error_handlers
+from router.serving.errors import current_request_id, error_response
 from router.serving.fallback import first_answer
 from router.serving.feedback import FeedbackRequest, RequestContext, decision_row
+from router.serving.http_api import api
 from router.serving.last_good import LastGoodPolicy
 from router.serving.live import model_calls_of
 from router.serving.model_server import ModelServer
 from router.serving.queueing import stamped
-from router.serving.response_output import (input_item_objects, listed_items, response_events,
-                                            response_object)
-from router.serving.responses import NOT_STORED, ResponsesRequest
+from router.serving.responses_api import ResponsesEndpoints
 from router.serving.schemas import (MAX_ID_CHARS, MAX_TOKENS_CAP, ChatCompletionRequest, CompletionRequest,
-                                    EmbeddingRequest, ModerationRequest, chat_completion, completion_id,
-                                    model_objects, moderation_result, text_completion)
+                                    chat_completion, model_objects, text_completion)
+from router.serving.specialist_api import SpecialistEndpoints
 from router.serving.specialists import EmbeddingSpecialist, ModerationSpecialist
 from router.serving.streaming import ModelStreamResponse, sse_events
 from router.serving.telemetry import RouterMetrics
@@ -55,9 +51,6 @@ from router.store.responses import ResponseStore
 logger = logging.getLogger("ray.serve")
 DECISION_BATCH = 32  # most concurrent decisions that share one encoder call
 SESSION_TTL_S = 3600.0  # a conversation idle longer than this starts again from the cheapest tier
-MODERATION_PROMPT = (Path(__file__).parents[1] / "rubrics" / "moderation.txt").read_text()
-api = FastAPI(title="ensemble-router", version="0.1.0")
-install_error_handlers(api)
 
 
 # a decision that no model answers: its error code and the field at fault (else the input is too long)
@@ -76,7 +69,7 @@ def _running_replicas() -> dict[str, int] | None:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64, max_queued_requests=256)
 @serve.ingress(api)
-class RouterIngress:
+class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
     def __init__(self, model_handles: dict[str, DeploymentHandle], encoder_threads: int = 2,
                  store_url: str | None = None, store_text: bool = False, record_decisions: bool = True,
                  model_calls: str = "grpc", store_responses: bool = True):
@@ -265,90 +258,6 @@ class RouterIngress:
 
         return await self._chat(body, request, "chat.completions", whole, streamed)
 
-    @api.post("/v1/responses")
-    async def responses(self, body: ResponsesRequest, request: Request):
-        """OpenAI's Responses API: the instructions and input as one chat, after the conversation of the stored
-        response that previous_response_id names, routed and answered as a chat is; kept unless store is false.
-        A chain of previous_response_id is one conversation for the session floor: its first response's id is its
-        session, unless the client names one (x-session-id, user)."""
-        session = request.headers.get("x-session-id") or body.user
-        if body.previous_response_id is not None:
-            if (denied := await self._guard(request)) is not None:
-                return denied
-            stored = await self._stored_response(body.previous_response_id)
-            if isinstance(stored, JSONResponse):
-                return stored
-            try:
-                body.continue_from(stored["conversation"])
-            except ValueError as exc:
-                return error_response(400, f"previous_response_id {body.previous_response_id!r}: its conversation "
-                                           f"and this input together: {exc}", param="previous_response_id")
-            session = session or stored["session_id"]
-        session = session or body.response_id
-
-        async def kept(response: dict) -> dict:
-            if self.kept_responses is None or body.store is False:
-                return response
-            response = {**response, "store": True}
-            try:
-                await asyncio.to_thread(self.kept_responses.keep, response, input_item_objects(body),
-                                        body.conversation_after(response["output"]), session)
-            except Exception as exc:  # the answer still goes out, marked as not stored
-                logger.error("request %s: response %s not stored: %s", current_request_id(), response["id"], exc)
-                return {**response, "store": False}
-            return response
-
-        def whole(model: str, result: dict, router_info: dict) -> dict:
-            return response_object(model, body, result["text"], result["finish_reason"], result["input_tokens"],
-                                   result["output_tokens"], router_info, result.get("tool_calls"))
-
-        def streamed(deltas, model: str, failed, finished):
-            return response_events(deltas, model, body, failed, finished, kept)
-
-        return await self._chat(body.chat, request, "responses", whole, streamed, kept, session)
-
-    @api.api_route("/v1/responses/{response_id:path}", methods=["GET", "DELETE", "POST"])
-    async def stored_response(self, response_id: str, request: Request, order: Literal["asc", "desc"] = "desc",
-                              limit: int = Query(20, ge=1, le=100), after: str | None = None):
-        """A stored response: retrieve it (GET), delete it (DELETE) or list its input items (GET .../input_items).
-        Cancelling (POST .../cancel) is for background responses, which this router does not make."""
-        if (denied := await self._guard(request)) is not None:
-            return denied
-        response_id, _, part = response_id.partition("/")
-        if (request.method, part) not in {("GET", ""), ("DELETE", ""), ("GET", "input_items"), ("POST", "cancel")}:
-            return error_response(404, f"{request.method} {request.url.path}: no such operation on a response")
-        stored = await self._stored_response(response_id, "response_id")
-        if isinstance(stored, JSONResponse):
-            return stored
-        if part == "cancel":
-            return error_response(400, f"response {response_id!r} is complete: only a background response can be "
-                                       "cancelled", param="response_id")
-        if request.method == "DELETE":
-            await asyncio.to_thread(self.kept_responses.delete, response_id)
-            return {"id": response_id, "object": "response", "deleted": True}
-        if part == "input_items":
-            try:
-                return listed_items(stored["input_items"], order, limit, after)
-            except ValueError as exc:
-                return error_response(400, str(exc), param="after")
-        response = stored["response"]
-        if "router" in response:  # what this client may see of the routing, not what its first client saw
-            response["router"] = shown_body(response["router"], self._disclose(request))
-        return response
-
-    async def _stored_response(self, response_id: str, param: str = "previous_response_id"):
-        """A stored response's row, or a 404 naming `param` (503 while the store cannot be read)."""
-        try:
-            stored = None if self.kept_responses is None else await asyncio.to_thread(self.kept_responses.get, response_id)
-        except Exception as exc:
-            logger.error("request %s: stored responses unreadable: %s", current_request_id(), exc)
-            return error_response(503, f"stored responses cannot be read now ({type(exc).__name__}); retry later",
-                                  "server_error", code="store_unavailable", headers={"retry-after": "2"})
-        if stored is None:
-            return error_response(404, f"response {response_id!r} {NOT_STORED}", param=param,
-                                  code="response_not_found")
-        return stored
-
     async def _chat(self, body: ChatCompletionRequest, request: Request, endpoint: str, whole, streamed, kept=None,
                     session: str | None = None):
         """A chat's route, answer and record, shared by the endpoints that carry one: `whole(model, result,
@@ -449,48 +358,6 @@ class RouterIngress:
         return JSONResponse({"object": "feedback", "request_id": body.request_id, "model": decision["model"],
                              "rule": decision["rule"], "score": score, "rating": body.rating_label()},
                             headers={"x-router-replica": self.replica_id})
-
-    @api.post("/v1/embeddings")
-    async def embeddings(self, body: EmbeddingRequest, request: Request):
-        if (denied := await self._guard(request)) is not None:
-            return denied
-        name = self.service.catalogue.encoder.name
-        if body.model not in ("auto", name):
-            return error_response(404, f"model {body.model!r} does not embed; use 'auto' or {name!r}", param="model",
-                          code="model_not_found")
-        if body.dimensions not in (None, self.service.catalogue.encoder.dimensions):
-            return error_response(400, f"{name} makes {self.service.catalogue.encoder.dimensions}-dimensional vectors",
-                          param="dimensions")
-        result = await asyncio.to_thread(self.embedder.embed, body.texts())
-        data = []
-        for i, vector in enumerate(result["vectors"]):
-            value = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode() \
-                if body.encoding_format == "base64" else vector
-            data.append({"object": "embedding", "index": i, "embedding": value})
-        return {"object": "list", "data": data, "model": name,
-                "usage": {"prompt_tokens": result["tokens"], "total_tokens": result["tokens"]}}
-
-    @api.post("/v1/moderations")
-    async def moderations(self, body: ModerationRequest, request: Request):
-        """The moderation specialist decides; inside the policy's uncertain band the large model decides."""
-        if (denied := await self._guard(request)) is not None:
-            return denied
-        policy, name = self.service.live.policy, self.service.catalogue.moderation.name
-        if body.model not in ("auto", name):
-            return error_response(404, f"model {body.model!r} does not moderate; use 'auto' or {name!r}", param="model",
-                          code="model_not_found")
-        texts = body.texts()
-        probabilities = await asyncio.to_thread(self.moderator.probabilities, texts)
-        results = []
-        for text, p in zip(texts, probabilities):
-            if moderation_needs_large_model(p, policy):
-                reply = await self.handles[policy.fallback].generate.remote({
-                    "messages": [{"role": "user", "content": MODERATION_PROMPT.format(text=text)}],
-                    "max_tokens": 8, "temperature": 0.0, "seed": 0})
-                results.append(moderation_result(large_model_flags(reply["text"]), p, policy.fallback))
-            else:
-                results.append(moderation_result(specialist_flags(p, policy), p, name))
-        return {"id": "modr-" + completion_id()[9:], "model": name, "results": results}
 
     # --- helpers -------------------------------------------------------------------------------------------
     async def _complete(self, decision: Decision, generation: dict, policy, asked: RequestContext):

@@ -1,0 +1,8 @@
+"""The ingress's FastAPI app. RouterIngress and the route groups it is made of (responses_api, specialist_api)
+register their routes here; Serve's @serve.ingress binds them to the replica."""
+from fastapi import FastAPI
+
+from router.serving.errors import install_error_handlers
+
+api = FastAPI(title="ensemble-router", version="0.1.0")
+install_error_handlers(api)

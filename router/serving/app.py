@@ -249,6 +249,9 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request):
+        if (denied := await self._guard(request)) is not None:
+            return denied
+
         def whole(model: str, result: dict, router_info: dict) -> dict:
             return chat_completion(model, result["text"], result["finish_reason"], result["input_tokens"],
                                    result["output_tokens"], router_info, result.get("logprobs"), result.get("tool_calls"))
@@ -263,9 +266,8 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
         """A chat's route, answer and record, shared by the endpoints that carry one: `whole(model, result,
         router_info)` renders a whole answer's body, `streamed(deltas, model, on_failure, on_finish)` a stream's
         server-sent events, and `await kept(body)` (when given) stores a whole answer's body before it goes out.
-        `session`: the conversation, when the endpoint knows it; else x-session-id or the body's user."""
-        if (denied := await self._guard(request)) is not None:
-            return denied
+        `session`: the conversation, when the endpoint knows it; else x-session-id or the body's user. The caller
+        has passed the access and size checks (`_guard`)."""
         decision, error, embedded, shadow = await self._decide(body)
         if error is not None:
             return error

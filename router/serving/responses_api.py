@@ -27,10 +27,10 @@ class ResponsesEndpoints:
         response that previous_response_id names, routed and answered as a chat is; kept unless store is false.
         A chain of previous_response_id is one conversation for the session floor: its first response's id is its
         session, unless the client names one (x-session-id, user)."""
+        if (denied := await self._guard(request)) is not None:
+            return denied
         session = request.headers.get("x-session-id") or body.user
         if body.previous_response_id is not None:
-            if (denied := await self._guard(request)) is not None:
-                return denied
             stored = await self._stored_response(body.previous_response_id)
             if isinstance(stored, JSONResponse):
                 return stored
@@ -95,7 +95,8 @@ class ResponsesEndpoints:
     async def _stored_response(self, response_id: str, param: str = "previous_response_id"):
         """A stored response's row, or a 404 naming `param` (503 while the store cannot be read)."""
         try:
-            stored = None if self.kept_responses is None else await asyncio.to_thread(self.kept_responses.get, response_id)
+            kept = self.kept_responses
+            stored = None if kept is None else await asyncio.to_thread(kept.get, response_id)
         except Exception as exc:
             logger.error("request %s: stored responses unreadable: %s", current_request_id(), exc)
             return error_response(503, f"stored responses cannot be read now ({type(exc).__name__}); retry later",

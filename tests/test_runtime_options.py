@@ -1,5 +1,5 @@
 """A model's own llama.cpp options (runtime_per_model) go over the shared ones, for that model only; the shipped
-serve_config.yaml runs the tiny model on 1 thread and the others on 2."""
+serve_config.yaml runs the tiny model on 1 thread and the others on 2; the app's on/off args are true or false."""
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -26,3 +26,12 @@ def test_the_shipped_config_runs_the_tiny_model_on_one_thread():
     args = yaml.safe_load((PROJECT_ROOT / "serve_config.yaml").read_text())["applications"][0]["args"]
     assert runtime_for(args, "smollm2-135m")["threads"] == 1
     assert {runtime_for(args, m)["threads"] for m in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")} == {2}
+
+
+def test_the_apps_on_off_args_must_be_true_or_false():
+    from router.serving.app import build_app
+
+    # a quoted "false" would read as on; build_app refuses it before anything is deployed
+    with pytest.raises(ValueError, match=r"args\.store_text: 1 must be true or false; "
+                                         r"args\.store_responses: 'false' must be true or false"):
+        build_app({"store_responses": "false", "store_text": 1})

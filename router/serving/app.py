@@ -35,7 +35,7 @@ from router.serving.fallback import first_answer
 from router.serving.feedback import FeedbackRequest, RequestContext, decision_row
 from router.serving.http_api import api
 from router.serving.last_good import LastGoodPolicy
-from router.serving.live import model_calls_of
+from router.serving.live import model_calls_of, switches_of
 from router.serving.model_server import ModelServer
 from router.serving.queueing import stamped
 from router.serving.responses_api import ResponsesEndpoints
@@ -560,7 +560,8 @@ def build_app(args: dict[str, Any] | None = None):
     variable ROUTER_STORE_URL overrides it; default a SQLite file under ~/.cache/ensemble-router/), store_text
     (keep prompt and answer text in the store; default off), record_decisions (default on; off, no answer reaches
     the store, so feedback and sessions cannot find it: for measuring what logging costs), model_calls (how the
-    ingress calls the models: "grpc", the default, or "actor", Serve's default handle calls)."""
+    ingress calls the models: "grpc", the default, or "actor", Serve's default handle calls), store_responses
+    (keep Responses API answers for previous_response_id; default on)."""
     from models.catalogue import load_catalogue
 
     args = args or {}
@@ -568,10 +569,11 @@ def build_app(args: dict[str, Any] | None = None):
         model_calls = model_calls_of(args)
     except ValueError as exc:
         raise ValueError(f"args.model_calls: {exc}") from None
+    switches = switches_of(args)
     names = args.get("models") or load_catalogue().names()
     handles = {name: ModelServer.options(name=name).bind(name, runtime_for(args, name)) for name in names}
     policy = load_policy(args.get("policy_file") or DEFAULT_POLICY_PATH)
     ingress = RouterIngress.options(user_config={"policy": policy.model_dump(mode="json", exclude_defaults=False)})
     return ingress.bind(handles, int(args.get("encoder_threads", 2)), args.get("store_url"),
-                        bool(args.get("store_text", False)), bool(args.get("record_decisions", True)),
-                        model_calls, bool(args.get("store_responses", True)))
+                        switches["store_text"], switches["record_decisions"], model_calls,
+                        switches["store_responses"])

@@ -17,7 +17,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from models.catalogue import CATALOGUE_ENV, Catalogue, load_catalogue
 from models.runtime_options import RuntimeOptions
-from router.serving.live import INGRESS, model_calls_of
+from router.serving.live import INGRESS, bad_switches, model_calls_of
 from router.artifacts import load_artifacts
 from router.policy import Policy, parse_policy
 from models.yaml_source import ConfigError, describe_errors, locate, read_yaml_file
@@ -122,6 +122,7 @@ def _check_router_app(app: dict, at: tuple, catalogue: Catalogue, source: str, r
         model_calls_of(args)
     except ValueError as exc:
         found.append((at + ("args", "model_calls"), str(exc)))
+    found += [(at + ("args", name), message) for name, message in bad_switches(args)]
     served = {INGRESS, *(m for m in models if isinstance(m, str))}  # the specialists run inside the ingress
     policy_data: Any = None
     policy_at: tuple = ()

@@ -22,6 +22,24 @@ def model_calls_of(args: dict) -> str:
     return value
 
 
+SWITCHES = {"store_text": False, "record_decisions": True, "store_responses": True}  # the app's on/off args
+
+
+def bad_switches(args: dict) -> list[tuple[str, str]]:
+    """(arg, message) for each on/off arg that is not true or false: YAML's "false" in quotes is a string, which
+    Python would read as on."""
+    return [(name, f"{args[name]!r} must be true or false") for name in SWITCHES
+            if name in args and not isinstance(args[name], bool)]
+
+
+def switches_of(args: dict) -> dict[str, bool]:
+    """The app's on/off args, defaults filled in; a ValueError naming each bad one."""
+    bad = bad_switches(args)
+    if bad:
+        raise ValueError("; ".join(f"args.{name}: {message}" for name, message in bad))
+    return {name: args.get(name, default) for name, default in SWITCHES.items()}
+
+
 KEEP = object()  # leave the config's shadow policy as it is
 
 

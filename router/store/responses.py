@@ -10,15 +10,12 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine
 
 from router.store.schema import responses
+from router.store.store import _text_safe
 
 
 def _json_safe(value):
     """PostgreSQL's JSON text cannot hold NUL either: U+FFFD in its place, as in the decisions' text."""
     return json.loads(json.dumps(value).replace("\\u0000", "\\ufffd"))
-
-
-def _id(response_id: str) -> str:
-    return response_id.replace("\x00", "\ufffd")
 
 
 class ResponseStore:
@@ -30,20 +27,20 @@ class ResponseStore:
         """Written at once, not batched with the decisions: a client's next turn may follow within milliseconds."""
         row = {"response_id": response["id"], "at": time.time(), "response": _json_safe(response),
                "input_items": _json_safe(input_items), "conversation": _json_safe(conversation),
-               "session_id": None if session_id is None else _id(session_id)}
+               "session_id": _text_safe(session_id)}
         with self.engine.begin() as connection:
             connection.execute(insert(responses), [row])
 
     def get(self, response_id: str) -> dict | None:
         """{response, input_items, conversation, session_id}, or None when no such response is stored."""
-        query = select(responses).where(responses.c.response_id == _id(response_id))
+        query = select(responses).where(responses.c.response_id == _text_safe(response_id))
         with self.engine.connect() as connection:
             found = connection.execute(query).first()
         return dict(found._mapping) if found else None
 
     def delete(self, response_id: str) -> bool:
         with self.engine.begin() as connection:
-            gone = connection.execute(delete(responses).where(responses.c.response_id == _id(response_id)))
+            gone = connection.execute(delete(responses).where(responses.c.response_id == _text_safe(response_id)))
         return gone.rowcount > 0
 
     def prune(self, days: float) -> int:

@@ -10,7 +10,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine
 
 from router.store.schema import responses
-from router.store.store import _text_safe
+from router.store.store import _text_safe, retention_cutoff
 
 
 def _json_safe(value):
@@ -45,7 +45,6 @@ class ResponseStore:
 
     def prune(self, days: float) -> int:
         """Delete responses older than `days` (the decisions' retention); returns how many went."""
-        if not days > 0:
-            raise ValueError(f"retention of {days} days: it must be more than 0")
+        cutoff = retention_cutoff(days)
         with self.engine.begin() as connection:
-            return connection.execute(delete(responses).where(responses.c.at < time.time() - days * 86400)).rowcount
+            return connection.execute(delete(responses).where(responses.c.at < cutoff)).rowcount

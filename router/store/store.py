@@ -97,6 +97,13 @@ def _text_safe(value):
     return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
+def retention_cutoff(days: float) -> float:
+    """The unix time before which rows go, for a retention of `days`; refuses a retention that keeps nothing."""
+    if not days > 0:  # nan too
+        raise ValueError(f"retention of {days} days: it must be more than 0")
+    return time.time() - days * 86400
+
+
 def _upsert(engine: Engine, table, rows: list[dict]):
     """INSERT ... ON CONFLICT (request_id) DO UPDATE, in the dialect's own words."""
     if engine.dialect.name == "postgresql":
@@ -283,9 +290,7 @@ class DecisionStore:
 
     def prune(self, days: float) -> int:
         """Delete decisions (and their feedback) older than `days`; returns how many decisions went."""
-        if not days > 0:  # nan too
-            raise ValueError(f"retention of {days} days: it must be more than 0")
-        cutoff = time.time() - days * 86400
+        cutoff = retention_cutoff(days)
         old = select(decisions.c.request_id).where(decisions.c.at < cutoff)
         with self.engine.begin() as connection:
             connection.execute(delete(feedback).where(feedback.c.request_id.in_(old)))

@@ -1,0 +1,165 @@
+"""What the opt-in request features cost: JSON mode (llama.cpp's grammar-constrained sampling) and the Responses API
+with its stored response, each against the same greedy chat through Serve's proxy, on the tiny model. Each round
+asks every shape once, each with a fresh prompt and in turn first, so drift on a shared machine and llama.cpp's
+cached prompt prefix favour no shape. The stored
+response's own cost, one database insert awaited before the answer goes out (and one read to continue it), is
+also timed in-process on a SQLite file like the shipped default, where the proxy's noise does not hide it.
+
+    .venv/bin/python bench/request_features.py --out bench     # about 2 minutes; writes request_features.md and .json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_router import OVERHEAD_TOKENS, percentiles  # noqa: E402
+
+TINY = "smollm2-135m"
+# long enough an answer that every shape fills its tokens, so the rows compare the same work
+PROMPT = "Tell me about your day, in detail."
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["mood", "reply"],
+          "properties": {"mood": {"enum": ["good", "bad"]}, "reply": {"type": "string"}}}
+
+
+def chat(response_format: dict | None = None):
+    def body(prompt: str) -> tuple[str, dict]:
+        shape = {"model": TINY, "max_tokens": OVERHEAD_TOKENS, "temperature": 0,
+                 "messages": [{"role": "user", "content": prompt}]}
+        return "/v1/chat/completions", shape | ({"response_format": response_format} if response_format else {})
+    return body
+
+
+def responses(store: bool):
+    def body(prompt: str) -> tuple[str, dict]:
+        return "/v1/responses", {"model": TINY, "max_output_tokens": OVERHEAD_TOKENS, "temperature": 0,
+                                 "input": prompt, "store": store}
+    return body
+
+
+SHAPES = {  # the first is the baseline
+    "chat": chat(),
+    "chat, JSON mode (json_object)": chat({"type": "json_object"}),
+    "chat, JSON schema (strict)": chat({"type": "json_schema",
+                                        "json_schema": {"name": "mood", "schema": SCHEMA, "strict": True}}),
+    "Responses API, store false": responses(False),
+    "Responses API, stored (the default)": responses(True),
+}
+
+
+def answered(http: httpx.Client, base: str, shape, prompt: str) -> tuple[float, int]:
+    """(milliseconds, completion tokens) of one whole answer."""
+    path, body = shape(prompt)
+    started = time.perf_counter()
+    reply = http.post(f"{base}{path}", json=body)
+    elapsed = (time.perf_counter() - started) * 1000
+    reply.raise_for_status()
+    usage = reply.json()["usage"]
+    return elapsed, usage.get("completion_tokens", usage.get("output_tokens", 0))
+
+
+def measure_http(base: str, runs: int) -> dict:
+    samples = {name: {"ms": [], "tokens": []} for name in SHAPES}
+    with httpx.Client(timeout=300) as http:
+        for i in range(runs + 2):  # two warm-up rounds
+            order = list(range(len(SHAPES)))[i % len(SHAPES):] + list(range(len(SHAPES)))[:i % len(SHAPES)]
+            for k in order:  # each shape goes first in turn
+                name = list(SHAPES)[k]
+                # a prompt of its own: llama.cpp reuses a cached prompt prefix, which would favour all but the first
+                # (the same length for every shape, so none reads a longer prompt)
+                ms, tokens = answered(http, base, SHAPES[name], f"{PROMPT} (round {i}, shape {k})")
+                if i >= 2:
+                    samples[name]["ms"].append(round(ms, 3))
+                    samples[name]["tokens"].append(tokens)
+    baseline = statistics.median(samples["chat"]["ms"])
+    rows = {}
+    for name, got in samples.items():
+        per_token = [ms / max(1, n) for ms, n in zip(got["ms"], got["tokens"])]
+        rows[name] = {**percentiles(got["ms"]), "tokens_p50": statistics.median(got["tokens"]),
+                      "ms_per_token_p50": round(statistics.median(per_token), 3),
+                      "ratio_p50": round(statistics.median(got["ms"]) / baseline, 3),
+                      # each round's own ratio, so drift between rounds cancels
+                      "paired_ratio_p50": round(statistics.median(
+                          ms / chat_ms for ms, chat_ms in zip(got["ms"], samples["chat"]["ms"])), 3),
+                      "samples_ms": got["ms"]}
+    return rows
+
+
+def measure_store(runs: int) -> dict:
+    """ResponseStore.keep and .get on a fresh SQLite file (WAL, as the ingress opens it), a realistic row each."""
+    from router.store.responses import ResponseStore
+    from router.store.store import migrate, open_engine
+
+    with tempfile.TemporaryDirectory() as folder:
+        engine = open_engine(f"sqlite:///{folder}/decisions.db")
+        migrate(engine)
+        kept = ResponseStore(engine)
+        timings: dict[str, list[float]] = {"keep": [], "get": []}
+        for i in range(runs + 10):
+            response = {"id": f"resp_{i:024d}", "object": "response", "status": "completed", "model": TINY,
+                        "output": [{"type": "message", "role": "assistant", "status": "completed",
+                                    "content": [{"type": "output_text", "text": "I am fine, thank you! " * 8}]}]}
+            turns = [{"role": "user", "content": PROMPT},
+                     {"role": "assistant", "content": "I am fine, thank you! " * 8}]
+            started = time.perf_counter()
+            kept.keep(response, [{"type": "message", "role": "user", "content": PROMPT}], turns)
+            middle = time.perf_counter()
+            kept.get(response["id"])
+            done = time.perf_counter()
+            if i >= 10:
+                timings["keep"].append(round((middle - started) * 1000, 4))
+                timings["get"].append(round((done - middle) * 1000, 4))
+        engine.dispose()
+    return {name: percentiles(values) for name, values in timings.items()}
+
+
+def render(r: dict) -> str:
+    lines = ["# What the opt-in request features cost", "",
+             f"Command: `.venv/bin/python bench/request_features.py --out bench` ({r['machine']}; {r['runs']} rounds, "
+             f"each shape once a round, first in turn, each request a fresh greedy prompt, up to {OVERHEAD_TOKENS} "
+             f"tokens from {TINY}, "
+             "through Serve's proxy).", "",
+             "| request | p50 (ms) | p99 (ms) | tokens (p50) | ms per token (p50) | p50 against the chat | "
+             "median of each round's ratio to its chat |", "|---|---|---|---|---|---|---|"]
+    for name, row in r["http"].items():
+        lines.append(f"| {name} | {row['p50_ms']} | {row['p99_ms']} | {row['tokens_p50']:g} | "
+                     f"{row['ms_per_token_p50']} | {row['ratio_p50']:.3f} | {row['paired_ratio_p50']:.3f} |")
+    keep, get = r["store"]["keep"], r["store"]["get"]
+    lines += ["", f"The stored response in-process ({r['store_runs']} runs on a SQLite file, WAL, as shipped): "
+              f"`ResponseStore.keep` p50 {keep['p50_ms']} ms (p99 {keep['p99_ms']} ms), awaited before the answer "
+              f"goes out; `ResponseStore.get`, which `previous_response_id` adds, p50 {get['p50_ms']} ms "
+              f"(p99 {get['p99_ms']} ms).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for request_features.md and .json")
+    parser.add_argument("--runs", type=int, default=30, help="rounds of every request shape (default 30)")
+    parser.add_argument("--store-runs", type=int, default=300, help="in-process store round trips (default 300)")
+    args = parser.parse_args()
+    if args.runs < 1 or args.store_runs < 1:
+        parser.error("--runs and --store-runs must be at least 1")
+    from router.serving.local_ensemble import local_ensemble
+
+    store = measure_store(args.store_runs)
+    with local_ensemble() as ens:
+        http = measure_http(ens.base, args.runs)
+    result = {"machine": "2 CPU cores, no GPU", "runs": args.runs, "store_runs": args.store_runs,
+              "http": http, "store": store}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "request_features.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "request_features.md").write_text(render(result))
+    print(render(result))
+
+
+if __name__ == "__main__":
+    main()

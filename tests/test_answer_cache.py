@@ -2,17 +2,20 @@
 expiry and eviction. Its clock is a stand-in, so expiry is tested without waiting."""
 import pytest
 
-from router.serving.answer_cache import AnswerCache, cache_key
+import asyncio
+
+from router.serving.answer_cache import AnswerCache, RecordedDeltas, ReplayedDeltas, cache_key
 
 GREEDY = {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.0, "max_tokens": 16, "tools": None}
 
 
-def test_only_greedy_unstreamed_requests_are_cacheable_and_every_setting_counts():
+def test_only_greedy_requests_are_cacheable_and_every_setting_counts():
     key = cache_key("smollm2-135m", GREEDY, "v1")
     assert key is not None and key == cache_key("smollm2-135m", dict(reversed(list(GREEDY.items()))), "v1")
     assert cache_key("smollm2-135m", {**GREEDY, "temperature": 0.7}, "v1") is None
-    assert cache_key("smollm2-135m", {**GREEDY, "stream": True}, "v1") is None
-    others = [cache_key("qwen2.5-coder-0.5b", GREEDY, "v1"), cache_key("smollm2-135m", GREEDY, "v2"),
+    assert cache_key("smollm2-135m", {**GREEDY, "temperature": 0.7}, "v1", streamed=True) is None
+    others = [cache_key("smollm2-135m", GREEDY, "v1", streamed=True),  # kept as deltas, not as a whole answer
+              cache_key("qwen2.5-coder-0.5b", GREEDY, "v1"), cache_key("smollm2-135m", GREEDY, "v2"),
               cache_key("smollm2-135m", {**GREEDY, "max_tokens": 17}, "v1"),
               cache_key("smollm2-135m", {**GREEDY, "messages": [{"role": "user", "content": "hi!"}]}, "v1"),
               cache_key("smollm2-135m", {**GREEDY, "response_format": {"type": "json_object"}}, "v1")]
@@ -31,6 +34,35 @@ def test_answers_expire_and_the_least_recently_used_go_first():
     assert cache.get("a", ttl_s=10) is None and cache.get("c", ttl_s=60) == "answer c" and len(cache) == 1
     cache.put(None, "not cacheable", max_entries=2)
     assert cache.get(None, 10) is None and len(cache) == 1
+
+
+def test_a_stream_is_recorded_as_it_passes_and_replayed_in_the_same_shape():
+    class ModelStream:  # stands in for Serve's streaming response: async deltas, cancellable
+        def __init__(self, deltas):
+            self.deltas, self.cancelled = iter(deltas), False
+
+        async def __anext__(self):
+            try:
+                return next(self.deltas)
+            except StopIteration:
+                raise StopAsyncIteration from None
+
+        def cancel(self):
+            self.cancelled = True
+
+    first, rest = {"text": "Hel", "finish_reason": None}, [{"text": "lo", "finish_reason": "stop"}]
+
+    async def read(deltas):
+        return [delta async for delta in deltas]
+
+    model = ModelStream(rest)
+    recorded = RecordedDeltas(first, model)
+    assert asyncio.run(read(recorded)) == rest and recorded.kept == [first, *rest]
+    recorded.cancel()
+    assert model.cancelled
+    replayed = ReplayedDeltas(recorded.kept)
+    replayed.cancel()  # nothing to stop, and the replay still runs whole
+    assert asyncio.run(read(replayed)) == [first, *rest] and asyncio.run(read(replayed)) == []
 
 
 @pytest.mark.parametrize("section,message", [

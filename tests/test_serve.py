@@ -416,8 +416,9 @@ def test_every_answer_lands_in_the_store_and_feedback_rates_it(ensemble, client)
 
 
 def test_the_answer_cache_gives_a_greedy_answer_again_and_an_edit_starts_afresh(ensemble, client):
-    """Policy `cache` on: the same greedy request gets the same answer without a generation (cost 0 in the store);
-    a sampled or streamed one is not cached; a policy edit (a new version) misses."""
+    """Policy `cache` on: the same greedy request gets the same answer without a generation (cost 0 in the store),
+    whole or streamed (a stream is replayed as one); a sampled one is not cached; a policy edit (a new version)
+    misses."""
     from router.store import DecisionStore
 
     original = _policy(ensemble)["policy"]
@@ -439,9 +440,22 @@ def test_the_answer_cache_gives_a_greedy_answer_again_and_an_edit_starts_afresh(
         sampled = client.chat.completions.with_raw_response.create(
             model="auto", messages=[{"role": "user", "content": GREETING}], max_tokens=24, temperature=0.7)
         assert "x-router-cache" not in sampled.headers
-        streamed = client.chat.completions.with_raw_response.create(
-            model="auto", messages=[{"role": "user", "content": GREETING}], max_tokens=24, temperature=0, stream=True)
-        assert "x-router-cache" not in streamed.headers and list(streamed.parse())  # read to its end
+
+        def stream():
+            raw = client.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": GREETING}], max_tokens=24, temperature=0,
+                stream=True, stream_options={"include_usage": True})
+            chunks = list(raw.parse())  # read to its end
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            return raw.headers, text, [c.choices[0].finish_reason for c in chunks if c.choices], chunks[-1].usage
+
+        streamed = [stream(), stream()]
+        assert [headers["x-router-cache"] for headers, *_ in streamed] == ["miss", "hit"]  # not the whole answer's
+        (_, text, finishes, usage), (hit_headers, hit_text, hit_finishes, hit_usage) = streamed
+        assert hit_text == text and text and hit_finishes == finishes and hit_usage == usage
+        assert hit_headers["x-router-model"] == SMOL and finishes[-1] in ("stop", "length")
+        row = wait_for(lambda: store.decision(hit_headers["x-request-id"]), 30, "the streamed hit's row")
+        assert row["cost"] == 0.0 and row["output_tokens"] == usage.completion_tokens
         _deploy_policy(ensemble, {**cached, "version": "answer-cache-2"})
         wait_for(lambda: _policy(ensemble)["version"] == "answer-cache-2", 60, "the edited caching policy")
         assert ask(client, GREETING)[1]["x-router-cache"] == "miss"

@@ -1,8 +1,9 @@
-"""Answers kept for requests that would get the same answer again: greedy (temperature 0), not streamed, and
-alike in everything the model reads (messages, tools, format, sampling, max_tokens) and in the routed model and
-the policy version, so an edit starts afresh. Per ingress replica, in memory, least recently used first out; the
-policy's `cache` section turns it on and sizes it. A hit skips only the generation: the request is still checked,
-decided and recorded like any other (its cost is 0)."""
+"""Answers kept for requests that would get the same answer again: greedy (temperature 0), and alike in everything
+the model reads (messages, tools, format, sampling, max_tokens), in the routed model and the policy version (so an
+edit starts afresh), and in being streamed or not: a streamed answer is kept as the model's deltas and given again
+as a stream. Per ingress replica, in memory, least recently used first out; the policy's `cache` section turns it
+on and sizes it. A hit skips only the generation: the request is still checked, decided and recorded like any
+other (its cost is 0)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,12 +13,13 @@ import time
 from collections import OrderedDict
 
 
-def cache_key(model: str, generation: dict, policy_version: str) -> str | None:
-    """The key of a cacheable request, or None (sampled, or streamed: its answer is not one fixed text)."""
-    if generation.get("temperature", 1.0) != 0 or generation.get("stream"):
+def cache_key(model: str, generation: dict, policy_version: str, streamed: bool = False) -> str | None:
+    """The key of a cacheable request, or None (sampled: its answer is not one fixed text). A streamed request's
+    key differs from the same request's whole one, since its answer is kept in another shape."""
+    if generation.get("temperature", 1.0) != 0:
         return None
-    canonical = json.dumps({"model": model, "policy": policy_version, "generation": generation}, sort_keys=True,
-                           separators=(",", ":"), default=str)
+    canonical = json.dumps({"model": model, "policy": policy_version, "generation": generation,
+                            "streamed": streamed}, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -50,3 +52,41 @@ class AnswerCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class RecordedDeltas:
+    """A model's stream passed through as it comes, keeping its deltas so that a stream that ends well is cached."""
+
+    def __init__(self, first: dict | None, deltas):
+        self.kept = [] if first is None else [first]
+        self._deltas = deltas
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> dict:
+        delta = await self._deltas.__anext__()
+        self.kept.append(delta)
+        return delta
+
+    def cancel(self) -> None:  # the client left: stop the model (ModelStreamResponse)
+        self._deltas.cancel()
+
+
+class ReplayedDeltas:
+    """A cached stream's deltas given again in the model stream's own shape, so every endpoint renders them alike."""
+
+    def __init__(self, deltas: list[dict]):
+        self._deltas = iter(deltas)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> dict:
+        try:
+            return next(self._deltas)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def cancel(self) -> None:  # nothing generates
+        pass

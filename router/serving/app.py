@@ -26,7 +26,7 @@ from router.features import Encoder
 from router.policy import DEFAULT_POLICY_PATH, is_auto, load_policy, profile_of
 from router.service import RouteRequest, RoutingService
 from router.serving import replica
-from router.serving.answer_cache import AnswerCache, cache_key
+from router.serving.answer_cache import AnswerCache, RecordedDeltas, ReplayedDeltas, cache_key
 from router.serving.budget import EscalationBudget
 from router.serving.describer import AnswerDescriber
 from router.serving.disclosure import OPERATOR_HEADER, may_see_routing, routing_headers, shown_body, shown_headers
@@ -513,7 +513,8 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
         """A streamed answer with the nets of a plain one: the model's timeout_s bounds the wait for its first
         token, and a failure or timeout before it moves on along the same fallback chain. The headers go out once
         the answering model is known. After the first token a failure ends the stream with an error event.
-        `events(deltas, model, on_failure, on_finish)` renders the endpoint's server-sent events."""
+        `events(deltas, model, on_failure, on_finish)` renders the endpoint's server-sent events. With the policy's
+        cache on, a greedy stream that ended well is kept as its deltas, and the same request again replays them."""
         async def first_token(model: str):
             deltas = self.handles[model].options(stream=True).stream.remote(
                 stamped(generation, policy.limits.max_queue_wait_s))
@@ -525,12 +526,22 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
                 deltas.cancel()
                 raise
 
-        outcome = await first_answer(fallback_chain(decision, policy), policy, first_token)
-        if isinstance(outcome, JSONResponse):
-            return outcome
-        model, (deltas, first), failures = outcome
+        key = cache_key(decision.model, generation, policy.version, streamed=True) if policy.cache.enabled else None
+        cached = self.answers.get(key, policy.cache.ttl_s)
+        if cached is None:
+            outcome = await first_answer(fallback_chain(decision, policy), policy, first_token)
+            if isinstance(outcome, JSONResponse):
+                return outcome
+            model, (model_deltas, first), failures = outcome
+            deltas = RecordedDeltas(first, model_deltas)
+        else:
+            (model, kept_deltas), first, failures = cached, None, []
+            deltas = ReplayedDeltas(kept_deltas)
         fallback_reason = "; ".join(f.message for f in failures) or None
-        logger.info("request %s: %s by %s, streamed (%s)", current_request_id(), decision.rule, model, decision.reason)
+        logger.info("request %s: %s by %s, streamed (%s)%s", current_request_id(), decision.rule, model,
+                    decision.reason, ", from the answer cache" if cached else "")
+        if key is not None:
+            self.metrics.cache_lookup(cached is not None)
 
         def failed(exc: Exception) -> None:
             logger.warning("request %s: %s failed mid-stream: %s", asked.request_id, model, exc)
@@ -539,12 +550,16 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
                          None, "")
 
         def finished(tokens_in: int, tokens_out: int, text: str) -> None:
-            cost = self.service.catalogue.model(model).cost(tokens_in, tokens_out)
-            self.metrics.answered(model, decision, tokens_in, tokens_out, cost,
+            cost = 0.0 if cached else self.service.catalogue.model(model).cost(tokens_in, tokens_out)
+            self.metrics.answered(model, decision, 0 if cached else tokens_in, 0 if cached else tokens_out, cost,
                                   [(f.model, f.kind) for f in failures], stream=True)
             self._record(asked, decision, model, fallback_reason, tokens_in, tokens_out, cost, None, text)
+            if cached is None:  # only a stream that ended well: a failed or abandoned one is not an answer
+                self.answers.put(key, (model, deltas.kept), policy.cache.max_entries)
 
         headers = routing_headers(decision, policy.version, fallback_reason)
+        if key is not None:
+            headers["x-router-cache"] = "hit" if cached else "miss"
         headers["x-router-model"] = model
         headers["x-router-replica"] = self.replica_id  # which ingress replica answered (sessions, feedback)
         headers = shown_headers(headers, asked.disclose)

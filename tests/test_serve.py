@@ -456,6 +456,15 @@ def test_the_answer_cache_gives_a_greedy_answer_again_and_an_edit_starts_afresh(
         assert hit_headers["x-router-model"] == SMOL and finishes[-1] in ("stop", "length")
         row = wait_for(lambda: store.decision(hit_headers["x-request-id"]), 30, "the streamed hit's row")
         assert row["cost"] == 0.0 and row["output_tokens"] == usage.completion_tokens
+
+        def respond():  # the Responses API's events: the same chat to the model, so rendered from the same deltas
+            raw = client.responses.with_raw_response.create(model="auto", input=GREETING, max_output_tokens=24,
+                                                             temperature=0, stream=True, store=False)
+            done = [event for event in raw.parse() if event.type in ("response.completed", "response.incomplete")]
+            return raw.headers["x-router-cache"], done[0].response.output_text
+
+        (miss, said), (hit, said_again) = respond(), respond()
+        assert (miss, hit) == ("hit", "hit") and said_again == said == text
         _deploy_policy(ensemble, {**cached, "version": "answer-cache-2"})
         wait_for(lambda: _policy(ensemble)["version"] == "answer-cache-2", 60, "the edited caching policy")
         assert ask(client, GREETING)[1]["x-router-cache"] == "miss"

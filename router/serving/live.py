@@ -58,13 +58,23 @@ def config_with_policy(config: dict, policy: dict, shadow: dict | None | object 
     raise ValueError(f"the Serve config has no deployment named {INGRESS}")
 
 
+class ServeRefused(RuntimeError):
+    """The Serve REST API answered the config with an error; `status` is its HTTP status."""
+
+    def __init__(self, status: int, text: str):
+        # a traceback's last lines name its cause
+        shown = text if len(text) <= 1000 else text[:300] + " ... " + text[-700:]
+        super().__init__(f"Serve refused the config ({status}): {shown}")
+        self.status = status
+
+
 def deploy_config(config: dict, address: str) -> None:
     try:
         reply = httpx.put(f"{address.rstrip('/')}/api/serve/applications/", json=config, timeout=120)
     except httpx.HTTPError as exc:
         raise RuntimeError(f"cannot reach the Serve REST API at {address}: {exc}") from None
     if reply.status_code >= 400:
-        raise RuntimeError(f"Serve refused the config ({reply.status_code}): {reply.text[:500]}")
+        raise ServeRefused(reply.status_code, reply.text)
 
 
 def apply_policy_file(policy_file: Path, serve_config: Path, address: str) -> str:

@@ -15,8 +15,7 @@ import httpx
 
 from router.policy import PROJECT_ROOT
 from router.serving.direct_ingress import direct_urls, use_direct_ingress
-from router.serving.local_ensemble import RAY_ENV, free_port, http_ok, serve_config, wait_for
-from router.serving.live import deploy_config
+from router.serving.local_ensemble import RAY_ENV, deploy_first_config, free_port, http_ok, serve_config, wait_for
 
 CLUSTER_CONFIG = PROJECT_ROOT / "serve_config.cluster.yaml"
 APP = "router"
@@ -94,7 +93,7 @@ def local_cluster(config_path: Path = CLUSTER_CONFIG, ready_timeout: float = 900
         ens = ClusterEnsemble(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{dashboard_port}", http_port,
                               cluster, worker, gcs)
         wait_for(lambda: http_ok(f"{ens.dashboard}/api/serve/applications/"), 180, "the Serve REST API")
-        deploy_config(serve_config(http_port, config_path), ens.dashboard)
+        deploy_first_config(serve_config(http_port, config_path), ens.dashboard)
         wait_for(lambda: http_ok(f"{ens.base}/healthz"), ready_timeout, "the cluster ensemble to become ready", 1)
         # /healthz is green with one ingress replica; the second may still be starting
         wait_for(lambda: ens.app_status() == "RUNNING", ready_timeout, "every replica of the app to run", 1)

@@ -13,7 +13,7 @@ import httpx
 import yaml
 
 from router.serving.direct_ingress import direct_urls, use_direct_ingress
-from router.serving.live import config_with_policy, deploy_config
+from router.serving.live import ServeRefused, config_with_policy, deploy_config
 from router.policy import PROJECT_ROOT
 
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
@@ -35,6 +35,18 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
             return result
         time.sleep(interval)
     raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
+
+
+def deploy_first_config(config: dict, dashboard: str, attempts: int = 4) -> None:
+    """The first config on a fresh cluster: a 5xx there can be Serve's controller still starting (seen once in a
+    test run: a 500 with a traceback), so it is tried again a few times; a 4xx is the config's fault at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return deploy_config(config, dashboard)
+        except ServeRefused as exc:
+            if exc.status < 500 or attempt == attempts:
+                raise
+            time.sleep(2 * attempt)
 
 
 def http_ok(url: str) -> bool:
@@ -111,7 +123,7 @@ def local_ensemble(ready_timeout: float = 600, port: int | None = None,
                    metrics=f"http://127.0.0.1:{metrics_port}/metrics")
     try:
         wait_for(lambda: http_ok(f"{ens.dashboard}/api/serve/applications/"), 120, "the Serve REST API")
-        deploy_config(serve_config(http_port, config_path), ens.dashboard)
+        deploy_first_config(serve_config(http_port, config_path), ens.dashboard)
         wait_for(lambda: http_ok(f"{ens.base}/healthz"), ready_timeout, "the ensemble to become ready")
         ens.ready_after_s = time.perf_counter() - started
         if direct:

@@ -108,13 +108,16 @@ def _check_config(args) -> None:
 def _prune(args) -> None:
     from router.store import DecisionStore
 
+    from router.store.answers import SharedAnswers
     from router.store.responses import ResponseStore
 
     store = DecisionStore(args.url)
     try:
         gone = store.prune(args.days)
         kept = ResponseStore(store.engine).prune(args.days)
-        print(f"{gone} decisions and {kept} stored responses older than {args.days:g} days deleted from {store.url}")
+        cached = SharedAnswers(store.engine).prune(args.days)
+        print(f"{gone} decisions, {kept} stored responses and {cached} shared cached answers older than "
+              f"{args.days:g} days deleted from {store.url}")
     finally:
         store.close()
 
@@ -271,8 +274,8 @@ def parser() -> argparse.ArgumentParser:
     cc.set_defaults(run=_check_config)
 
     st_ = sub.add_parser("store", help="the decision store").add_subparsers(dest="action", required=True)
-    pr = st_.add_parser("prune", help="delete decisions (and their feedback) and stored responses "
-                        "older than the retention")
+    pr = st_.add_parser("prune", help="delete decisions (and their feedback), stored responses and shared "
+                        "cached answers older than the retention")
     pr.add_argument("--days", type=float, required=True, help="retention in days")
     pr.add_argument("--url", help="store URL (default: $ROUTER_STORE_URL, else the SQLite file in ~/.cache)")
     pr.set_defaults(run=_prune)

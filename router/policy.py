@@ -127,15 +127,18 @@ class Escalation(BaseModel):
 
 
 class AnswerCaching(BaseModel):
-    """Answers kept per ingress replica and given again to the same request (router/serving/answer_cache.py)."""
+    """Answers kept and given again to the same request (router/serving/answer_cache.py): per ingress replica, or
+    shared by all of them in the decision store's database (router/store/answers.py)."""
     model_config = STRICT
 
-    enabled: bool = Field(False, description="keep the answers of greedy (temperature 0), non-streamed requests, and "
-                          "give one again to a request alike in messages, settings, routed model and policy version: "
-                          "a hit is decided and recorded as usual but generates nothing (cost 0)")
+    enabled: bool = Field(False, description="keep the answers of greedy (temperature 0) requests, whole or "
+                          "streamed, and give one again to a request alike in messages, settings, routed model and "
+                          "policy version: a hit is decided and recorded as usual but generates nothing (cost 0)")
     ttl_s: float = Field(600.0, gt=0, le=7 * 86400, description="how long, in seconds, an answer is kept")
-    max_entries: int = Field(1024, ge=1, le=1_000_000, description="answers kept per ingress replica; the least "
-                             "recently used go first")
+    max_entries: int = Field(1024, ge=1, le=1_000_000, description="answers kept (per ingress replica, or in all "
+                             "when shared); the least recently used go first, or the oldest when shared")
+    shared: bool = Field(False, description="keep the answers in the decision store's database, so that every "
+                         "ingress replica finds them: one database read per greedy request and one write per miss")
 
 
 class Access(BaseModel):

@@ -13,7 +13,7 @@ from pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from sqlalchemy import JSON, Float, Integer, LargeBinary, String, create_engine, inspect, text
 
 from router.store import DecisionStore
-from router.store.schema import decisions, feedback, responses
+from router.store.schema import answer_cache, decisions, feedback, responses
 from router.store.store import MIGRATIONS, URL_ENV
 
 DIALECT = {"sqlite": "sqlite", "postgres": "postgresql"}
@@ -67,7 +67,7 @@ def test_opening_a_store_migrates_the_schema_to_head(url):
     engine = create_engine(url)
     try:
         found = inspect(engine)
-        for table in (decisions, feedback, responses):
+        for table in (decisions, feedback, responses, answer_cache):
             assert {c["name"] for c in found.get_columns(table.name)} == set(table.c.keys()), table.name
         indexed = {tuple(i["column_names"]) for i in found.get_indexes("decisions")}
         assert {("at",), ("session_id",)} <= indexed  # rows(since) and session_models read by these
@@ -193,6 +193,29 @@ def test_stored_responses_round_trip_and_are_pruned(store):
     assert kept.prune(1) == 1 and kept.get(answer["id"]) is None
     with pytest.raises(ValueError, match="must be more than 0"):
         kept.prune(0)
+
+
+def test_the_shared_answer_cache_keeps_expires_trims_and_prunes(store):
+    from router.store.answers import SharedAnswers
+
+    shared = SharedAnswers(store.engine)
+    answer = ["m", {"text": "nul \x00 here", "finish_reason": "stop", "input_tokens": 3, "output_tokens": 2}]
+    shared.put("k1", answer, ttl_s=600, max_entries=10)
+    assert shared.get("k1", 600) == ["m", {**answer[1], "text": "nul \ufffd here"}] and shared.get("k2", 600) is None
+    shared.put("k1", ["other", [{"text": "a"}]], ttl_s=600, max_entries=10)  # a second keep replaces the first
+    assert shared.get("k1", 600) == ["other", [{"text": "a"}]] and len(shared) == 1
+    with store.engine.begin() as connection:  # kept 20 minutes ago
+        connection.execute(answer_cache.update().values(at=time.time() - 1200))
+    assert shared.get("k1", 600) is None and shared.get("k1", 3600) is not None
+    shared.put("k2", answer, ttl_s=600, max_entries=10)  # a keep drops what has expired under its TTL
+    assert shared.get("k1", 3600) is None and len(shared) == 1
+    for i in range(5):
+        shared.put(f"n{i}", answer, ttl_s=600, max_entries=3)  # fewer than TRIM_EVERY: trimmed at each keep
+    assert len(shared) == 3 and shared.get("n4", 600) and shared.get("n0", 600) is None
+    assert shared.prune(1) == 0 and shared.trim(3) == 0
+    with store.engine.begin() as connection:  # kept two days ago
+        connection.execute(answer_cache.update().values(at=time.time() - 2 * 86400))
+    assert shared.prune(1) == 3 and len(shared) == 0
 
 
 def test_rows_with_different_keys_share_a_batch(store):

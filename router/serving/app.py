@@ -46,6 +46,7 @@ from router.serving.specialists import EmbeddingSpecialist, ModerationSpecialist
 from router.serving.streaming import ModelStreamResponse, sse_events
 from router.serving.telemetry import RouterMetrics
 from router.store import URL_ENV, DecisionStore
+from router.store.answers import SharedAnswers
 from router.store.responses import ResponseStore
 
 logger = logging.getLogger("ray.serve")
@@ -89,6 +90,7 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
                                          self.store.record)
         self.metrics = RouterMetrics()
         self.answers = AnswerCache()  # the policy's `cache`: greedy answers given again, generating nothing
+        self.shared_answers = SharedAnswers(self.store.engine)  # the same, for every replica, with `cache.shared`
         # each client's recent requests on this replica (policy `escalation`); its refusals count in the metrics
         self.budget = EscalationBudget(self.metrics.refused_request)
         # 2 intra-op threads by default: the embedding is most of the decision (make bench times it)
@@ -367,13 +369,16 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
         the body's router block and the x-router-* headers. Returns (model, result, router_info, headers), or an
         error response."""
         key = cache_key(decision.model, generation, policy.version) if policy.cache.enabled else None
-        cached = self.answers.get(key, policy.cache.ttl_s)
+        cached = await self._cached(key, policy)
         if cached is None:
             outcome = await self._answer(decision, generation, policy)
             if isinstance(outcome, JSONResponse):
                 return outcome
             model, result, failures, cascade = outcome
-            self.answers.put(key, (model, result), policy.cache.max_entries)
+            if key is not None and policy.cache.shared:
+                await asyncio.to_thread(self._keep_shared, key, (model, result), policy)
+            else:
+                self.answers.put(key, (model, result), policy.cache.max_entries)
         else:
             (model, result), failures, cascade = cached, [], []
         catalogue = self.service.catalogue  # the policy is the one the request was routed under
@@ -399,6 +404,23 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
         if cascade:
             headers["x-router-cascade"] = ",".join(f"{step['model']}:{step['mean_logprob']:.2f}" for step in cascade)
         return model, result, router_info, headers
+
+    async def _cached(self, key: str | None, policy):
+        """The answer kept under `key`, (model, result or a stream's deltas), from this replica's memory or, with
+        the policy's `cache.shared`, from the database, where a failure is only a miss."""
+        if key is None or not policy.cache.shared:
+            return self.answers.get(key, policy.cache.ttl_s)
+        try:
+            return await asyncio.to_thread(self.shared_answers.get, key, policy.cache.ttl_s)
+        except Exception as exc:
+            logger.warning("the shared answer cache could not be read, so this request is a miss: %s", exc)
+            return None
+
+    def _keep_shared(self, key: str, answer: tuple, policy) -> None:
+        try:
+            self.shared_answers.put(key, answer, policy.cache.ttl_s, policy.cache.max_entries)
+        except Exception as exc:  # a database outage costs the cache, never the answer
+            logger.warning("the shared answer cache could not keep an answer: %s", exc)
 
     def _record(self, asked: RequestContext, decision: Decision, model: str | None, fallback: str | None,
                 tokens_in: int, tokens_out: int, cost: float, cascade: list | None, answer: str) -> None:
@@ -527,7 +549,7 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
                 raise
 
         key = cache_key(decision.model, generation, policy.version, streamed=True) if policy.cache.enabled else None
-        cached = self.answers.get(key, policy.cache.ttl_s)
+        cached = await self._cached(key, policy)
         if cached is None:
             outcome = await first_answer(fallback_chain(decision, policy), policy, first_token)
             if isinstance(outcome, JSONResponse):
@@ -554,8 +576,12 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
             self.metrics.answered(model, decision, 0 if cached else tokens_in, 0 if cached else tokens_out, cost,
                                   [(f.model, f.kind) for f in failures], stream=True)
             self._record(asked, decision, model, fallback_reason, tokens_in, tokens_out, cost, None, text)
-            if cached is None:  # only a stream that ended well: a failed or abandoned one is not an answer
-                self.answers.put(key, (model, deltas.kept), policy.cache.max_entries)
+            if cached is None and key is not None:  # only a stream that ended well, not a failed or abandoned one
+                if policy.cache.shared:  # written beside the stream's last events, off the event loop
+                    asyncio.get_running_loop().run_in_executor(None, self._keep_shared, key, (model, deltas.kept),
+                                                               policy)
+                else:
+                    self.answers.put(key, (model, deltas.kept), policy.cache.max_entries)
 
         headers = routing_headers(decision, policy.version, fallback_reason)
         if key is not None:

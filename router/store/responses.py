@@ -3,19 +3,13 @@ ingress replica finds them: the Response as its client got it, the request's inp
 far as chat messages, which a request with `previous_response_id` continues."""
 from __future__ import annotations
 
-import json
 import time
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine
 
 from router.store.schema import responses
-from router.store.store import _text_safe, retention_cutoff
-
-
-def _json_safe(value):
-    """PostgreSQL's JSON text cannot hold NUL either: U+FFFD in its place, as in the decisions' text."""
-    return json.loads(json.dumps(value).replace("\\u0000", "\\ufffd"))
+from router.store.store import _json_safe, _text_safe, retention_cutoff
 
 
 class ResponseStore:

@@ -59,3 +59,10 @@ responses = Table(
     Column("conversation", JSON, nullable=False),             # chat messages so far, without the instructions
     Column("session_id", String(200)),                        # the session its decisions went under
 )
+
+answer_cache = Table(
+    "answer_cache", metadata,                                 # the policy's shared answer cache (0006)
+    Column("key", String(64), primary_key=True),              # sha256 of everything the model reads, model, policy
+    Column("at", Float, nullable=False, index=True),          # unix time the answer was kept: its TTL starts here
+    Column("answer", JSON, nullable=False),                   # [model, the result or the stream's deltas]
+)

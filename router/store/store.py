@@ -7,6 +7,7 @@ database cannot take (it is down) waits in a bounded backlog and is written agai
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -95,6 +96,11 @@ def _has_column(engine: Engine, column) -> bool:
 def _text_safe(value):
     """PostgreSQL text cannot hold NUL (0x00): U+FFFD in its place, on every backend alike."""
     return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+def _json_safe(value):
+    """PostgreSQL's JSON text cannot hold NUL either: U+FFFD in its place, as in the decisions' text."""
+    return json.loads(json.dumps(value).replace("\\u0000", "\\ufffd"))
 
 
 def retention_cutoff(days: float) -> float:

@@ -300,9 +300,9 @@ def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client,
     from router.serving.live import INGRESS, config_with_policy, deploy_config
     from router.serving.local_ensemble import http_ok, serve_config, wait_for
 
-    def deploy(env_vars: dict | None, restarts: bool = True) -> None:
+    def deploy(env_vars: dict | None, policy: dict, restarts: bool = True) -> None:
         before = ensemble.policy()
-        config = config_with_policy(serve_config(ensemble.port), before["policy"])
+        config = config_with_policy(serve_config(ensemble.port), policy)
         ingress = next(d for app in config["applications"] for d in app["deployments"] if d["name"] == INGRESS)
         if env_vars:
             ingress["ray_actor_options"] = {**ingress.get("ray_actor_options", {}),
@@ -320,9 +320,10 @@ def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client,
 
     monkeypatch.delenv(URL_ENV, raising=False)
     store = DecisionStore(postgres_url)  # migrates the schema before the ingress opens it too
-    switched = False
-    try:
-        deploy({URL_ENV: postgres_url})
+    switched, original = False, ensemble.policy()["policy"]
+    try:  # with the answer cache shared through the same database
+        deploy({URL_ENV: postgres_url}, {**original, "version": "pg-shared-cache",
+                                         "cache": {"enabled": True, "ttl_s": 600, "max_entries": 64, "shared": True}})
         switched = True
         raw = client.chat.completions.with_raw_response.create(
             model="auto", messages=[{"role": "user", "content": "Hi! How are you today?"}], max_tokens=8,
@@ -349,6 +350,7 @@ def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client,
                 model="auto", messages=[{"role": "user", "content": "And what is two plus two?"}], max_tokens=4,
                 temperature=0, extra_headers={"x-session-id": "pg-conversation"})
             assert during.parse().choices[0].message.content is not None
+            assert during.headers["x-router-cache"] == "miss"  # the shared cache is unreadable: a miss, answered
             refused = httpx.post(f"{ensemble.base}/v1/feedback", json={"request_id": request_id, "rating": "dislike"},
                                  timeout=30)
             assert refused.status_code == 503, refused.text
@@ -368,8 +370,12 @@ def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client,
         assert retried.status_code == 200, retried.text
         assert store.feedback_for(request_id)["rating"] == "dislike"
         assert client.responses.create(**colour, previous_response_id=kept.id).store is True
+        greedy = {"model": "auto", "messages": [{"role": "user", "content": "Name a fruit."}], "max_tokens": 4,
+                  "temperature": 0}
+        asked = [client.chat.completions.with_raw_response.create(**greedy) for _ in range(2)]
+        assert [a.headers["x-router-cache"] for a in asked] == ["miss", "hit"]  # kept in PostgreSQL
     finally:
         store.close()
         # back to the session's SQLite store (the ROUTER_STORE_URL the workers inherited); a replica that never
         # switched is already the original one, and Serve leaves it running
-        deploy(None, restarts=switched)
+        deploy(None, original, restarts=switched)

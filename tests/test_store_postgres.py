@@ -298,7 +298,7 @@ def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client,
     runtime_env: the model replicas keep running), answer, rate, take the database away and back, then put the
     SQLite store back."""
     from router.serving.live import INGRESS, config_with_policy, deploy_config
-    from router.serving.local_ensemble import http_ok, serve_config, wait_for
+    from router.serving.local_ensemble import http_ok, metric_value, serve_config, wait_for
 
     def deploy(env_vars: dict | None, policy: dict, restarts: bool = True) -> None:
         before = ensemble.policy()
@@ -374,6 +374,8 @@ def test_the_ingress_writes_answers_and_feedback_into_postgres(ensemble, client,
                   "temperature": 0}
         asked = [client.chat.completions.with_raw_response.create(**greedy) for _ in range(2)]
         assert [a.headers["x-router-cache"] for a in asked] == ["miss", "hit"]  # kept in PostgreSQL
+        wait_for(lambda: metric_value(httpx.get(ensemble.metrics, timeout=10).text, "ray_router_answer_cache",
+                                      result="unavailable"), 120, "the outage's lookup in the metrics", interval=2)
     finally:
         store.close()
         # back to the session's SQLite store (the ROUTER_STORE_URL the workers inherited); a replica that never

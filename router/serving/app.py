@@ -369,7 +369,7 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
         the body's router block and the x-router-* headers. Returns (model, result, router_info, headers), or an
         error response."""
         key = cache_key(decision.model, generation, policy.version) if policy.cache.enabled else None
-        cached = await self._cached(key, policy)
+        cached, lookup = await self._cached(key, policy)
         if cached is None:
             outcome = await self._answer(decision, generation, policy)
             if isinstance(outcome, JSONResponse):
@@ -387,7 +387,7 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
         tokens_in, tokens_out = result["input_tokens"], result["output_tokens"]
         cost = 0.0 if cached else catalogue.model(model).cost(tokens_in, tokens_out)
         if key is not None:
-            self.metrics.cache_lookup(cached is not None)
+            self.metrics.cache_lookup(lookup)
         self.metrics.answered(model, decision, 0 if cached else tokens_in, 0 if cached else tokens_out, cost,
                               [(f.model, f.kind) for f in failures])
         fallback_reason = "; ".join(f.message for f in failures) or None
@@ -405,16 +405,21 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
             headers["x-router-cascade"] = ",".join(f"{step['model']}:{step['mean_logprob']:.2f}" for step in cascade)
         return model, result, router_info, headers
 
-    async def _cached(self, key: str | None, policy):
-        """The answer kept under `key`, (model, result or a stream's deltas), from this replica's memory or, with
-        the policy's `cache.shared`, from the database, where a failure is only a miss."""
-        if key is None or not policy.cache.shared:
-            return self.answers.get(key, policy.cache.ttl_s)
-        try:
-            return await asyncio.to_thread(self.shared_answers.get, key, policy.cache.ttl_s)
-        except Exception as exc:
-            logger.warning("the shared answer cache could not be read, so this request is a miss: %s", exc)
-            return None
+    async def _cached(self, key: str | None, policy) -> tuple:
+        """(the answer kept under `key`, as (model, result or a stream's deltas), or None; the lookup's result for
+        the metrics: hit, miss or unavailable), from this replica's memory or, with the policy's `cache.shared`,
+        from the database, where a failure is only a miss to the client."""
+        if key is None:
+            return None, None
+        if not policy.cache.shared:
+            found = self.answers.get(key, policy.cache.ttl_s)
+        else:
+            try:
+                found = await asyncio.to_thread(self.shared_answers.get, key, policy.cache.ttl_s)
+            except Exception as exc:
+                logger.warning("the shared answer cache could not be read, so this request is a miss: %s", exc)
+                return None, "unavailable"
+        return found, "miss" if found is None else "hit"
 
     def _keep_shared(self, key: str, answer: tuple, policy) -> None:
         try:
@@ -549,7 +554,7 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
                 raise
 
         key = cache_key(decision.model, generation, policy.version, streamed=True) if policy.cache.enabled else None
-        cached = await self._cached(key, policy)
+        cached, lookup = await self._cached(key, policy)
         if cached is None:
             outcome = await first_answer(fallback_chain(decision, policy), policy, first_token)
             if isinstance(outcome, JSONResponse):
@@ -563,7 +568,7 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
         logger.info("request %s: %s by %s, streamed (%s)%s", current_request_id(), decision.rule, model,
                     decision.reason, ", from the answer cache" if cached else "")
         if key is not None:
-            self.metrics.cache_lookup(cached is not None)
+            self.metrics.cache_lookup(lookup)
 
         def failed(exc: Exception) -> None:
             logger.warning("request %s: %s failed mid-stream: %s", asked.request_id, model, exc)

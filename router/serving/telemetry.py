@@ -48,13 +48,14 @@ class RouterMetrics:
         self.refusals = metrics.Counter(NAMES["refusals"], "requests the policy refused, by error code: the gadget "
                                         "guard (suspected_gadget), the escalation budget, input too long",
                                         tag_keys=("code",))
-        self.cache = metrics.Counter(NAMES["cache"], "answer cache lookups (policy cache on; greedy, non-streamed "
-                                     "requests), by result: hit or miss", tag_keys=("result",))
+        self.cache = metrics.Counter(NAMES["cache"], "answer cache lookups (policy cache on; greedy requests), by "
+                                     "result: hit, miss, or unavailable (the shared cache's database failed: a miss)",
+                                     tag_keys=("result",))
         self.refused = metrics.Gauge(NAMES["policy_refused"], "1 while a refused policy edit is pending (the live "
                                      "policy is not the one Serve holds); 0 once a valid edit is live")
 
-    def cache_lookup(self, hit: bool) -> None:
-        self.cache.inc(tags={"result": "hit" if hit else "miss"})
+    def cache_lookup(self, result: str) -> None:
+        self.cache.inc(tags={"result": result})
 
     def refused_request(self, code: str) -> None:
         self.refusals.inc(tags={"code": code})

@@ -4,7 +4,7 @@ import pytest
 
 import asyncio
 
-from router.serving.answer_cache import AnswerCache, RecordedDeltas, ReplayedDeltas, cache_key
+from router.serving.answer_cache import AnswerCache, RecordedDeltas, ReplayedDeltas, cache_directives, cache_key
 
 GREEDY = {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.0, "max_tokens": 16, "tools": None}
 
@@ -63,6 +63,14 @@ def test_a_stream_is_recorded_as_it_passes_and_replayed_in_the_same_shape():
     replayed = ReplayedDeltas(recorded.kept)
     replayed.cancel()  # nothing to stop, and the replay still runs whole
     assert asyncio.run(read(replayed)) == [first, *rest] and asyncio.run(read(replayed)) == []
+
+
+@pytest.mark.parametrize("header,read,write", [
+    (None, True, True), ("", True, True), ("max-age=0", True, True), ("no-cache", False, True),
+    ("No-Cache", False, True), ("no-store", False, False), ("max-age=60, no-store", False, False),
+    ('no-cache="set-cookie"', False, True)])
+def test_a_requests_cache_control_says_whether_the_cache_is_read_and_written(header, read, write):
+    assert cache_directives(header) == (read, write)
 
 
 @pytest.mark.parametrize("section,message", [

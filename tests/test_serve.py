@@ -437,6 +437,15 @@ def test_the_answer_cache_gives_a_greedy_answer_again_and_an_edit_starts_afresh(
         row = wait_for(lambda: store.decision(headers["x-request-id"]), 30, "the cache hit's row")
         assert row["cost"] == 0.0 and row["model"] == SMOL and row["output_tokens"] == again.usage.completion_tokens
         assert wait_for(lambda: store.decision(first_headers["x-request-id"]), 30, "the miss's row")["cost"] > 0
+
+        def greet(text: str, cache_control: str | None = None):
+            return client.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": text}], max_tokens=24, temperature=0,
+                extra_headers={"cache-control": cache_control} if cache_control else None).headers
+
+        assert greet(GREETING, "no-cache")["x-router-cache"] == "bypass"  # the client asked for a fresh answer
+        assert "x-router-cache" not in greet("Hello there!", "no-store")  # nothing of it kept...
+        assert greet("Hello there!")["x-router-cache"] == "miss"  # ...so the same request misses
         sampled = client.chat.completions.with_raw_response.create(
             model="auto", messages=[{"role": "user", "content": GREETING}], max_tokens=24, temperature=0.7)
         assert "x-router-cache" not in sampled.headers

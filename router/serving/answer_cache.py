@@ -23,6 +23,14 @@ def cache_key(model: str, generation: dict, policy_version: str, streamed: bool 
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def cache_directives(cache_control: str | None) -> tuple[bool, bool]:
+    """(may read, may write) the answer cache, from a request's Cache-Control header as an HTTP cache reads its
+    request directives (RFC 9111, 5.2.1): no-cache asks for a fresh answer, which is then kept; no-store keeps
+    nothing of this request, and reads nothing either."""
+    directives = {part.split("=", 1)[0].strip().lower() for part in (cache_control or "").split(",")}
+    return not directives & {"no-cache", "no-store"}, "no-store" not in directives
+
+
 class AnswerCache:
     def __init__(self, clock=time.monotonic):
         self._entries: OrderedDict[str, tuple[float, object]] = OrderedDict()

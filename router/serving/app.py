@@ -26,7 +26,7 @@ from router.features import Encoder
 from router.policy import DEFAULT_POLICY_PATH, is_auto, load_policy, profile_of
 from router.service import RouteRequest, RoutingService
 from router.serving import replica
-from router.serving.answer_cache import AnswerCache, RecordedDeltas, ReplayedDeltas, cache_key
+from router.serving.answer_cache import AnswerCache, RecordedDeltas, ReplayedDeltas, cache_directives, cache_key
 from router.serving.budget import EscalationBudget
 from router.serving.describer import AnswerDescriber
 from router.serving.disclosure import OPERATOR_HEADER, may_see_routing, routing_headers, shown_body, shown_headers
@@ -52,6 +52,8 @@ from router.store.responses import ResponseStore
 logger = logging.getLogger("ray.serve")
 DECISION_BATCH = 32  # most concurrent decisions that share one encoder call
 SESSION_TTL_S = 3600.0  # a conversation idle longer than this starts again from the cheapest tier
+# x-router-cache for each lookup result: a client sees a failed shared cache as a miss (the metrics tell them apart)
+CACHE_HEADER = {"hit": "hit", "miss": "miss", "bypass": "bypass", "unavailable": "miss"}
 
 
 # a decision that no model answers: its error code and the field at fault (else the input is too long)
@@ -278,7 +280,8 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
             return error
         session = session or request.headers.get("x-session-id") or body.user
         asked = RequestContext(current_request_id(), body.routing_text(), endpoint, session, *embedded,
-                               shadow=shadow, shadow_version=self._shadow_version(), disclose=self._disclose(request))
+                               shadow=shadow, shadow_version=self._shadow_version(), disclose=self._disclose(request),
+                               cache_control=request.headers.get("cache-control"))
         if session:  # the costliest model this conversation has used, on any ingress replica (the store)
             used = await self._session_models(session)
             floor = max((m for m in used if m in policy.models), key=lambda m: blended_cost(m, policy, catalogue),
@@ -315,7 +318,8 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
         if refused is not None:
             return refused
         asked = RequestContext(current_request_id(), body.prompt, "completions", None, *embedded, shadow=shadow,
-                               shadow_version=self._shadow_version(), disclose=self._disclose(request))
+                               shadow_version=self._shadow_version(), disclose=self._disclose(request),
+                               cache_control=request.headers.get("cache-control"))
         generation = {"messages": [], "prompt": body.prompt, "logprobs": body.logprobs,
                       "max_tokens": min(body.max_tokens, policy.limits.max_output_tokens), **body.sampling()}
         if body.stream:
@@ -368,8 +372,8 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
         """A non-streamed answer and what every one shares: the log line, metrics, the decision store row,
         the body's router block and the x-router-* headers. Returns (model, result, router_info, headers), or an
         error response."""
-        key = cache_key(decision.model, generation, policy.version) if policy.cache.enabled else None
-        cached, lookup = await self._cached(key, policy)
+        key = self._cache_key(decision, generation, policy, asked, streamed=False)
+        cached, lookup = await self._cached(key, policy, asked)
         if cached is None:
             outcome = await self._answer(decision, generation, policy)
             if isinstance(outcome, JSONResponse):
@@ -392,7 +396,7 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
                               [(f.model, f.kind) for f in failures])
         fallback_reason = "; ".join(f.message for f in failures) or None
         self._record(asked, decision, model, fallback_reason, tokens_in, tokens_out, cost, cascade, result["text"])
-        cache = None if key is None else ("hit" if cached else "miss")
+        cache = None if key is None else CACHE_HEADER[lookup]
         router_info = {**decision.as_dict(), "answered_by": model, "fallback": fallback_reason, "cascade": cascade,
                        "policy_version": policy.version, "cache": cache,
                        "model_latency_s": 0.0 if cached else round(result.get("latency_s", 0.0), 4)}
@@ -405,12 +409,23 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
             headers["x-router-cascade"] = ",".join(f"{step['model']}:{step['mean_logprob']:.2f}" for step in cascade)
         return model, result, router_info, headers
 
-    async def _cached(self, key: str | None, policy) -> tuple:
+    @staticmethod
+    def _cache_key(decision: Decision, generation: dict, policy, asked: RequestContext, streamed: bool):
+        """The request's answer-cache key; None with the cache off, or when the client's Cache-Control says
+        no-store."""
+        if not policy.cache.enabled or not cache_directives(asked.cache_control)[1]:
+            return None
+        return cache_key(decision.model, generation, policy.version, streamed)
+
+    async def _cached(self, key: str | None, policy, asked: RequestContext) -> tuple:
         """(the answer kept under `key`, as (model, result or a stream's deltas), or None; the lookup's result for
-        the metrics: hit, miss or unavailable), from this replica's memory or, with the policy's `cache.shared`,
-        from the database, where a failure is only a miss to the client."""
+        the metrics: hit, miss, bypass (the client's Cache-Control said no-cache) or unavailable), from this
+        replica's memory or, with the policy's `cache.shared`, from the database, where a failure is only a
+        miss to the client."""
         if key is None:
             return None, None
+        if not cache_directives(asked.cache_control)[0]:
+            return None, "bypass"
         if not policy.cache.shared:
             found = self.answers.get(key, policy.cache.ttl_s)
         else:
@@ -553,8 +568,8 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
                 deltas.cancel()
                 raise
 
-        key = cache_key(decision.model, generation, policy.version, streamed=True) if policy.cache.enabled else None
-        cached, lookup = await self._cached(key, policy)
+        key = self._cache_key(decision, generation, policy, asked, streamed=True)
+        cached, lookup = await self._cached(key, policy, asked)
         if cached is None:
             outcome = await first_answer(fallback_chain(decision, policy), policy, first_token)
             if isinstance(outcome, JSONResponse):
@@ -590,7 +605,7 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
 
         headers = routing_headers(decision, policy.version, fallback_reason)
         if key is not None:
-            headers["x-router-cache"] = "hit" if cached else "miss"
+            headers["x-router-cache"] = CACHE_HEADER[lookup]
         headers["x-router-model"] = model
         headers["x-router-replica"] = self.replica_id  # which ingress replica answered (sessions, feedback)
         headers = shown_headers(headers, asked.disclose)

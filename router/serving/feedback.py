@@ -58,6 +58,7 @@ class RequestContext:
     shadow: Decision | None = None          # the shadow policy's decision, stored beside the served one
     shadow_version: str | None = None
     disclose: bool = True                   # whether the client may see scores and reasons (disclosure.py)
+    cache_control: str | None = None        # the request's Cache-Control header: may the answer cache serve it?
 
 
 def decision_row(asked: RequestContext, decision: Decision, model: str | None, fallback: str | None,

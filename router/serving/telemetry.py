@@ -49,7 +49,8 @@ class RouterMetrics:
                                         "guard (suspected_gadget), the escalation budget, input too long",
                                         tag_keys=("code",))
         self.cache = metrics.Counter(NAMES["cache"], "answer cache lookups (policy cache on; greedy requests), by "
-                                     "result: hit, miss, or unavailable (the shared cache's database failed: a miss)",
+                                     "result: hit, miss, bypass (the client's Cache-Control: no-cache), or unavailable "
+                                     "(the shared cache's database failed: a miss)",
                                      tag_keys=("result",))
         self.refused = metrics.Gauge(NAMES["policy_refused"], "1 while a refused policy edit is pending (the live "
                                      "policy is not the one Serve holds); 0 once a valid edit is live")

@@ -379,10 +379,8 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
             if isinstance(outcome, JSONResponse):
                 return outcome
             model, result, failures, cascade = outcome
-            if key is not None and policy.cache.shared:
-                await asyncio.to_thread(self._keep_shared, key, (model, result), policy)
-            else:
-                self.answers.put(key, (model, result), policy.cache.max_entries)
+            if (writing := self._keep(key, (model, result), policy)) is not None:
+                await writing  # before the answer goes out, so that the client's next request finds it
         else:
             (model, result), failures, cascade = cached, [], []
         catalogue = self.service.catalogue  # the policy is the one the request was routed under
@@ -435,6 +433,15 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
                 logger.warning("the shared answer cache could not be read, so this request is a miss: %s", exc)
                 return None, "unavailable"
         return found, "miss" if found is None else "hit"
+
+    def _keep(self, key: str | None, answer: tuple, policy):
+        """Keep an answer where the policy's cache lives: this replica's memory, or with `cache.shared` the
+        database, written off the event loop (the write's future is returned)."""
+        if key is None:
+            return None
+        if not policy.cache.shared:
+            return self.answers.put(key, answer, policy.cache.max_entries)
+        return asyncio.get_running_loop().run_in_executor(None, self._keep_shared, key, answer, policy)
 
     def _keep_shared(self, key: str, answer: tuple, policy) -> None:
         try:
@@ -575,7 +582,8 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
             if isinstance(outcome, JSONResponse):
                 return outcome
             model, (model_deltas, first), failures = outcome
-            deltas = RecordedDeltas(first, model_deltas)
+            # kept only where the cache may keep this stream; otherwise the model's stream as it is
+            deltas = RecordedDeltas(first, model_deltas) if key is not None else model_deltas
         else:
             (model, kept_deltas), first, failures = cached, None, []
             deltas = ReplayedDeltas(kept_deltas)
@@ -597,11 +605,7 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
                                   [(f.model, f.kind) for f in failures], stream=True)
             self._record(asked, decision, model, fallback_reason, tokens_in, tokens_out, cost, None, text)
             if cached is None and key is not None:  # only a stream that ended well, not a failed or abandoned one
-                if policy.cache.shared:  # written beside the stream's last events, off the event loop
-                    asyncio.get_running_loop().run_in_executor(None, self._keep_shared, key, (model, deltas.kept),
-                                                               policy)
-                else:
-                    self.answers.put(key, (model, deltas.kept), policy.cache.max_entries)
+                self._keep(key, (model, deltas.kept), policy)  # a shared write goes on beside the last events
 
         headers = routing_headers(decision, policy.version, fallback_reason)
         if key is not None:

@@ -2,8 +2,9 @@
 with its stored response, each against the same greedy chat through Serve's proxy, on the tiny model. Each round
 asks every shape once, each with a fresh prompt and in turn first, so drift on a shared machine and llama.cpp's
 cached prompt prefix favour no shape. The stored
-response's own cost, one database insert awaited before the answer goes out (and one read to continue it), is
-also timed in-process on a SQLite file like the shipped default, where the proxy's noise does not hide it.
+response's own cost, one database insert awaited before the answer goes out (and one read to continue it), and the
+shared answer cache's reads and writes are also timed in-process on a SQLite file like the shipped default, where
+the proxy's noise does not hide them.
 
     .venv/bin/python bench/request_features.py --out bench     # about 2 minutes; writes request_features.md and .json
 """
@@ -121,6 +122,34 @@ def measure_store(runs: int) -> dict:
     return {name: percentiles(values) for name, values in timings.items()}
 
 
+def measure_shared_cache(runs: int, max_entries: int = 1024) -> dict:
+    """The shared answer cache (policy `cache.shared`) on a fresh SQLite file, full to the policy's default
+    `max_entries`, so that its trims run: a lookup that misses, the keep after it, and a lookup that hits."""
+    from router.store.answers import SharedAnswers
+    from router.store.store import migrate, open_engine
+
+    answer = ["smollm2-135m", {"text": "I am fine, thank you! " * 8, "finish_reason": "length", "input_tokens": 20,
+                               "output_tokens": 32, "latency_s": 0.5}]
+    with tempfile.TemporaryDirectory() as folder:
+        engine = open_engine(f"sqlite:///{folder}/decisions.db")
+        migrate(engine)
+        shared = SharedAnswers(engine)
+        for i in range(max_entries):
+            shared.put(f"fill-{i}", answer, 600, max_entries)
+        timings: dict[str, list[float]] = {"miss": [], "put": [], "hit": []}
+        for i in range(runs):
+            steps = (("miss", lambda: shared.get(f"key-{i}", 600)),
+                     ("put", lambda: shared.put(f"key-{i}", answer, 600, max_entries)),
+                     ("hit", lambda: shared.get(f"key-{i}", 600)))
+            for name, step in steps:
+                started = time.perf_counter()
+                step()
+                timings[name].append(round((time.perf_counter() - started) * 1000, 4))
+        left = len(shared)
+        engine.dispose()
+    return {**{name: percentiles(values) for name, values in timings.items()}, "entries_after": left}
+
+
 def render(r: dict) -> str:
     lines = ["# What the opt-in request features cost", "",
              f"Command: `.venv/bin/python bench/request_features.py --out bench` ({r['machine']}; {r['runs']} rounds, "
@@ -137,6 +166,12 @@ def render(r: dict) -> str:
               f"`ResponseStore.keep` p50 {keep['p50_ms']} ms (p99 {keep['p99_ms']} ms), awaited before the answer "
               f"goes out; `ResponseStore.get`, which `previous_response_id` adds, p50 {get['p50_ms']} ms "
               f"(p99 {get['p99_ms']} ms).", ""]
+    shared = r["shared_cache"]
+    lines += [f"The shared answer cache (`cache.shared`) in-process, on a SQLite file full to its default 1024 "
+              f"entries ({r['store_runs']} runs): a lookup that misses p50 {shared['miss']['p50_ms']} ms, the keep "
+              f"after it p50 {shared['put']['p50_ms']} ms (p99 {shared['put']['p99_ms']} ms, a trim to "
+              f"`max_entries` every 32 keeps included; {shared['entries_after']} entries after), a lookup that hits "
+              f"p50 {shared['hit']['p50_ms']} ms.", ""]
     return "\n".join(lines)
 
 
@@ -150,11 +185,11 @@ def main() -> None:
         parser.error("--runs and --store-runs must be at least 1")
     from router.serving.local_ensemble import local_ensemble
 
-    store = measure_store(args.store_runs)
+    store, shared_cache = measure_store(args.store_runs), measure_shared_cache(args.store_runs)
     with local_ensemble() as ens:
         http = measure_http(ens.base, args.runs)
     result = {"machine": "2 CPU cores, no GPU", "runs": args.runs, "store_runs": args.store_runs,
-              "http": http, "store": store}
+              "http": http, "store": store, "shared_cache": shared_cache}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "request_features.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "request_features.md").write_text(render(result))

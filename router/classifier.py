@@ -65,7 +65,9 @@ class AdequacyClassifier:
     @classmethod
     def fit(cls, family: Family, features: np.ndarray, texts: Sequence[str], adequate: np.ndarray,
             models: list[str], tasks: Sequence[str] | None = None, domains: Sequence[str] | None = None,
-            ood_quantile: float = OOD_QUANTILE, metadata: dict | None = None) -> "AdequacyClassifier":
+            ood_quantile: float = OOD_QUANTILE, metadata: dict | None = None,
+            ood_features: np.ndarray | None = None) -> "AdequacyClassifier":
+        """`ood_features`: the prompts that define "seen before" (default: every training row)."""
         from sklearn.linear_model import LogisticRegression
 
         domains = np.asarray(domains if domains is not None else (tasks if tasks is not None else ["all"] * len(texts)))
@@ -82,7 +84,8 @@ class AdequacyClassifier:
             else:
                 order = [list(lr.classes_).index(t) for t in task_names]
                 task_coef, task_intercept = lr.coef_[order], lr.intercept_[order]
-        keys = np.unique(np.round(features[:, :-1], KEY_DIGITS).astype(np.float32), axis=0)  # as stored
+        seen = features if ood_features is None else ood_features
+        keys = np.unique(np.round(seen[:, :-1], KEY_DIGITS).astype(np.float32), axis=0)  # as stored
         threshold = float(np.quantile(nearest_distance(keys, keys, leave_one_out=True), ood_quantile)) \
             if len(keys) > 1 else None
         return cls(list(models), family, task_names, np.asarray(task_coef, np.float32),

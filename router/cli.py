@@ -10,14 +10,22 @@ EXIT_BAD_INPUT = 2
 EXIT_POLICY_REFUSED = 1  # `router policy status`: the endpoint serves an older policy than the one deployed
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{value} must be at least {least}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
 
 
 def _profile_name(text: str) -> str:
@@ -329,6 +337,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--encoder", help=ENCODER_HELP)
     t.add_argument("--ood-quantile", type=_fraction, default=0.97, help="out-of-distribution threshold: this quantile "
                    "of the training prompts' leave-one-out nearest-neighbour distances")
+    t.add_argument("--prefix-copies", type=_non_negative_int, default=0, help="adversarial training: also fit on "
+                   "N copies of each prompt behind random words, with its outcomes (default 0; README, 'Routing gadgets')")
+    t.add_argument("--adversarial-rounds", type=_non_negative_int, default=0, help="adversarial training: rounds of "
+                   "searching gadgets against the router and fitting on copies behind them (default 0; resumable)")
+    t.add_argument("--policy", default="serve_config.yaml", help="with --adversarial-rounds: the policy (or Serve "
+                   "config) whose thresholds the search attacks")
     _store_rows_flags(t, "with --from-store: the verdicts written by `router label --from-store`", None)
     t.set_defaults(run=_train)
 

@@ -59,7 +59,17 @@ def train_command(args) -> dict:
     candidates(args.family)  # an unknown family or encoder is refused before the table is read and embedded
     catalogue = load_catalogue()
     check_encoder_name(args.encoder, catalogue.encoder.name)
+    hardening = getattr(args, "prefix_copies", 0) or getattr(args, "adversarial_rounds", 0)
+    attacked = None
+    if hardening:  # the policy whose thresholds the adversarial search attacks, refused before any work
+        from router.policy import load_policy
+
+        attacked = load_policy(args.policy)
     table, _ = _load_table(args.table, catalogue.names())
+    if attacked is not None:
+        from router.offline.decisions import check_models
+
+        check_models(table.models, attacked, args.policy)
     encoder = _encoder(args.encoder)
     features, _ = table_features(table, encoder)
     store = None
@@ -82,6 +92,9 @@ def train_command(args) -> dict:
     clf, selection = _fit_selected(table, features, train_rows, args.family, args.folds, args.seed, metadata,
                                    args.ood_quantile, store.select if store is not None else select_family)
     print(format_table(selection), file=sys.stderr)
+    oof = selection.oof
+    if hardening:
+        clf, oof = _harden(args, attacked, table, features, train_rows, selection, catalogue, encoder, clf.metadata)
     from router.offline.metrics import routing_accuracy
     from router.offline.report import choose
 
@@ -90,12 +103,26 @@ def train_command(args) -> dict:
         probs = clf.predict_proba(features[test_rows], [texts[i] for i in test_rows])
         scored, method = table.subset(test_rows), "held-out split"
     else:  # trained on every row: the chosen family's out-of-fold predictions estimate held-out quality
-        probs, scored, method = selection.oof, table, f"{args.folds}-fold out-of-fold"
+        probs, scored, method = oof, table, f"{args.folds}-fold out-of-fold"
     acc = routing_accuracy(choose(probs, np.full(len(table.models) - 1, 0.5)), scored.scores(), scored.costs())
     clf.metadata["held_out"] = {"method": method, "rows": len(scored), "threshold": 0.5, **acc.__dict__}
     clf.save(args.out)
     return {"artifact": args.out, "family": selection.family, "params": selection.params,
             **{k: v for k, v in clf.metadata.items() if k != "selection"}}
+
+
+def _harden(args, policy, table, features, rows, selection, catalogue, encoder, metadata):
+    """Refit the chosen family on its rows and their adversarial copies (router/offline/hardening.py); the
+    out-of-fold predictions of the hardened family, each fold trained on its own rows' copies."""
+    from router.offline.hardening import fit_hardened
+    from router.offline.select import out_of_fold
+
+    metadata = {k: v for k, v in metadata.items() if k != "ood"}
+    clf, aug = fit_hardened(table, features, rows, selection.family, selection.params, policy, catalogue, encoder,
+                            args.prefix_copies, args.adversarial_rounds, args.seed,
+                            Path(f"{args.out}.hardening.json"), metadata, args.ood_quantile)
+    oof = out_of_fold(table, features, rows, selection.family, selection.params, args.folds, args.seed, aug)
+    return clf, oof
 
 
 class PolicyView:
@@ -205,7 +232,12 @@ def calibrate_command(args) -> dict:
     clf = AdequacyClassifier.load(load_policy(args.policy).classifier_path())
     features, tokens = table_features(table, _encoder(clf.encoder_name))
     rows = np.arange(len(table))
-    probs = out_of_fold(table, features, rows, clf.family.name, clf.family.params, args.folds, args.seed)
+    augmented = None
+    if clf.metadata.get("hardening"):  # each fold trains on its own rows' copies, as `router train` did
+        from router.offline.hardening import rebuild
+
+        augmented = rebuild(table, features, rows, _encoder(clf.encoder_name), clf.metadata["hardening"])
+    probs = out_of_fold(table, features, rows, clf.family.name, clf.family.params, args.folds, args.seed, augmented)
     view = PolicyView(args.policy, table.models, clf, features, tokens)
     # out-of-fold rows are the training prompts themselves, so no OOD flag can be judged here
     result = search(probs, table.scores(), table.costs(), table.models, None, keep_quality=args.keep_quality,

@@ -71,17 +71,24 @@ def candidates(family: str) -> list[tuple[str, dict]]:
 
 
 def out_of_fold(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, name: str, params: dict,
-                folds: int, seed: int) -> np.ndarray:
-    """(len(rows), m) P(adequate) for `rows`, each predicted by a model fitted on the other folds of `rows`."""
+                folds: int, seed: int, augmented=None) -> np.ndarray:
+    """(len(rows), m) P(adequate) for `rows`, each predicted by a model fitted on the other folds of `rows`.
+    With `augmented` (router.offline.hardening.Augmented), a fold trains on those rows of it that copy its rows."""
     from router.offline.train import fit_table
 
     texts = table.prompts
     fold = prompt_folds([texts[i] for i in rows], folds, seed)
+    train_table, train_features, copy_fold = table, features, None
+    if augmented is not None:  # a copy goes with its prompt's fold; a copy of a row outside `rows` goes nowhere
+        fold_of = dict(zip(rows.tolist(), fold.tolist()))
+        train_table, train_features = augmented.table, augmented.features
+        copy_fold = np.array([fold_of.get(int(o), -1) for o in augmented.origin])
     probs = np.zeros((len(rows), len(table.models)))
     for k in range(folds):
         held = fold == k
         if held.any() and (~held).any():
-            clf = fit_table(table, features, rows[~held], make_family(name, params))
+            train = rows[~held] if copy_fold is None else np.flatnonzero((copy_fold != k) & (copy_fold >= 0))
+            clf = fit_table(train_table, train_features, train, make_family(name, params))
             probs[held] = clf.predict_proba(features[rows[held]], [texts[i] for i in rows[held]])
     return probs
 

@@ -66,13 +66,16 @@ def split_by_prompt(table: OutcomeTable, test_fraction: float, seed: int, max_tr
 
 
 def fit_table(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, family: Family,
-              metadata: dict | None = None, ood_quantile: float = OOD_QUANTILE) -> AdequacyClassifier:
+              metadata: dict | None = None, ood_quantile: float = OOD_QUANTILE,
+              ood_rows: np.ndarray | None = None) -> AdequacyClassifier:
+    """Fit `family` on `rows`; the out-of-distribution keys are `ood_rows` (default: `rows`)."""
     from router.offline.select import domains_of, tasks_of
 
     tasks, texts = tasks_of(table), table.prompts
     return AdequacyClassifier.fit(family, features[rows], [texts[i] for i in rows], table.scores()[rows],
                                   table.models, None if tasks is None else [tasks[i] for i in rows],
-                                  domains_of(table)[rows], ood_quantile, metadata)
+                                  domains_of(table)[rows], ood_quantile, metadata,
+                                  None if ood_rows is None else features[ood_rows])
 
 
 def table_features(table: OutcomeTable, encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:

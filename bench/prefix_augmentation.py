@@ -5,7 +5,8 @@ what does it cost clean routing?
 For each router (the shipped knn k=64 on the default table; the same family trained with `--copies` augmented
 copies of every searchable prompt, at k=64 and at k scaled by the copies; and adversarially trained: those copies
 plus, for each of `--adversarial-rounds` rounds, copies behind 8 gadgets searched against the router of the round
-before):
+before), each fitted by the package's `router.offline.hardening.fit_hardened`, as `router train --prefix-copies C
+--adversarial-rounds R` fits it:
 - clean routing: out-of-fold predictions on the clean prompts (5 folds by prompt, an augmented copy always in its
   prompt's fold, 3 seeds): the sweep's area (the `router train` criterion) and RouterBench's AIQ;
   and, under serve_config.yaml's policy, quality kept and cost saved on half-table splits (as guard_quality.py);
@@ -22,21 +23,24 @@ import argparse
 import json
 import random
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.catalogue import load_catalogue  # noqa: E402
+from router.classifier import feature_matrix  # noqa: E402
 from router.families import make_family  # noqa: E402
 from router.features import Encoder  # noqa: E402
 from router.offline.attack import DOWN, UP, WhiteBoxView, find_gadget, flip_rates  # noqa: E402
 from router.offline.guard_train import held_out, vocabularies_for  # noqa: E402
-from router.offline.outcomes import OutcomeTable, load_outcomes  # noqa: E402
-from router.offline.select import prompt_folds, sweep_measures  # noqa: E402
+from router.offline.hardening import augment, fit_hardened  # noqa: E402
+from router.offline.outcomes import load_outcomes  # noqa: E402
+from router.offline.select import out_of_fold, sweep_measures  # noqa: E402
 from router.offline.train import fit_table, table_features  # noqa: E402
 from router.policy import load_policy  # noqa: E402
 
@@ -46,63 +50,36 @@ from guard_quality import outcome  # noqa: E402
 TABLE = ROOT / "data" / "outcomes" / "default.csv"
 
 
-def augmented(table: OutcomeTable, copies: int, vocabularies: dict, seed: int) -> tuple[OutcomeTable, np.ndarray]:
-    """The table plus `copies` rows per searchable prompt behind a random run of 2-12 words (tokenizer words or
-    plain words, half each), with the prompt's outcomes; and, per row, the index of the clean row it copies."""
-    rng = random.Random(seed)
-    words = vocabularies["tokens"], vocabularies["natural"]
-    source = [i for i, p in enumerate(table.prompts) if not held_out(p)]
-    extra = table.frame.iloc[[i for i in source for _ in range(copies)]].copy()
-    extra["prompt"] = [" ".join(rng.choice(words[n % 2]) for _ in range(rng.randint(2, 12))) + " " + p
-                       for n, p in enumerate(extra["prompt"])]
-    frame = pd.concat([table.frame, extra], ignore_index=True)
-    origin = np.concatenate([np.arange(len(table)), np.repeat(source, copies)])
-    return OutcomeTable(frame, table.models), origin
-
-
-def adversarial(table, aug_table, aug_features, origin, k, rounds, policy, catalogue, encoder, vocabularies):
-    """Adversarial training of the router itself: each round searches gadgets against the current router (both
-    directions, both vocabularies, 2 seeds, on searchable prompts only), adds a copy of every searchable prompt
-    behind each gadget with the prompt's outcomes, and refits."""
-    searchable = [p for p in dict.fromkeys(table.prompts) if not held_out(p)]
-    source = [i for i, p in enumerate(table.prompts) if not held_out(p)]
-    for r in range(rounds):
-        view = WhiteBoxView(fit_table(aug_table, aug_features, np.arange(len(aug_table)), make_family("knn", {"k": k})),
-                            policy, catalogue, encoder)
-        gadgets = [find_gadget(view, random.Random(100 + 10 * r + s).sample(searchable, 16), d, vocabularies[v],
-                               length=10, candidates=24, seed=100 + 10 * r + s, progress=False).text
-                   for s in range(2) for v in ("tokens", "natural") for d in (UP, DOWN)]
-        extra = table.frame.iloc[[i for _ in gadgets for i in source]].copy()
-        extra["prompt"] = [f"{g} {table.prompts[i]}" for g in gadgets for i in source]
-        extra_table = OutcomeTable(extra.reset_index(drop=True), table.models)
-        extra_features, _ = table_features(extra_table, encoder)
-        aug_table = OutcomeTable(pd.concat([aug_table.frame, extra_table.frame], ignore_index=True), table.models)
-        aug_features = np.vstack([aug_features, extra_features])
-        origin = np.concatenate([origin, np.tile(source, len(gadgets))])
-        print(f"round {r + 1}: {len(gadgets)} gadgets, {len(aug_table)} training rows", flush=True)
-    return aug_table, aug_features, origin
-
-
-def clean_routing(table, features, tokens, aug_table, aug_features, origin, k, policy, catalogue, seeds) -> dict:
-    scores, costs, models = table.scores(), table.costs(), table.models
-    n = len(table)
+def clean_routing(table, features, tokens, family, copies, gadgets, policy, catalogue, encoder, seeds) -> dict:
+    """Out-of-fold area and AIQ (each fold trained on its own rows' copies, behind the gadgets the full run found),
+    and quality kept / cost saved on half-table splits under the policy."""
+    scores, costs, models, n = table.scores(), table.costs(), table.models, len(table)
+    rows = np.arange(n)
+    aug = augment(table, features, rows, encoder, copies, gadgets)
     measures, served = [], []
     for seed in seeds:
-        fold = prompt_folds(table.prompts, 5, seed)
-        probs = np.zeros((n, len(models)))
-        for f in range(5):
-            test = np.flatnonzero(fold == f)
-            train = np.flatnonzero(fold[origin] != f)  # a copy goes with its prompt
-            clf = fit_table(aug_table, aug_features, train, make_family("knn", {"k": k}))
-            probs[test] = clf.predict_proba(features[test], [table.prompts[i] for i in test])
+        probs = out_of_fold(table, features, rows, "knn", family, 5, seed, aug)
         measures.append(sweep_measures(probs, scores, costs, models))
         rng = np.random.default_rng(seed)
         test_half = np.flatnonzero(rng.permutation(n) < n // 2)
-        train = np.flatnonzero(~np.isin(origin, test_half))
-        clf = fit_table(aug_table, aug_features, train, make_family("knn", {"k": k}))
+        train_half = np.setdiff1d(rows, test_half)
+        half = augment(table, features, train_half, encoder, copies, gadgets)
+        clf = fit_table(half.table, half.features, np.arange(len(half.table)), make_family("knn", family),
+                        ood_rows=np.arange(half.clean))
         served.append(outcome(table, features, tokens, test_half, clf, policy, catalogue, np.zeros(len(test_half), bool)))
     return {"area": [m["area"] for m in measures], "aiq": [m["aiq"] for m in measures],
             "quality_kept": [s["quality_kept"] for s in served], "cost_saved": [s["cost_saved"] for s in served]}
+
+
+def decision_ms(clf, encoder, prompts: list[str]) -> float:
+    """p50 of the classifier's own part of a decision (the embedding excluded), one prompt at a time."""
+    x = feature_matrix(encoder.encode(prompts), [encoder.count_tokens(p) for p in prompts])
+    times = []
+    for i, p in enumerate(prompts):
+        start = time.perf_counter()
+        clf.predict_one(x[i], p)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
 
 
 def gadget_flips(clf, policy, catalogue, encoder, prompts, vocabularies, seed: int = 5) -> list[dict]:
@@ -129,18 +106,22 @@ def render(result: dict) -> str:
              "Default table, family knn, serve_config.yaml's policy (thresholds as calibrated for the shipped "
              "router), guard off. Area and AIQ: out-of-fold over 5 folds by prompt, seeds "
              f"{result['seeds']}; quality kept and cost saved: half-table splits, same seeds.", "",
-             "| router | area | AIQ | quality kept | cost saved | tokens up | tokens down | plain up | plain down |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| router | training rows | artifact | classifier p50 | area | AIQ | quality kept | cost saved | tokens up "
+             "| tokens down | plain up | plain down |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["routers"].items():
         clean = r["clean"]
         flips = {(x["vocabulary"], x["direction"]): x["flipped"] for x in r["gadgets"]}
         mean = lambda xs: f"{np.mean(xs):.4f}"  # noqa: E731
         pct = lambda xs: f"{np.mean(xs):.1%} ({np.ptp(xs):.1%})"  # noqa: E731
-        lines.append(f"| {name} | {mean(clean['area'])} | {mean(clean['aiq'])} | {pct(clean['quality_kept'])} | "
+        lines.append(f"| {name} | {r['training_rows']} | {r['artifact_mb']:.0f} MB | {r['decision_ms_p50']:.2f} ms | "
+                     f"{mean(clean['area'])} | {mean(clean['aiq'])} | {pct(clean['quality_kept'])} | "
                      f"{pct(clean['cost_saved'])} | " + " | ".join(
                          f"{flips[(v, d)]:.1%}" for v in ("tokens", "natural") for d in (UP, DOWN)) + " |")
     lines += ["", "Quality kept and cost saved: mean over seeds (spread in brackets). Flips: the share of held-out "
-              "decisions the gadget moves, up = small model to large, down = large to small."]
+              "decisions the gadget moves, up = small model to large, down = large to small. Classifier p50: the "
+              "artifact's own part of one decision (the embedding, 3-5 ms on a short prompt, excluded), 200 prompts "
+              "one at a time. Out-of-distribution keys: the clean prompts only, as `router train` fits them."]
     return "\n".join(lines) + "\n"
 
 
@@ -164,22 +145,25 @@ def main(argv=None) -> int:
     features, tokens = table_features(table, encoder)
     prompts = list(dict.fromkeys(table.prompts))
     vocabularies = vocabularies_for(encoder, [p for p in prompts if not held_out(p)])
-    aug_table, origin = augmented(table, args.copies, vocabularies, seed=0)
-    aug_features, _ = table_features(aug_table, encoder)
-    plain_origin = np.arange(len(table))
-    variants = {"shipped: knn k=64, no copies": (table, features, plain_origin, 64),
-                f"knn k=64, {args.copies} copies": (aug_table, aug_features, origin, 64),
-                f"knn k={64 * (args.copies + 1)}, {args.copies} copies": (aug_table, aug_features, origin,
-                                                                       64 * (args.copies + 1))}
-    if args.adversarial_rounds:
-        adv = adversarial(table, aug_table, aug_features, origin, 64, args.adversarial_rounds, policy, catalogue,
-                          encoder, vocabularies)
-        variants[f"knn k=64, {args.copies} copies + {args.adversarial_rounds} rounds of searched gadgets"] = (*adv, 64)
+    timing = random.Random(1).sample(prompts, 200)
+    variants = {"shipped: knn k=64, no copies": (0, 0, 64),
+                f"knn k=64, {args.copies} copies": (args.copies, 0, 64),
+                f"knn k={64 * (args.copies + 1)}, {args.copies} copies": (args.copies, 0, 64 * (args.copies + 1))}
+    if args.adversarial_rounds:  # what `router train --prefix-copies C --adversarial-rounds R` fits
+        variants[f"knn k=64, {args.copies} copies + {args.adversarial_rounds} rounds of searched gadgets"] = (
+            args.copies, args.adversarial_rounds, 64)
     result = {"copies": args.copies, "adversarial_rounds": args.adversarial_rounds, "seeds": seeds, "routers": {}}
-    for name, (t, f, o, k) in variants.items():
-        clean = clean_routing(table, features, tokens, t, f, o, k, policy, catalogue, seeds)
-        full = fit_table(t, f, np.arange(len(t)), make_family("knn", {"k": k}))
-        result["routers"][name] = {"k": k, "clean": clean,
+    cache = Path(tempfile.gettempdir()) / "prefix_augmentation"  # an interrupted run resumes after its last round
+    cache.mkdir(exist_ok=True)
+    rows = np.arange(len(table))
+    for name, (copies, rounds, k) in variants.items():
+        full, aug = fit_hardened(table, features, rows, "knn", {"k": k}, policy, catalogue, encoder, copies, rounds,
+                                 cache=cache / f"{copies}-{rounds}-{k}.json")
+        gadgets = [g for gs in full.metadata["hardening"]["gadgets"] for g in gs]
+        clean = clean_routing(table, features, tokens, {"k": k}, copies, gadgets, policy, catalogue, encoder, seeds)
+        result["routers"][name] = {"k": k, "copies": copies, "rounds": rounds, "training_rows": len(aug.table),
+                                   "artifact_mb": len(json.dumps(full.to_json())) / 1e6,
+                                   "decision_ms_p50": decision_ms(full, encoder, timing), "clean": clean,
                                    "gadgets": gadget_flips(full, policy, catalogue, encoder, prompts, vocabularies)}
         print(name, json.dumps({k2: np.round(v, 4).tolist() for k2, v in clean.items()}), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

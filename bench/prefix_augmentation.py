@@ -15,7 +15,7 @@ before), each fitted by the package's `router.offline.hardening.fit_hardened`, a
   the 100 held-out prompts `router attack` uses. Held-out prompts never get augmented copies, so a flip there
   shows what a new prompt would get.
 
-    .venv/bin/python bench/prefix_augmentation.py --out bench    # about 20 minutes; writes prefix_augmentation.md/.json
+    .venv/bin/python bench/prefix_augmentation.py --out bench    # about 45 minutes; writes prefix_augmentation.md/.json
 """
 from __future__ import annotations
 

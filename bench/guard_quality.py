@@ -41,7 +41,8 @@ def outcome(table, features, tokens, test, clf, policy, catalogue, flags) -> dic
     refused = 0
     for n, i in enumerate(test):
         decision = decide(dict(zip(models, map(float, probs[n]))), tasks[n], int(tokens[i]), policy, catalogue,
-                          None if distances is None else float(distances[n]), clf.ood_threshold, bool(flags[n]))
+                          None if distances is None else float(distances[n]),
+                          clf.ood_threshold_at(policy.ood.quantile), bool(flags[n]))
         if decision.model is None and decision.rule == SUSPECTED_GADGET:
             refused += 1
             continue

@@ -61,6 +61,7 @@ class AdequacyClassifier:
     ood_keys: np.ndarray | None = None   # (n_train, embedding dims): unit embeddings of the training prompts
     ood_threshold: float | None = None
     metadata: dict = field(default_factory=dict)
+    _neighbour_distances: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def fit(cls, family: Family, features: np.ndarray, texts: Sequence[str], adequate: np.ndarray,
@@ -107,6 +108,15 @@ class AdequacyClassifier:
         if self.ood_keys is None or self.ood_threshold is None:
             return None
         return nearest_distance(features[:, :-1].astype(np.float32), self.ood_keys)
+
+    def ood_threshold_at(self, quantile: float | None) -> float | None:
+        """The artifact's threshold, or with a policy's `ood.quantile` that quantile of the training prompts'
+        leave-one-out neighbour distances (what `router train --ood-quantile` would have stored), computed once."""
+        if quantile is None or self.ood_keys is None or self.ood_threshold is None or len(self.ood_keys) < 2:
+            return self.ood_threshold
+        if self._neighbour_distances is None:
+            self._neighbour_distances = nearest_distance(self.ood_keys, self.ood_keys, leave_one_out=True)
+        return float(np.quantile(self._neighbour_distances, quantile))
 
     def predict(self, features: np.ndarray, texts: Sequence[str]) -> list[Prediction]:
         """One Prediction per row, computed as one batch (the ingress batches concurrent decisions)."""

@@ -337,10 +337,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--encoder", help=ENCODER_HELP)
     t.add_argument("--ood-quantile", type=_fraction, default=0.97, help="out-of-distribution threshold: this quantile "
                    "of the training prompts' leave-one-out nearest-neighbour distances")
-    t.add_argument("--prefix-copies", type=_non_negative_int, default=0, help="adversarial training: also fit on "
-                   "N copies of each prompt behind random words, with its outcomes (default 0; README, 'Routing gadgets')")
-    t.add_argument("--adversarial-rounds", type=_non_negative_int, default=0, help="adversarial training: rounds of "
-                   "searching gadgets against the router and fitting on copies behind them (default 0; resumable)")
+    _hardening_flags(t)
     t.add_argument("--policy", default="serve_config.yaml", help="with --adversarial-rounds: the policy (or Serve "
                    "config) whose thresholds the search attacks")
     _store_rows_flags(t, "with --from-store: the verdicts written by `router label --from-store`", None)
@@ -423,12 +420,22 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--robustness-sample", type=_positive_int, default=200, help="held-out prompts to perturb")
     r.add_argument("--gadgets", action="store_true", help="add routing gadgets to the robustness section: a "
                    "white-box search in each direction and the held-out decisions it flips (needs --policy)")
+    _hardening_flags(r, "; needs --policy")
     r.add_argument("--shadow", action="store_true", help="instead: compare the live and the shadow policy on the "
                    "requests in the decision store (agreement, cost, feedback where they differ)")
     r.add_argument("--store", help="with --shadow: store URL (default: $ROUTER_STORE_URL, else the SQLite file)")
     r.add_argument("--since-hours", dest="since_unix", type=_hours_ago, help="with --shadow: only the last N hours")
     r.set_defaults(run=_report)
     return p
+
+
+def _hardening_flags(p, needs: str = "") -> None:
+    p.add_argument("--prefix-copies", type=_non_negative_int, default=0, help="adversarial training: also fit on "
+                   f"N copies of each prompt behind random words, with its outcomes (default 0; README, 'Routing "
+                   f"gadgets'{needs})")
+    p.add_argument("--adversarial-rounds", type=_non_negative_int, default=0, help="adversarial training: rounds of "
+                   f"searching gadgets against the router and fitting on copies behind them (default 0; resumable"
+                   f"{needs})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -198,8 +198,9 @@ class RoutingService:
             policy = callers
         if not is_auto(request.model):
             return pin(request.model, task, tokens, policy, self.catalogue)
+        threshold = live.classifier.ood_threshold_at(policy.ood.quantile)
         decision = replace(decide(prediction.scores, task, tokens, policy, self.catalogue, prediction.ood_distance,
-                                  prediction.ood_threshold, suspected), profile=profile_of(request.model))
+                                  threshold, suspected), profile=profile_of(request.model))
         return replace(decision, reason=f"{decision.reason}; the request has tools, which only "
                                         f"{', '.join(policy.models)} answer") if request.needs_tool_calls else decision
 

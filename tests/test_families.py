@@ -188,6 +188,29 @@ def test_in_domain_prompts_pass_and_an_unseen_domain_goes_to_the_fallback(encode
     assert service.route(unseen[0], 12).rule != OUT_OF_DISTRIBUTION
 
 
+def test_the_policys_ood_quantile_tightens_the_threshold_live(encoder):
+    """`ood.quantile` recomputes the threshold from the artifact's own training prompts: at 0.97 it is the
+    artifact's, and a stricter one goes live with a policy edit, sending a prompt between the two to the fallback."""
+    from router.decision import OUT_OF_DISTRIBUTION
+    from router.policy import DEFAULT_POLICY_PATH, load_policy
+    from router.service import RoutingService
+
+    service = RoutingService(encoder=encoder)
+    policy = load_policy(DEFAULT_POLICY_PATH).model_dump(mode="json")
+    service.apply_policy(policy)
+    clf = service.live.classifier
+    assert clf.ood_threshold_at(None) == clf.ood_threshold
+    assert clf.ood_threshold_at(0.97) == pytest.approx(clf.ood_threshold, abs=1e-6)
+    strict = clf.ood_threshold_at(0.5)
+    assert 0 < strict < clf.ood_threshold
+    text = "Write a haiku about autumn leaves falling on a quiet pond."
+    before = service.route(text, encoder.count_tokens(text))
+    assert strict < before.ood_distance <= clf.ood_threshold and before.rule != OUT_OF_DISTRIBUTION
+    service.apply_policy({**policy, "version": "strict-ood", "ood": {"enabled": True, "quantile": 0.5}})
+    after = service.route(text, encoder.count_tokens(text))
+    assert (after.rule, after.model, after.ood_threshold) == (OUT_OF_DISTRIBUTION, policy["fallback"], strict)
+
+
 def test_an_unknown_family_and_an_older_artifact_get_clear_errors(tmp_path, capsys):
     from router.cli import main
 

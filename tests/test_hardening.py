@@ -123,3 +123,20 @@ def test_train_with_prefix_copies_writes_a_hardened_artifact_that_calibrate_read
     with pytest.raises(SystemExit) as exited:
         main(["train", "--table", str(table), "--out", str(out), "--adversarial-rounds", "-1"])
     assert exited.value.code == 2 and "-1 must be at least 0" in capsys.readouterr().err
+
+
+def test_report_hardens_its_own_router_as_train_would_and_needs_a_policy(setup, tmp_path, capsys):
+    from router.cli import main
+
+    table = tmp_path / "table.csv"
+    setup["table"].frame.to_csv(table, index=False)
+    out = tmp_path / "report"
+    assert main(["report", "--data", str(table), "--out", str(out), "--family", "knn", "--policy",
+                 str(DEFAULT_POLICY_PATH), "--prefix-copies", "2", "--robustness-sample", "10"]) == 0
+    report = json.loads((out / "table.json").read_text())
+    hardening, train_rows = report["data"]["hardening"], report["data"]["train_rows"]
+    assert hardening["prefix_copies"] == 2 and hardening["adversarial_rounds"] == 0
+    assert train_rows < hardening["training_rows"] <= 3 * train_rows  # two copies of the searchable training rows
+    capsys.readouterr()
+    assert main(["report", "--data", str(table), "--out", str(out), "--prefix-copies", "1"]) == 2
+    assert "--prefix-copies and --adversarial-rounds need --policy" in capsys.readouterr().err

@@ -63,9 +63,10 @@ class WhiteBoxView:
         tasks = np.asarray(self.classifier.tasks)[self.classifier.predict_tasks(x).argmax(axis=1)]
         distances = self.classifier.ood_distances(x)
         suspected = self.guard.flags(x[:, :-1]) if self.guard is not None else np.zeros(len(texts), bool)
+        threshold = self.classifier.ood_threshold_at(self.policy.ood.quantile)
         return [decide(dict(zip(self.classifier.models, map(float, probs[i]))), str(tasks[i]), tokens[i],
                        self.policy, self.catalogue, None if distances is None else float(distances[i]),
-                       self.classifier.ood_threshold, bool(suspected[i])) for i in range(len(texts))]
+                       threshold, bool(suspected[i])) for i in range(len(texts))]
 
     def observe(self, texts: Sequence[str]) -> Observation:
         decisions, fallback = self.decisions(texts), self.policy.fallback

@@ -125,23 +125,29 @@ def _harden(args, policy, table, features, rows, selection, catalogue, encoder, 
     return clf, oof
 
 
+def policy_under(path: str):
+    """The policy of a file (or Serve config), or of `FILE#NAME`: that policy under its profile NAME."""
+    from router.policy import load_policy
+
+    file, _, profile = path.partition("#")
+    policy = load_policy(file)
+    if profile and profile not in policy.profiles:
+        raise ValueError(f"{file}: the policy has no profile {profile!r}; its profiles are {list(policy.profiles)}")
+    return policy.with_profile(profile or None)
+
+
 class PolicyView:
     """A policy and what its decisions need about each row (the router's task, tokens, OOD distance)."""
 
     def __init__(self, path: str, models: list[str], clf, features: np.ndarray, tokens: np.ndarray):
         """`path`: a policy file (or Serve config), or `FILE#NAME` for that policy under its profile NAME."""
         from router.offline.decisions import check_models
-        from router.policy import load_policy
 
-        file, _, profile = path.partition("#")
-        policy = load_policy(file)
-        if profile and profile not in policy.profiles:
-            raise ValueError(f"{file}: the policy has no profile {profile!r}; its profiles are {list(policy.profiles)}")
-        self.path, self.policy, self.catalogue = path, policy.with_profile(profile or None), load_catalogue()
+        self.path, self.policy, self.catalogue = path, policy_under(path), load_catalogue()
         check_models(models, self.policy, path)
         self.models, self.tokens = models, tokens
         self.tasks = [clf.tasks[i] for i in clf.predict_tasks(features).argmax(axis=1)]
-        self.distances, self.threshold = clf.ood_distances(features), clf.ood_threshold
+        self.distances, self.threshold = clf.ood_distances(features), clf.ood_threshold_at(self.policy.ood.quantile)
         self.suspected = None  # the gadget guard's flags, when the policy turns it on (as the serving path does)
         if self.policy.guard.enabled:
             from router.guard import GadgetGuard
@@ -175,6 +181,10 @@ def report_command(args) -> dict[str, Path]:
     candidates(args.family)  # an unknown family or encoder is refused before the table is read and embedded
     catalogue = load_catalogue()
     check_encoder_name(args.encoder, catalogue.encoder.name)
+    hardening = getattr(args, "prefix_copies", 0) or getattr(args, "adversarial_rounds", 0)
+    if hardening and not args.policy:
+        raise ValueError("--prefix-copies and --adversarial-rounds need --policy: the search attacks its thresholds")
+    attacked = policy_under(args.policy[0]) if hardening else None
     table, name = _load_table(args.data, None, _parse_costs(args.model_costs))
     if args.limit:
         rows = np.sort(np.random.default_rng(args.seed).permutation(len(table))[: args.limit])
@@ -186,6 +196,16 @@ def report_command(args) -> dict[str, Path]:
         raise ValueError(f"the split left {len(train_rows)} training and {len(test_rows)} test rows; "
                          f"use more data or another --test-fraction")
     clf, selection = _fit_selected(table, features, train_rows, args.family, args.folds, args.seed)
+    if attacked is not None:  # the report's router hardened as `router train` would harden it, on the training split
+        from router.offline.decisions import check_models
+        from router.offline.hardening import fit_hardened
+
+        check_models(table.models, attacked, args.policy[0])
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        clf, _ = fit_hardened(table, features, train_rows, selection.family, selection.params, attacked, catalogue,
+                              encoder, args.prefix_copies, args.adversarial_rounds, args.seed,
+                              out / f"{name}.hardening.json", clf.metadata)
     test = table.subset(test_rows)
     probs = clf.predict_proba(features[test_rows], test.prompts)
     views = [PolicyView(path, test.models, clf, features[test_rows], tokens[test_rows]) for path in args.policy or []]
@@ -218,6 +238,9 @@ def report_command(args) -> dict[str, Path]:
                       "test_rows": int(len(test_rows)), "seed": args.seed, "split": "by unique prompt text",
                       "encoder": encoder.name, "policies": args.policy or [],
                       "family": clf.family.label()}
+    if attacked is not None:
+        record = clf.metadata["hardening"]
+        report["data"]["hardening"] = {k: record[k] for k in ("prefix_copies", "adversarial_rounds", "training_rows")}
     return write_report(report, Path(args.out), stem=name)
 
 

@@ -89,8 +89,8 @@ class OutOfDistribution(BaseModel):
                                             "artifact's threshold to the fallback (rule out_of_distribution)")
     quantile: float | None = Field(None, gt=0, le=1, description="instead of the artifact's threshold: this quantile "
                                    "of its training prompts' leave-one-out neighbour distances (the artifact's is "
-                                   "0.97; lower is stricter, and stops gadgets that push prompts to a small model: "
-                                   "README, 'Routing gadgets')")
+                                   "`router train --ood-quantile`, 0.97 by default; lower is stricter, and stops "
+                                   "gadgets that push new prompts to a small model: README, 'Routing gadgets')")
 
 
 class Guard(BaseModel):

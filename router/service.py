@@ -93,6 +93,7 @@ class RoutingService:
         policy = parse_policy(data, source, self.catalogue)
         artifacts = load_artifacts(policy, source, self.catalogue)
         encoder = self.encoders.get(artifacts.encoder_name)
+        artifacts.classifier.ood_threshold_at(policy.ood.quantile)  # its neighbour distances, off the request path
         return LivePolicy(policy, artifacts.classifier, time.time(), artifacts.guard, encoder,
                           {name: policy.with_profile(name) for name in policy.profiles})
 

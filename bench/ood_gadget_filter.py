@@ -1,7 +1,7 @@
 """The out-of-distribution check as a deliberate gadget filter (issue 14): tighten its threshold and measure what
 it stops and what it costs clean traffic.
 
-    .venv/bin/python bench/ood_gadget_filter.py --out bench   # about 40 minutes; writes ood_gadget_filter.md/.json
+    .venv/bin/python bench/ood_gadget_filter.py --out bench   # about 45 minutes; writes ood_gadget_filter.md/.json
 
 A prompt farther from every training prompt than the threshold goes to the fallback (rule out_of_distribution),
 so a tighter threshold should stop gadgets that push a prompt down to a small model, and can only help gadgets
@@ -48,13 +48,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--seeds", default="0,1,2", help="clean-traffic splits (comma-separated)")
     parser.add_argument("--attack-seeds", default="0,1,2", help="the splits the gadget searches run on")
-    parser.add_argument("--test-prompts", type=int, default=1000, help="held-out prompts the gadgets are measured on (at most the half)")
+    parser.add_argument("--test-prompts", type=int, default=1000,
+                        help="held-out prompts the gadgets are measured on (at most the half)")
     args = parser.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
         attack_seeds = [int(s) for s in args.attack_seeds.split(",")]
     except ValueError:
         parser.error("--seeds and --attack-seeds are whole numbers separated by commas")
+    if args.test_prompts < 1:
+        parser.error(f"--test-prompts must be at least 1, not {args.test_prompts}")
     policy, catalogue = load_policy(ROOT / "serve_config.yaml"), load_catalogue()
     policy = policy.model_copy(update={"guard": policy.guard.model_copy(update={"enabled": False})})
     shipped = AdequacyClassifier.load(policy.classifier_path())
@@ -101,7 +104,7 @@ def main(argv=None) -> int:
                      + ", ".join(f"{r['clean_ood']:.1%}" for r in mine) + " | "
                      + ", ".join(f"{r['quality_kept']:.1%}" for r in mine) + " | "
                      + ", ".join(f"{r['cost_saved']:.1%}" for r in mine) + " |")
-    lines += ["", f"Gadgets on up to {args.test_prompts} held-out prompts (seeds {attack_seeds}; flips up are of the "
+    lines += ["", f"Gadgets on the held-out prompts, counted in the second column (seeds {attack_seeds}; flips up are of the "
               "prompts a small model got, down of those the large one got):", "",
               "| OOD quantile | held-out small / large | up, adaptive | up, 0.97's gadget | down, adaptive | "
               "down, 0.97's gadget | adaptive gadget prompts flagged OOD (up / down) |", "|---|---|---|---|---|---|---|"]

@@ -4,13 +4,16 @@ asks every shape once, each with a fresh prompt and in turn first, so drift on a
 cached prompt prefix favour no shape. The stored
 response's own cost, one database insert awaited before the answer goes out (and one read to continue it), and the
 shared answer cache's reads and writes are also timed in-process on a SQLite file like the shipped default, where
-the proxy's noise does not hide them.
+the proxy's noise does not hide them. `--store-url URL` times those on another database instead (an empty one: the
+bench migrates it and fills its tables), and `--store-only` skips the HTTP rounds.
 
     .venv/bin/python bench/request_features.py --out bench     # about 2 minutes; writes request_features.md and .json
+    .venv/bin/python bench/request_features.py --out DIR --store-only --store-url postgresql+psycopg://USER@HOST/DB
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -94,14 +97,25 @@ def measure_http(base: str, runs: int) -> dict:
     return rows
 
 
-def measure_store(runs: int) -> dict:
-    """ResponseStore.keep and .get on a fresh SQLite file (WAL, as the ingress opens it), a realistic row each."""
-    from router.store.responses import ResponseStore
+@contextlib.contextmanager
+def store_engine(url: str | None):
+    """The database timed: `url` (migrated to head), or a fresh SQLite file (WAL, as the ingress opens it)."""
     from router.store.store import migrate, open_engine
 
     with tempfile.TemporaryDirectory() as folder:
-        engine = open_engine(f"sqlite:///{folder}/decisions.db")
-        migrate(engine)
+        engine = open_engine(url or f"sqlite:///{folder}/decisions.db")
+        try:
+            migrate(engine)
+            yield engine
+        finally:
+            engine.dispose()
+
+
+def measure_store(runs: int, url: str | None = None) -> dict:
+    """ResponseStore.keep and .get, a realistic row each."""
+    from router.store.responses import ResponseStore
+
+    with store_engine(url) as engine:
         kept = ResponseStore(engine)
         timings: dict[str, list[float]] = {"keep": [], "get": []}
         for i in range(runs + 10):
@@ -118,21 +132,17 @@ def measure_store(runs: int) -> dict:
             if i >= 10:
                 timings["keep"].append(round((middle - started) * 1000, 4))
                 timings["get"].append(round((done - middle) * 1000, 4))
-        engine.dispose()
     return {name: percentiles(values) for name, values in timings.items()}
 
 
-def measure_shared_cache(runs: int, max_entries: int = 1024) -> dict:
-    """The shared answer cache (policy `cache.shared`) on a fresh SQLite file, full to the policy's default
-    `max_entries`, so that its trims run: a lookup that misses, the keep after it, and a lookup that hits."""
+def measure_shared_cache(runs: int, max_entries: int = 1024, url: str | None = None) -> dict:
+    """The shared answer cache (policy `cache.shared`), full to the policy's default `max_entries`, so that its
+    trims run: a lookup that misses, the keep after it, and a lookup that hits."""
     from router.store.answers import SharedAnswers
-    from router.store.store import migrate, open_engine
 
     answer = ["smollm2-135m", {"text": "I am fine, thank you! " * 8, "finish_reason": "length", "input_tokens": 20,
                                "output_tokens": 32, "latency_s": 0.5}]
-    with tempfile.TemporaryDirectory() as folder:
-        engine = open_engine(f"sqlite:///{folder}/decisions.db")
-        migrate(engine)
+    with store_engine(url) as engine:
         shared = SharedAnswers(engine)
         for i in range(max_entries):
             shared.put(f"fill-{i}", answer, 600, max_entries)
@@ -146,53 +156,72 @@ def measure_shared_cache(runs: int, max_entries: int = 1024) -> dict:
                 step()
                 timings[name].append(round((time.perf_counter() - started) * 1000, 4))
         left = len(shared)
-        engine.dispose()
     return {**{name: percentiles(values) for name, values in timings.items()}, "entries_after": left}
 
 
 def render(r: dict) -> str:
-    lines = ["# What the opt-in request features cost", "",
-             f"Command: `.venv/bin/python bench/request_features.py --out bench` ({r['machine']}; {r['runs']} rounds, "
-             f"each shape once a round, first in turn, each request a fresh greedy prompt, up to {OVERHEAD_TOKENS} "
-             f"tokens from {TINY}, "
-             "through Serve's proxy).", "",
-             "| request | p50 (ms) | p99 (ms) | tokens (p50) | ms per token (p50) | p50 against the chat | "
-             "median of each round's ratio to its chat |", "|---|---|---|---|---|---|---|"]
-    for name, row in r["http"].items():
-        lines.append(f"| {name} | {row['p50_ms']} | {row['p99_ms']} | {row['tokens_p50']:g} | "
-                     f"{row['ms_per_token_p50']} | {row['ratio_p50']:.3f} | {row['paired_ratio_p50']:.3f} |")
+    lines = ["# What the opt-in request features cost", "", f"Command: `{r['command']}` ({r['machine']})."]
+    if r.get("http"):
+        lines += ["", f"{r['runs']} rounds, each shape once a round, first in turn, each request a fresh greedy prompt, "
+                  f"up to {OVERHEAD_TOKENS} tokens from {TINY}, through Serve's proxy.", "",
+                  "| request | p50 (ms) | p99 (ms) | tokens (p50) | ms per token (p50) | p50 against the chat | "
+                  "median of each round's ratio to its chat |", "|---|---|---|---|---|---|---|"]
+        for name, row in r["http"].items():
+            lines.append(f"| {name} | {row['p50_ms']} | {row['p99_ms']} | {row['tokens_p50']:g} | "
+                         f"{row['ms_per_token_p50']} | {row['ratio_p50']:.3f} | {row['paired_ratio_p50']:.3f} |")
     keep, get = r["store"]["keep"], r["store"]["get"]
-    lines += ["", f"The stored response in-process ({r['store_runs']} runs on a SQLite file, WAL, as shipped): "
+    lines += ["", f"The stored response in-process ({r['store_runs']} runs on {r['database']}): "
               f"`ResponseStore.keep` p50 {keep['p50_ms']} ms (p99 {keep['p99_ms']} ms), awaited before the answer "
               f"goes out; `ResponseStore.get`, which `previous_response_id` adds, p50 {get['p50_ms']} ms "
               f"(p99 {get['p99_ms']} ms).", ""]
     shared = r["shared_cache"]
-    lines += [f"The shared answer cache (`cache.shared`) in-process, on a SQLite file full to its default 1024 "
+    lines += [f"The shared answer cache (`cache.shared`) in-process, on {r['database']}, full to its default 1024 "
               f"entries ({r['store_runs']} runs): a lookup that misses p50 {shared['miss']['p50_ms']} ms, the keep "
               f"after it p50 {shared['put']['p50_ms']} ms (p99 {shared['put']['p99_ms']} ms, a trim to "
               f"`max_entries` every 32 keeps included; {shared['entries_after']} entries after), a lookup that hits "
-              f"p50 {shared['hit']['p50_ms']} ms.", ""]
+              f"p50 {shared['hit']['p50_ms']} ms (p99 {shared['hit']['p99_ms']} ms).", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for request_features.md and .json")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder for request_features.md and .json (request_features_store.* with --store-only)")
     parser.add_argument("--runs", type=int, default=30, help="rounds of every request shape (default 30)")
     parser.add_argument("--store-runs", type=int, default=300, help="in-process store round trips (default 300)")
+    parser.add_argument("--store-url", help="time the store on this database (an empty one) instead of SQLite")
+    parser.add_argument("--store-only", action="store_true", help="only the in-process store timings")
     args = parser.parse_args()
     if args.runs < 1 or args.store_runs < 1:
         parser.error("--runs and --store-runs must be at least 1")
-    from router.serving.local_ensemble import local_ensemble
+    from sqlalchemy.engine import make_url
 
-    store, shared_cache = measure_store(args.store_runs), measure_shared_cache(args.store_runs)
-    with local_ensemble() as ens:
-        http = measure_http(ens.base, args.runs)
-    result = {"machine": "2 CPU cores, no GPU", "runs": args.runs, "store_runs": args.store_runs,
-              "http": http, "store": store, "shared_cache": shared_cache}
+    database = "a SQLite file, WAL, as shipped"
+    if args.store_url:
+        try:
+            database = make_url(args.store_url).render_as_string(hide_password=True)
+        except Exception as exc:  # sqlalchemy's ArgumentError names what it could not parse
+            parser.error(f"--store-url is not a database URL: {exc}")
+    try:
+        store = measure_store(args.store_runs, args.store_url)
+        shared_cache = measure_shared_cache(args.store_runs, url=args.store_url)
+    except Exception as exc:  # an unreachable or refusing database: name it, no traceback
+        parser.error(f"--store-url {database}: {str(exc).splitlines()[0]}")
+    http = None
+    if not args.store_only:
+        from router.serving.local_ensemble import local_ensemble
+
+        with local_ensemble() as ens:
+            http = measure_http(ens.base, args.runs)
+    command = " ".join([".venv/bin/python bench/request_features.py --out", str(args.out)]
+                       + (["--store-only"] if args.store_only else [])
+                       + ([f"--store-url {database}"] if args.store_url else []))
+    result = {"machine": "2 CPU cores, no GPU", "command": command, "runs": args.runs, "store_runs": args.store_runs,
+              "database": database, "http": http, "store": store, "shared_cache": shared_cache}
+    name = "request_features_store" if args.store_only else "request_features"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "request_features.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "request_features.md").write_text(render(result))
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / f"{name}.md").write_text(render(result))
     print(render(result))
 
 

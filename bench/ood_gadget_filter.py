@@ -14,7 +14,7 @@ Per quantile it measures, on the other half, decided by router.decision.decide u
 - clean traffic: the share flagged out of distribution, the quality kept and the cost saved against always-large;
 - gadgets, on every held-out prompt: `router attack`'s white-box search (10 tokenizer words, 24 candidates, 16
   search prompts from the training half) run against the router with that threshold (adaptive), and the gadget
-  found at 0.97 measured at every threshold (not adaptive): the share of held-out decisions flipped up and down.
+  found at the first quantile (0.97 by default) measured at every threshold (not adaptive): the share of held-out decisions flipped up and down.
 With `--guard` the shipped gadget guard is on too, action `reject` (a refused prompt is no flip and, on clean
 traffic, quality 0 at cost 0), and the search runs against both; gadgets are then measured only on held-out
 prompts that guard training never saw (`guard_train.held_out`), since its clean rows are the rest.

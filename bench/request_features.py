@@ -4,8 +4,9 @@ asks every shape once, each with a fresh prompt and in turn first, so drift on a
 cached prompt prefix favour no shape. The stored
 response's own cost, one database insert awaited before the answer goes out (and one read to continue it), and the
 shared answer cache's reads and writes are also timed in-process on a SQLite file like the shipped default, where
-the proxy's noise does not hide them. `--store-url URL` times those on another database instead (an empty one: the
-bench migrates it and fills its tables), and `--store-only` skips the HTTP rounds.
+the proxy's noise does not hide them. `--store-url URL` times those on another database instead: an empty one,
+which the bench migrates and fills (a store with rows is refused, as the cache's trims would delete them).
+`--store-only` skips the HTTP rounds.
 
     .venv/bin/python bench/request_features.py --out bench     # about 2 minutes; writes request_features.md and .json
     .venv/bin/python bench/request_features.py --out DIR --store-only --store-url postgresql+psycopg://USER@HOST/DB
@@ -111,6 +112,20 @@ def store_engine(url: str | None):
             engine.dispose()
 
 
+def refuse_a_used_store(engine) -> None:
+    """The bench fills the answer cache to `max_entries`, and its trims delete the oldest entries, so a store that
+    holds anything (a live one) is refused rather than measured."""
+    from sqlalchemy import func, select
+
+    from router.store.schema import metadata
+
+    with engine.connect() as connection:
+        used = [t.name for t in metadata.sorted_tables
+                if connection.execute(select(func.count()).select_from(t)).scalar()]
+    if used:
+        raise ValueError(f"the database is not empty (rows in {', '.join(used)}); give an empty one")
+
+
 def measure_store(runs: int, url: str | None = None) -> dict:
     """ResponseStore.keep and .get, a realistic row each."""
     from router.store.responses import ResponseStore
@@ -203,6 +218,9 @@ def main() -> None:
         except Exception as exc:  # sqlalchemy's ArgumentError names what it could not parse
             parser.error(f"--store-url is not a database URL: {exc}")
     try:
+        if args.store_url:  # checked once: the first measurement below fills the store
+            with store_engine(args.store_url) as engine:
+                refuse_a_used_store(engine)
         store = measure_store(args.store_runs, args.store_url)
         shared_cache = measure_shared_cache(args.store_runs, url=args.store_url)
     except Exception as exc:  # an unreachable or refusing database: name it, no traceback

@@ -101,6 +101,20 @@ def test_a_forced_family_is_the_only_candidate(table_and_features):
     assert len(selection.table) == len(FAMILIES["tfidf"].grid)
 
 
+def test_repeated_cross_validation_ranks_by_the_mean_of_its_fold_draws(table_and_features):
+    table, features, _ = table_and_features
+    rows = np.arange(len(table))
+    single = [select_family(table, features, rows, family="hand", folds=3, seed=s) for s in (4, 5, 6)]
+    repeated = select_family(table, features, rows, family="hand", folds=3, seed=4, repeats=3)
+    for i, row in enumerate(repeated.table):
+        draws = [s.table[i]["area"] for s in single]
+        assert len(set(draws)) > 1  # the fold draw moves the area, which is why the mean is taken
+        assert row["area"] == pytest.approx(np.mean(draws), abs=2e-6)
+    assert "mean of 3 fold draws" in repeated.criterion
+    with pytest.raises(ValueError, match="repeats must be at least 1"):
+        select_family(table, features, rows, family="hand", folds=3, repeats=0)
+
+
 def test_offline_and_online_decisions_agree_row_by_row(table_and_features, tmp_path):
     """The report's and calibration's decisions come from router.decision.decide, under a policy whose cost
     overrides reverse the catalogue's order of the small models."""

@@ -216,25 +216,31 @@ VARIANTS: dict[str, Callable[[TrainSet], Scorer]] = {
 WEAK_COST, STRONG_COST = 0.24, 24.7
 
 
+def outcome_table(t: TrainSet):
+    """The training split as the product's outcome table: adequacy is quality above the score range's midpoint."""
+    import pandas as pd
+
+    from router.offline.outcomes import COST, OutcomeTable
+
+    midpoint = (np.min(t.weak) + np.max(t.weak)) / 2.0
+    frame = pd.DataFrame({"prompt": t.prompts, "subject": t.domain.astype(str),
+                          "weak": (t.weak > midpoint).astype(float), "strong": (t.strong > midpoint).astype(float),
+                          "weak" + COST: WEAK_COST, "strong" + COST: STRONG_COST})
+    return OutcomeTable(frame, ["weak", "strong"])
+
+
 def family_auto(t: TrainSet, folds: int = 5, ensemble: bool = False, criterion: str = "area",
                 repeats: int = 1) -> Scorer:
     """The product's own choice (`router train --family auto`): router.offline.select picks a family and its
     settings by cross-validation on these training rows alone; the score is the strong model's predicted
     advantage, P(strong adequate) - P(weak adequate), as the product's sweep ranks (report.large_advantage).
     The scorer's `chosen` attribute names the family that was picked."""
-    import pandas as pd
-
     from router.families import make_family
-    from router.offline.outcomes import COST, OutcomeTable
     from router.offline.select import select_family
     from router.offline.train import fit_table
 
-    midpoint = (np.min(t.weak) + np.max(t.weak)) / 2.0  # adequacy is quality above the score range's midpoint
-    frame = pd.DataFrame({"prompt": t.prompts, "subject": t.domain.astype(str),
-                          "weak": (t.weak > midpoint).astype(float), "strong": (t.strong > midpoint).astype(float),
-                          "weak" + COST: WEAK_COST, "strong" + COST: STRONG_COST})
-    table = OutcomeTable(frame, ["weak", "strong"])
-    rows = np.arange(len(frame))
+    table = outcome_table(t)
+    rows = np.arange(len(table))
     selection = select_family(table, t.x, rows, "auto", folds, seed=0, ensemble=ensemble, criterion=criterion,
                               repeats=repeats)
     clf = fit_table(table, t.x, rows, make_family(selection.family, selection.params))

@@ -1,7 +1,7 @@
 """The arithmetic behind committed evidence: erase-and-check's copies (bench/erase_and_check.py), the FLOPs a
 decision costs (bench/encoder_roofline.py), the pooling of make bench's served-against-alone rounds
-(bench/bench_router.py) and the met / not-met columns of README's bench tables (bench/readme_tables.py), against
-hand-computed cases."""
+(bench/bench_router.py), the met / not-met columns of README's bench tables (bench/readme_tables.py) and the
+selection gap on RouteLLM's benchmarks (bench/routellm_selection_gap.py), against hand-computed cases."""
 import sys
 from pathlib import Path
 
@@ -12,6 +12,7 @@ from encoder_roofline import flops_per_decision  # noqa: E402
 from erase_and_check import erased  # noqa: E402
 from readme_tables import main as readme_tables_main  # noqa: E402
 from readme_tables import ratio_rows  # noqa: E402
+from routellm_selection_gap import summarise  # noqa: E402
 
 
 def test_erase_and_check_copies_drop_leading_words_up_to_the_depth_and_keep_three():
@@ -77,3 +78,14 @@ def test_runs_table_keeps_a_goal_whose_key_changed_and_marks_what_each_run_measu
     assert rows[2:] == ["| `answer_sequential` <= 1.05 | 1.1 (missed) | 1.2 (context) |",
                         "| `pss_gib` <= 4 | 3.9 | 4.1 (missed) |",
                         "| `answer_alternating` <= 1.05 | - | 1.03 |"]
+
+
+def test_selection_gap_names_the_pick_the_hindsight_best_and_the_rank_correlation_between_them():
+    candidates = [{"label": "a", "area": 0.3, "test_apgr": 0.60, "picked": True},
+                  {"label": "b", "area": 0.2, "test_apgr": 0.65, "picked": False},
+                  {"label": "c", "area": 0.1, "test_apgr": 0.50, "picked": False}]
+    (row,) = summarise({("mmlu", 1): candidates})
+    assert (row["benchmark"], row["seed"], row["picked"], row["picked_apgr"]) == ("mmlu", 1, "a", 0.60)
+    assert (row["best"], row["best_apgr"], row["candidates"]) == ("b", 0.65, 3)
+    # rank differences 1, -1, 0: Spearman = 1 - 6 * 2 / (3 * (9 - 1)) = 0.5
+    assert abs(row["spearman"] - 0.5) < 1e-12

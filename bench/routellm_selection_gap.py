@@ -25,7 +25,6 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from routellm_benchmark import MAX_TRAIN, STRONG, WEAK, evaluate, load_all, seed_list, split, training_set  # noqa: E402
 from routellm_variants import outcome_table  # noqa: E402

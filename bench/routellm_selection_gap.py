@@ -11,6 +11,7 @@ sees) and its test APGR (what selection is judged by), and from them:
   picks one of these candidates, not a router;
 - Spearman's rank correlation between out-of-fold area and test APGR over the candidates.
 If even the hindsight pick misses a goal, no selection rule over these families can meet it.
+`--also cluster` adds families that auto leaves out to the candidates (outputs selection_gap_cluster.md/.json).
 """
 from __future__ import annotations
 
@@ -32,20 +33,20 @@ from routellm_variants import outcome_table  # noqa: E402
 from router.families import make_family  # noqa: E402
 from router.features import Encoder  # noqa: E402
 from router.offline.report import large_advantage  # noqa: E402
-from router.offline.select import select_family  # noqa: E402
+from router.offline.select import candidates, select_family  # noqa: E402
 from router.offline.train import fit_table  # noqa: E402
 
 GOALS = {"mmlu": 0.65, "gsm8k": 0.62, "mt_bench": 0.76}  # issue 12, mean of 3 seeds
 
 
-def candidates_on_test(data: dict, bench: str, splits: dict) -> list[dict]:
+def candidates_on_test(data: dict, bench: str, splits: dict, also: list[str]) -> list[dict]:
     """Each candidate's out-of-fold area on the training split and its APGR on the test split."""
     frame, x = data[bench]
     train = training_set(data, bench, splits, with_extra=bench == "mt_bench" and "extra" in data)
     test = splits[bench][1] if bench in splits else np.arange(len(frame))
     weak, strong = frame[WEAK].to_numpy(float)[test], frame[STRONG].to_numpy(float)[test]
     table, rows = outcome_table(train), np.arange(len(train.prompts))
-    selection = select_family(table, train.x, rows, "auto", 5, seed=0)
+    selection = select_family(table, train.x, rows, "auto", 5, seed=0, also=also)
     prompts = list(frame["prompt"].to_numpy()[test])
     out = []
     for row in tqdm(selection.table, desc=f"{bench}: fit and test", unit="candidate", leave=False):
@@ -70,9 +71,11 @@ def summarise(per_split: dict) -> list[dict]:
     return rows
 
 
-def write(out: Path, per_split: dict, rows: list[dict], seeds: list[int]) -> None:
-    lines = [f"Command: `.venv/bin/python bench/routellm_selection_gap.py --out DIR` (seeds {seeds}). Every candidate of "
-             "`router train --family auto` fitted on the training split and scored on the test split, under "
+def write(out: Path, per_split: dict, rows: list[dict], seeds: list[int], also: list[str]) -> None:
+    flag, stem = (f" --also {','.join(also)}", "selection_gap_" + "_".join(also)) if also else ("", "selection_gap")
+    lines = [f"Command: `.venv/bin/python bench/routellm_selection_gap.py --out DIR{flag}` (seeds {seeds}). Every "
+             f"candidate of `router train --family auto`{' with ' + ', '.join(also) if also else ''} fitted on the "
+             "training split and scored on the test split, under "
              "bench/routellm_benchmark.py's protocol. The hindsight pick is chosen on test results: a ceiling for "
              "picking one candidate, not a router.", "",
              "| benchmark | seed | cross-validation picked | its test APGR | best on test (hindsight) | its APGR "
@@ -87,8 +90,14 @@ def write(out: Path, per_split: dict, rows: list[dict], seeds: list[int]) -> Non
         if mine:
             lines.append(f"| {bench} | {goal:.2f} | {np.mean([r['picked_apgr'] for r in mine]):.3f} | "
                          f"{np.mean([r['best_apgr'] for r in mine]):.3f} |")
-    (out / "selection_gap.md").write_text("\n".join(lines) + "\n")
-    (out / "selection_gap.json").write_text(json.dumps(
+    lines += ["", "Each candidate's test APGR, mean of the seeds (what no selection rule sees):", "",
+              "| candidate | " + " | ".join(GOALS) + " |", "|---|" + "---|" * len(GOALS)]
+    for label in dict.fromkeys(c["label"] for cands in per_split.values() for c in cands):
+        means = [[c["test_apgr"] for (b, _), cands in per_split.items() if b == bench for c in cands
+                  if c["label"] == label] for bench in GOALS]
+        lines.append(f"| {label} | " + " | ".join(f"{np.mean(m):.3f}" if m else "" for m in means) + " |")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(
         {"summary": rows, "candidates": [{"benchmark": b, "seed": s, "rows": c} for (b, s), c in per_split.items()]},
         indent=1))
     print("\n".join(lines))
@@ -100,7 +109,14 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2])
     parser.add_argument("--benchmarks", default="mmlu,gsm8k,mt_bench",
                         help="comma-separated, from mmlu, gsm8k and mt_bench")
+    parser.add_argument("--also", default="", help="comma-separated families that auto leaves out, added to its "
+                        "candidates (for example: cluster)")
     args = parser.parse_args(argv)
+    also = [name for name in args.also.split(",") if name]
+    try:
+        candidates("auto", also)
+    except ValueError as err:
+        parser.error(str(err))
     benches = args.benchmarks.split(",")
     unknown = [b for b in benches if b not in GOALS]
     if unknown:
@@ -112,8 +128,8 @@ def main(argv=None) -> None:
     for seed in args.seeds:
         splits = {name: split(data[name][0], MAX_TRAIN[name], seed) for name in ("mmlu", "gsm8k")}
         for bench in benches:
-            per_split[(bench, seed)] = candidates_on_test(data, bench, splits)
-    write(out, per_split, summarise(per_split), args.seeds)
+            per_split[(bench, seed)] = candidates_on_test(data, bench, splits, also)
+    write(out, per_split, summarise(per_split), args.seeds, also)
 
 
 if __name__ == "__main__":

@@ -332,7 +332,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--test-fraction", type=_share("[0, 1)"), default=0.0, help="rows held out for the metrics recorded in the artifact")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--family", default="auto", help="router family: auto (chosen by cross-validation on the "
-                   "training rows) or one of lr, knn, domain, tfidf, hand, blend")
+                   "training rows) or one of lr, knn, domain, tfidf, hand, blend, cluster (not in auto)")
     t.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds, grouped by prompt")
     t.add_argument("--encoder", help=ENCODER_HELP)
     t.add_argument("--ood-quantile", type=_fraction, default=0.97, help="out-of-distribution threshold: this quantile "

@@ -94,6 +94,41 @@ def test_ensemble_selection_adds_a_family_that_sees_what_the_best_one_misses():
     assert ensemble_members(oofs[:1], adequacy, scores, costs, ["small", "large"], "aiq") == []  # nothing to add
 
 
+def test_the_cluster_family_scores_a_prompt_by_its_clusters_smoothed_rates():
+    """Two tight groups of prompts: the small model answers 8 of 10 in the first and 1 of 10 in the second.
+    Hand-computed, each cluster's rate is (hits + 10 * overall) / (10 + 10) with overall 9/20: 0.625 and 0.275;
+    with nearest=2 every prompt gets their mean, 0.45."""
+    from router.families import TrainingData
+
+    rng = np.random.default_rng(0)
+    directions = np.eye(8)[:2]
+    units = np.repeat(directions, 10, axis=0) + rng.normal(scale=0.01, size=(20, 8))
+    units /= np.linalg.norm(units, axis=1, keepdims=True)
+    x = np.c_[units, np.zeros(20)]  # the last column is the length feature, which clusters ignore
+    small = np.r_[np.ones(8), np.zeros(2), np.ones(1), np.zeros(9)]
+    data = TrainingData(x=x, texts=[""] * 20, adequate=np.c_[small, np.ones(20)], domains=np.full(20, "all"),
+                        models=["small", "large"])
+    one = make_family("cluster", {"clusters": 2, "nearest": 1}).fit(data)
+    probe = np.c_[directions, np.zeros(2)]
+    assert one.predict(probe, ["", ""])[:, 0] == pytest.approx([0.625, 0.275], abs=1e-6)
+    assert one.predict(probe, ["", ""])[:, 1] == pytest.approx([1.0, 1.0])
+    both = make_family("cluster", {"clusters": 2, "nearest": 2}).fit(data)
+    assert both.predict(probe, ["", ""])[:, 0] == pytest.approx([0.45, 0.45], abs=1e-6)
+    few = make_family("cluster", {"clusters": 64, "nearest": 3}).fit(data)  # more clusters than prompts
+    assert few.centroids.shape[0] == 20 and few.predict(probe, ["", ""]).shape == (2, 2)
+
+
+def test_auto_leaves_out_a_family_that_lost_unless_asked_for_it():
+    from router.offline.select import candidates
+
+    auto = {name for name, _ in candidates("auto")}
+    assert "cluster" not in auto and {"lr", "knn", "domain", "blend"} <= auto
+    assert {name for name, _ in candidates("auto", also=["cluster"])} == auto | {"cluster"}
+    assert [name for name, _ in candidates("cluster")] == ["cluster"] * len(FAMILIES["cluster"].grid)
+    with pytest.raises(ValueError, match="unknown router family 'clusterz'"):
+        candidates("auto", also=["clusterz"])
+
+
 def test_a_forced_family_is_the_only_candidate(table_and_features):
     table, features, _ = table_and_features
     selection = select_family(table, features, np.arange(len(table)), family="tfidf", folds=3)

@@ -23,6 +23,7 @@ class Family(abc.ABC):
     name: ClassVar[str]
     reads_embedding: ClassVar[bool] = True  # False: decides from the text alone, no embedding needed
     grid: ClassVar[list[dict]] = [{}]       # the settings cross-validation tries
+    in_auto: ClassVar[bool] = True          # False: tried by `--family NAME` or select_family(also=...) only
 
     def __init__(self, **params):
         self.params = params

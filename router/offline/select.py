@@ -16,6 +16,7 @@ it differed). No test row is ever read here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -64,11 +65,12 @@ def prompt_folds(prompts: list[str], folds: int, seed: int) -> np.ndarray:
     return np.array([fold_of[p] for p in prompts])
 
 
-def candidates(family: str) -> list[tuple[str, dict]]:
-    names = list(FAMILIES) if family == AUTO else [family]
-    for name in names:
-        if name not in FAMILIES:
+def candidates(family: str, also: Sequence[str] = ()) -> list[tuple[str, dict]]:
+    """Each setting to cross-validate: every family `auto` includes (plus `also`), or the one named."""
+    for name in [family, *also]:
+        if name != AUTO and name not in FAMILIES:
             raise ValueError(f"unknown router family {name!r}; known: {sorted(FAMILIES)} or {AUTO!r}")
+    names = [n for n in FAMILIES if FAMILIES[n].in_auto or n in also] if family == AUTO else [family]
     return [(name, dict(params)) for name in names for params in FAMILIES[name].grid]
 
 
@@ -124,16 +126,17 @@ def sweep_aiq(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: 
 
 def select_family(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, family: str = AUTO,
                   folds: int = 5, seed: int = 0, ensemble: bool = False, criterion: str = "area",
-                  repeats: int = 1) -> Selection:
+                  repeats: int = 1, also: Sequence[str] = ()) -> Selection:
     """The family (and settings) to train on `rows`, chosen by cross-validation on `rows` alone. `ensemble` (off:
     it did not win on RouteLLM's benchmarks, README "What was tried") adds an ensemble-selected blend with auto.
     `criterion`: "area" (the product's), or "aiq" (the earlier one, kept to measure against). `repeats` > 1 runs
-    the k folds that many times with other fold seeds and ranks by the mean, to damp the fold draw's noise."""
+    the k folds that many times with other fold seeds and ranks by the mean, to damp the fold draw's noise.
+    `also` adds families that auto leaves out (`in_auto` False) to its candidates, to measure them."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if len(rows) < folds * 2:
         raise ValueError(f"{len(rows)} training rows are too few for {folds}-fold cross-validation")
-    options = candidates(family)
+    options = candidates(family, also)
     scores, costs = table.scores()[rows], table.costs()[rows]
     best, best_value, best_oof, rows_out, oofs = None, -np.inf, None, [], []
     with_ensemble = ensemble and family == AUTO

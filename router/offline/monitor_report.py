@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from router.offline.monitor import Reference, analyse, iso, parse_time, training_reference, window_reference
-from router.offline.report import json_safe
+from router.offline.report import write_files
 from router.store.schema import decisions, feedback
 from router.store.store import (DEFAULT_URL, URL_ENV, embedding_encoder_column, open_engine,
                                  profile_column)
@@ -305,9 +305,4 @@ plus the mean response toxicity.</p>
 
 
 def write_report(report: dict, out_dir: Path, stem: str = "monitor") -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / f"{stem}.json", "png": out_dir / f"{stem}.png", "html": out_dir / f"{stem}.html"}
-    paths["json"].write_text(json.dumps(json_safe(report), indent=1, allow_nan=False))
-    plot(report, paths["png"])
-    paths["html"].write_text(render_html(report, paths["png"]))
-    return paths
+    return write_files(report, out_dir, stem, plot, render_html)

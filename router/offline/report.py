@@ -303,10 +303,15 @@ non-decreasing convex hull (RouterBench's); the reliability diagram; the confusi
 <h2>Data</h2><pre>{meta}</pre></body></html>"""
 
 
-def write_report(report: dict, out_dir: Path, stem: str = "report") -> dict[str, Path]:
+def write_files(report: dict, out_dir: Path, stem: str, draw, render) -> dict[str, Path]:
+    """A report as STEM.json, STEM.png (`draw(report, path)`) and STEM.html (`render(report, png_path)`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / f"{stem}.json", "png": out_dir / f"{stem}.png", "html": out_dir / f"{stem}.html"}
     paths["json"].write_text(json.dumps(json_safe(report), indent=1, allow_nan=False))
-    plot(report, paths["png"])
-    paths["html"].write_text(render_html(report, paths["png"]))
+    draw(report, paths["png"])
+    paths["html"].write_text(render(report, paths["png"]))
     return paths
+
+
+def write_report(report: dict, out_dir: Path, stem: str = "report") -> dict[str, Path]:
+    return write_files(report, out_dir, stem, plot, render_html)

@@ -2,8 +2,9 @@
 saves as plain JSON arrays. `FAMILIES` names them; `router train --family auto` picks one by cross-validation.
 
 Families: lr (per-model logistic regression on the embedding), knn (neighbours' outcomes in embedding space),
-domain (a per-domain prior through a domain classifier), cluster (k-means clusters' adequacy rates), tfidf (lexical, no embedding), hand (hand-made
-difficulty features) and blend (quantile blend of members, Platt-scaled per model).
+domain (a per-domain prior through a domain classifier), cluster (k-means clusters' adequacy rates; not in auto),
+tfidf (lexical, no embedding), hand (hand-made difficulty features) and blend (quantile blend of members,
+Platt-scaled per model).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from router.families.domain import DomainPrior
 from router.families.linear import HandFeatures, Logistic, Tfidf
 from router.families.neighbours import Knn
 
-FAMILIES: dict[str, type[Family]] = {f.name: f for f in (Logistic, Knn, DomainPrior, Clusters, Tfidf, HandFeatures, Blend)}
+FAMILIES: dict[str, type[Family]] = {f.name: f for f in (Logistic, Knn, DomainPrior, Clusters, Tfidf, HandFeatures,
+                                                          Blend)}
 
 
 def family_class(name: str) -> type[Family]:

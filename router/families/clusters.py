@@ -26,10 +26,9 @@ class Clusters(Family):
         units = data.x[:, :-1].astype(np.float32)
         k = max(1, min(int(self.params.get("clusters", 16)), len(np.unique(units, axis=0))))
         kmeans = KMeans(n_clusters=k, n_init=3, random_state=0).fit(units)
-        centroids = kmeans.cluster_centers_
-        units = centroids / np.linalg.norm(centroids, axis=1, keepdims=True).clip(1e-12)
+        centroids = kmeans.cluster_centers_ / np.linalg.norm(kmeans.cluster_centers_, axis=1, keepdims=True).clip(1e-12)
         rates = smoothed_domain_rates(adequate_labels(data.adequate), kmeans.labels_, range(k), SMOOTHING)
-        self.centroids, self.rates = arr(rounded(units)), arr(rounded(rates))  # as stored: a round trip scores the same
+        self.centroids, self.rates = arr(rounded(centroids)), arr(rounded(rates))  # as stored: a round trip is exact
         return self
 
     def predict(self, x: np.ndarray, texts: Sequence[str]) -> np.ndarray:

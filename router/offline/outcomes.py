@@ -115,7 +115,8 @@ def from_routellm_layout(frame: pd.DataFrame, model_costs: dict[str, float], sou
     out = frame[["prompt"]].copy()
     for m in models:
         text = frame[m].astype(str).str.strip().str.lower()
-        out[m] = text.map({"true": 1.0, "false": 0.0}).fillna(frame[m])
+        booleans = text.map({"true": 1.0, "false": 0.0})
+        out[m] = frame[m].astype(object).where(booleans.isna(), booleans)  # others stay as written, for the error
         out[m + COST] = float(model_costs[m])
     return out
 

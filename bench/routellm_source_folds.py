@@ -28,23 +28,16 @@ from routellm_variants import outcome_table  # noqa: E402
 
 from router.families import make_family  # noqa: E402
 from router.features import Encoder  # noqa: E402
-from router.offline.select import candidates, sweep_measures  # noqa: E402
-from router.offline.train import fit_table  # noqa: E402
+from router.offline.select import candidates, out_of_fold, sweep_measures  # noqa: E402
 
 
 def source_held_out_areas(train, source: np.ndarray) -> dict[str, float]:
     """Each auto candidate's area under its sweep, each source's rows predicted by a fit on the other sources."""
     table, rows = outcome_table(train), np.arange(len(source))
-    areas = {}
-    for name, params in candidates("auto"):
-        probs = np.zeros((len(rows), len(table.models)))
-        for s in np.unique(source):
-            held = source == s
-            clf = fit_table(table, train.x, rows[~held], make_family(name, params))
-            probs[held] = clf.predict_proba(train.x[held], [train.prompts[i] for i in rows[held]])
-        areas[make_family(name, params).label()] = sweep_measures(probs, table.scores(), table.costs(),
-                                                                  table.models)["area"]
-    return areas
+    return {make_family(name, params).label():
+            sweep_measures(out_of_fold(table, train.x, rows, name, params, int(source.max()) + 1, 0, fold=source),
+                           table.scores(), table.costs(), table.models)["area"]
+            for name, params in candidates("auto")}
 
 
 def main(argv=None) -> None:

@@ -75,13 +75,14 @@ def candidates(family: str, also: Sequence[str] = ()) -> list[tuple[str, dict]]:
 
 
 def out_of_fold(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, name: str, params: dict,
-                folds: int, seed: int, augmented=None) -> np.ndarray:
+                folds: int, seed: int, augmented=None, fold: np.ndarray | None = None) -> np.ndarray:
     """(len(rows), m) P(adequate) for `rows`, each predicted by a model fitted on the other folds of `rows`.
-    With `augmented` (router.offline.hardening.Augmented), a fold trains on those rows of it that copy its rows."""
+    With `augmented` (router.offline.hardening.Augmented), a fold trains on those rows of it that copy its rows.
+    `fold` (0 .. folds-1 per row of `rows`) replaces the folds by prompt, e.g. to hold out whole sources."""
     from router.offline.train import fit_table
 
     texts = table.prompts
-    fold = prompt_folds([texts[i] for i in rows], folds, seed)
+    fold = prompt_folds([texts[i] for i in rows], folds, seed) if fold is None else np.asarray(fold)
     train_table, train_features, copy_fold = table, features, None
     if augmented is not None:  # a copy goes with its prompt's fold; a copy of a row outside `rows` goes nowhere
         fold_of = dict(zip(rows.tolist(), fold.tolist()))

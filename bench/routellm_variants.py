@@ -225,7 +225,9 @@ def outcome_table(t: TrainSet):
     midpoint = (np.min(t.weak) + np.max(t.weak)) / 2.0
     frame = pd.DataFrame({"prompt": t.prompts, "subject": t.domain.astype(str),
                           "weak": (t.weak > midpoint).astype(float), "strong": (t.strong > midpoint).astype(float),
-                          "weak" + COST: WEAK_COST, "strong" + COST: STRONG_COST})
+                          "weak" + COST: WEAK_COST, "strong" + COST: STRONG_COST,
+                          # GPT-4's answer length (GSM8K only), for the `length` family: chars / 4, about tokens
+                          "strong|output_tokens": np.expm1(t.answer_length) / 4.0})
     return OutcomeTable(frame, ["weak", "strong"])
 
 

@@ -67,12 +67,15 @@ class AdequacyClassifier:
     def fit(cls, family: Family, features: np.ndarray, texts: Sequence[str], adequate: np.ndarray,
             models: list[str], tasks: Sequence[str] | None = None, domains: Sequence[str] | None = None,
             ood_quantile: float = OOD_QUANTILE, metadata: dict | None = None,
-            ood_features: np.ndarray | None = None) -> "AdequacyClassifier":
-        """`ood_features`: the prompts that define "seen before" (default: every training row)."""
+            ood_features: np.ndarray | None = None,
+            answer_lengths: np.ndarray | None = None) -> "AdequacyClassifier":
+        """`ood_features`: the prompts that define "seen before" (default: every training row). `answer_lengths`:
+        a training-only target some families learn from (TrainingData.answer_lengths)."""
         from sklearn.linear_model import LogisticRegression
 
         domains = np.asarray(domains if domains is not None else (tasks if tasks is not None else ["all"] * len(texts)))
-        family.fit(TrainingData(features, list(texts), np.asarray(adequate, float), domains.astype(str), list(models)))
+        family.fit(TrainingData(features, list(texts), np.asarray(adequate, float), domains.astype(str), list(models),
+                                answer_lengths))
         n_features = features.shape[1]
         task_names = sorted(set(tasks)) if tasks is not None else ["chat"]
         task_coef = np.zeros((len(task_names), n_features), dtype=np.float32)

@@ -118,6 +118,40 @@ def test_the_cluster_family_scores_a_prompt_by_its_clusters_smoothed_rates():
     assert few.centroids.shape[0] == 20 and few.predict(probe, ["", ""]).shape == (2, 2)
 
 
+def test_the_length_family_learns_the_costliest_answers_length_and_serves_from_the_prompt_alone():
+    """Prompts whose first embedding direction is strong get long answers and defeat the small model. Trained on
+    the answers' lengths (never shown at serving), the family gives a long-answer probe a lower P(small adequate)
+    than a short one. Without lengths it has no opinion: every prompt gets the small model's base rate."""
+    import pandas as pd
+
+    from router.families import TrainingData
+    from router.offline.outcomes import OutcomeTable
+    from router.offline.select import answer_lengths_of
+
+    rng = np.random.default_rng(1)
+    n = 200
+    strength = rng.random(n)
+    units = np.c_[strength, rng.normal(scale=0.3, size=(n, 7))]
+    units /= np.linalg.norm(units, axis=1, keepdims=True)
+    x = np.c_[units, np.zeros(n)]
+    small = (strength < 0.3).astype(float)                      # about 30% of the prompts, the short-answer ones
+    lengths = np.log1p(20 + 400 * strength)
+    data = TrainingData(x, ["Q"] * n, np.c_[small, np.ones(n)], np.full(n, "all"), ["small", "large"], lengths)
+    family = make_family("length", {"alpha": 1.0}).fit(data)
+    probe = x[[int(np.argmin(strength)), int(np.argmax(strength))]]
+    short, long = family.predict(probe, ["Q", "Q"])[:, 0]
+    assert short > 0.6 and long < 0.1
+    blind = make_family("length", {"alpha": 1.0}).fit(TrainingData(x, ["Q"] * n, data.adequate, data.domains,
+                                                                   data.models))
+    assert blind.predict(probe, ["Q", "Q"])[:, 0] == pytest.approx([small.mean()] * 2, abs=1e-3)
+    # the target comes from the costliest model's output_tokens column; a missing or zero count is unknown
+    frame = pd.DataFrame({"prompt": ["a", "b", "c"], "cheap": [1.0, 0.0, 1.0], "cheap|total_cost": [0.1] * 3,
+                          "dear": [1.0] * 3, "dear|total_cost": [1.0] * 3, "dear|output_tokens": [9, 0, None]})
+    assert answer_lengths_of(OutcomeTable(frame, ["cheap", "dear"]))[0] == pytest.approx(np.log(10))
+    assert np.isnan(answer_lengths_of(OutcomeTable(frame, ["cheap", "dear"]))[1:]).all()
+    assert answer_lengths_of(OutcomeTable(frame.drop(columns="dear|output_tokens"), ["cheap", "dear"])) is None
+
+
 def test_auto_leaves_out_a_family_that_lost_unless_asked_for_it():
     from router.offline.select import candidates
 

@@ -3,11 +3,13 @@ saves as plain JSON arrays. `FAMILIES` names them; `router train --family auto` 
 
 Families: lr (per-model logistic regression on the embedding), knn (neighbours' outcomes in embedding space),
 domain (a per-domain prior through a domain classifier), cluster (k-means clusters' adequacy rates; not in auto),
-tfidf (lexical, no embedding), hand (hand-made difficulty features) and blend (quantile blend of members,
+tfidf (lexical, no embedding), hand (hand-made difficulty features), length (the costliest model's predicted
+answer length, learnt as a training-only target) and blend (quantile blend of members,
 Platt-scaled per model).
 """
 from __future__ import annotations
 
+from router.families.answer import AnswerLength
 from router.families.base import Family, TrainingData
 from router.families.blend import Blend
 from router.families.clusters import Clusters
@@ -16,7 +18,7 @@ from router.families.linear import HandFeatures, Logistic, Tfidf
 from router.families.neighbours import Knn
 
 FAMILIES: dict[str, type[Family]] = {f.name: f for f in (Logistic, Knn, DomainPrior, Clusters, Tfidf, HandFeatures,
-                                                          Blend)}
+                                                          AnswerLength, Blend)}
 
 
 def family_class(name: str) -> type[Family]:

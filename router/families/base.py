@@ -17,6 +17,9 @@ class TrainingData:
     adequate: np.ndarray       # (n, m) each model's score in [0, 1]; >= 0.5 is adequate
     domains: np.ndarray        # (n,) a domain label per prompt (MMLU subject, eval set, task)
     models: list[str]
+    # a training-only target (privileged information, never a feature): log(1 + output tokens) of the costliest
+    # model's answer per prompt, NaN where unknown; None when the table has no such column
+    answer_lengths: np.ndarray | None = None
 
 
 class Family(abc.ABC):

@@ -19,7 +19,9 @@ class Blend(Family):
     grid = [{"members": [{"name": "knn", "params": {"k": 32}}, {"name": "domain", "params": {"smoothing": 10.0}},
                          {"name": "lr", "params": {"c": 1.0}}]},
             {"members": [{"name": "knn", "params": {"k": 32}}, {"name": "hand", "params": {"c": 1.0}},
-                         {"name": "lr", "params": {"c": 1.0}}]}]
+                         {"name": "lr", "params": {"c": 1.0}}]},
+            {"members": [{"name": "knn", "params": {"k": 64}}, {"name": "hand", "params": {"c": 1.0}},
+                         {"name": "length", "params": {"alpha": 10.0}}]}]
 
     def fit(self, data: TrainingData) -> "Family":
         from router.families import make_family
@@ -73,8 +75,9 @@ class Blend(Family):
 
 
 def _subset(data: TrainingData, rows: np.ndarray) -> TrainingData:
+    lengths = None if data.answer_lengths is None else np.asarray(data.answer_lengths)[rows]
     return TrainingData(data.x[rows], [t for t, keep in zip(data.texts, rows) if keep], data.adequate[rows],
-                        np.asarray(data.domains)[rows], data.models)
+                        np.asarray(data.domains)[rows], data.models, lengths)
 
 
 def _platt(score: np.ndarray, labels: np.ndarray) -> np.ndarray:

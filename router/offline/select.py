@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from router.families import FAMILIES, make_family
@@ -51,6 +52,16 @@ def domains_of(table: OutcomeTable) -> np.ndarray:
         if column in table.frame.columns and table.frame[column].astype(str).str.len().gt(0).all():
             return table.frame[column].astype(str).to_numpy()
     return np.full(len(table), "all")
+
+
+def answer_lengths_of(table: OutcomeTable) -> np.ndarray | None:
+    """log(1 + output tokens) of the costliest model's answers (its `|output_tokens` column), NaN where unknown;
+    None without that column. A training-only target: serving never sees an answer before it routes."""
+    column = table.models[-1] + "|output_tokens"
+    if column not in table.frame.columns:
+        return None
+    tokens = pd.to_numeric(table.frame[column], errors="coerce").to_numpy(float)
+    return np.log1p(np.where(tokens > 0, tokens, np.nan))
 
 
 def tasks_of(table: OutcomeTable) -> list[str] | None:

@@ -69,13 +69,14 @@ def fit_table(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, famil
               metadata: dict | None = None, ood_quantile: float = OOD_QUANTILE,
               ood_rows: np.ndarray | None = None) -> AdequacyClassifier:
     """Fit `family` on `rows`; the out-of-distribution keys are `ood_rows` (default: `rows`)."""
-    from router.offline.select import domains_of, tasks_of
+    from router.offline.select import answer_lengths_of, domains_of, tasks_of
 
-    tasks, texts = tasks_of(table), table.prompts
+    tasks, texts, lengths = tasks_of(table), table.prompts, answer_lengths_of(table)
     return AdequacyClassifier.fit(family, features[rows], [texts[i] for i in rows], table.scores()[rows],
                                   table.models, None if tasks is None else [tasks[i] for i in rows],
                                   domains_of(table)[rows], ood_quantile, metadata,
-                                  None if ood_rows is None else features[ood_rows])
+                                  None if ood_rows is None else features[ood_rows],
+                                  None if lengths is None else lengths[rows])
 
 
 def table_features(table: OutcomeTable, encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:

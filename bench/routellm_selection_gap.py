@@ -1,6 +1,6 @@
 """How far can choosing among the shipped families go on RouteLLM's benchmarks? (issue 12's APGR goals)
 
-  .venv/bin/python bench/routellm_selection_gap.py --out bench/routellm     # about 10 minutes on 2 cores
+  .venv/bin/python bench/routellm_selection_gap.py --out bench/routellm     # about 14 minutes on 2 cores
 
 Under routellm_benchmark.py's protocol (same splits, seeds, training sets and APGR code), every candidate that
 `router train --family auto` cross-validates (each family's grid) is also fitted on the whole training split and

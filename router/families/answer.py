@@ -17,6 +17,7 @@ MIN_ANSWERS = 10  # fewer known answer lengths than this: no opinion
 
 class AnswerLength(Family):
     name = "length"
+    reads_text = True  # hand features of the prompt beside the embedding
     grid = [{"alpha": 10.0}]
 
     def fit(self, data: TrainingData) -> "Family":

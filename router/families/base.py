@@ -25,6 +25,7 @@ class TrainingData:
 class Family(abc.ABC):
     name: ClassVar[str]
     reads_embedding: ClassVar[bool] = True  # False: decides from the text alone, no embedding needed
+    reads_text: ClassVar[bool] = False      # True: needs the prompt text (so not trainable on rows stored without it)
     grid: ClassVar[list[dict]] = [{}]       # the settings cross-validation tries
     in_auto: ClassVar[bool] = True          # False: tried by `--family NAME` or select_family(also=...) only
 

@@ -48,7 +48,7 @@ class Logistic(_PerModelLogistic):
 
 class Tfidf(_PerModelLogistic):
     name = "tfidf"
-    reads_embedding = False
+    reads_embedding, reads_text = False, True
     grid = [{"c": 1.0}, {"c": 3.0}, {"c": 10.0}]
 
     def _fit_features(self, data: TrainingData):
@@ -100,7 +100,7 @@ def hand_features(texts: Sequence[str]) -> np.ndarray:
 
 class HandFeatures(_PerModelLogistic):
     name = "hand"
-    reads_embedding = False
+    reads_embedding, reads_text = False, True
     grid = [{"c": 1.0}]
 
     def _fit_features(self, data: TrainingData):

@@ -229,7 +229,7 @@ def _reads_embedding_only(name: str, params: dict) -> bool:
     from router.families import FAMILIES
 
     members = params.get("members") or [{"name": name}]
-    return FAMILIES[name].reads_embedding and all(FAMILIES[m["name"]].reads_embedding for m in members)
+    return all(not FAMILIES[n].reads_text for n in [name, *(m["name"] for m in members)])
 
 
 def embedding_only(family: str, without_text: int) -> list[tuple[str, dict]]:

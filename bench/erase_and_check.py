@@ -71,7 +71,7 @@ class Router:
         """What `router attack`'s search reads (a WhiteBoxView of the rule): small or large, and the best margin."""
         checked = self.checked(list(texts))
         to_small = np.array([self.small(d) for d, _ in checked])
-        margin = np.array([max(margin_of(d.scores, d.thresholds, d.eligible) for d in part) for _, part in checked])
+        margin = np.array([max(margin_of(d.confidence, d.thresholds, d.eligible) for d in part) for _, part in checked])
         return Observation(~to_small, to_small, np.zeros(len(checked), bool), margin)
 
 

@@ -36,6 +36,10 @@ def load_artifacts(policy: Policy, source: str, catalogue: Catalogue) -> PolicyA
     if missing:
         raise ConfigError(source, [f"{source}: classifier: {path.name} has no scores for {missing}, which the "
                                    f"router may choose; retrain it with them, or set their auto_route: false"])
+    if policy.threshold_on == "advantage" and policy.fallback not in classifier.models:
+        raise ConfigError(source, [f"{source}: threshold_on: advantage compares each small model with the fallback, "
+                                   f"but {path.name} has no scores for {policy.fallback!r}; retrain it with the "
+                                   f"fallback's outcomes, or set threshold_on: adequacy"])
     base = catalogue.encoder.name
     try:
         check_encoder_name(classifier.encoder_name, base)

@@ -351,6 +351,10 @@ def parser() -> argparse.ArgumentParser:
     goal.add_argument("--max-large-share", type=_fraction, help="send at most this share of calls to the large model")
     cal.add_argument("--profile", type=_profile_name, help="write the thresholds as the policy's profile NAME, which "
                      "clients pick with model 'auto:NAME', and leave the policy's own thresholds as they are")
+    cal.add_argument("--threshold-on", choices=["adequacy", "advantage", "auto"], help="what the thresholds are "
+                     "held to (the policy's threshold_on, written into it); auto: the rule that meets the target "
+                     "more cheaply on the out-of-fold rows. Default: the policy's own")
+    cal.add_argument("--step", type=_share("(0, 0.5)"), default=0.05, help="the threshold grid's step")
     cal.add_argument("--folds", type=_positive_int, default=5)
     cal.add_argument("--seed", type=int, default=0)
     cal.set_defaults(run=_calibrate)

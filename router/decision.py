@@ -1,7 +1,8 @@
 """The routing decision: one pure function. No Ray, no I/O; testable in microseconds.
 
-Among the models eligible for the request (task, input length), take the cheapest whose predicted chance of an
-adequate answer is at least its threshold; otherwise take the fallback.
+Among the models eligible for the request (task, input length), take the cheapest whose confidence is at least its
+threshold; otherwise take the fallback. Confidence is the model's predicted chance of an adequate answer, or, with
+the policy's `threshold_on: advantage`, its standing against the fallback (`confidence` below).
 """
 from __future__ import annotations
 
@@ -35,12 +36,13 @@ class Decision:
     ood_distance: float | None = None   # to the nearest training prompt (1 - cosine similarity)
     ood_threshold: float | None = None
     profile: str | None = None  # the policy profile the client asked for ("auto:NAME"), whose thresholds decided
+    confidence: Mapping[str, float] = field(default_factory=dict)  # what each eligible model's threshold was held to
 
     def as_dict(self) -> dict:
         return {"model": self.model, "rule": self.rule, "reason": self.reason, "task": self.task,
                 "profile": self.profile, "input_tokens": self.input_tokens,
                 "scores": {k: round(v, 4) for k, v in self.scores.items()}, "thresholds": dict(self.thresholds),
-                "eligible": list(self.eligible),
+                "confidence": {k: round(v, 4) for k, v in self.confidence.items()}, "eligible": list(self.eligible),
                 "ood_distance": None if self.ood_distance is None else round(self.ood_distance, 4),
                 "ood_threshold": None if self.ood_threshold is None else round(self.ood_threshold, 4)}
 
@@ -67,6 +69,27 @@ def is_out_of_distribution(distance: float | None, threshold: float | None, poli
     return policy.ood.enabled and distance is not None and threshold is not None and distance > threshold
 
 
+def confidence(scores: Mapping[str, float], name: str, policy: Policy) -> float | None:
+    """What a small model's threshold is compared with. `adequacy`: its P(adequate). `advantage`: its standing
+    against the fallback, (1 + P(model) - P(fallback)) / 2, which is 0.5 when both are as likely adequate. On the
+    standing, one threshold t for every small model is the report's sweep at cut 1 - 2t (router/offline/report.py):
+    the fallback answers only when it is likelier to be adequate by more than the cut, so a prompt that every
+    model is predicted to fail stays on a small model. None: a score it needs is missing."""
+    score = scores.get(name)
+    if score is None or policy.threshold_on == "adequacy":
+        return score
+    large = scores.get(policy.fallback)
+    return None if large is None else (1.0 + score - large) / 2.0
+
+
+def _shown(scores: Mapping[str, float], name: str, policy: Policy) -> str:
+    value = confidence(scores, name, policy)
+    shown = "nan" if value is None else f"{value:.2f}"
+    if policy.threshold_on == "adequacy":
+        return shown
+    return f"{shown} (P {scores.get(name, float('nan')):.2f} against {scores.get(policy.fallback, float('nan')):.2f})"
+
+
 def decide(scores: Mapping[str, float], task: str, input_tokens: int, policy: Policy, catalogue: Catalogue,
            ood_distance: float | None = None, ood_threshold: float | None = None, suspected: bool = False) -> Decision:
     """`ood_distance`: how far the prompt lies from the router's training prompts; past `ood_threshold` (with
@@ -75,25 +98,28 @@ def decide(scores: Mapping[str, float], task: str, input_tokens: int, policy: Po
     thresholds = {m: mp.threshold for m, mp in policy.models.items() if m != policy.fallback}
     smalls = sorted(thresholds, key=lambda m: (blended_cost(m, policy, catalogue), m))
     eligible = tuple(m for m in smalls if is_eligible(m, task, input_tokens, policy, catalogue))
+    held = {m: confidence(scores, m, policy) for m in eligible}
     common = dict(task=task, input_tokens=input_tokens, scores=dict(scores), thresholds=thresholds, eligible=eligible,
-                  ood_distance=ood_distance, ood_threshold=ood_threshold)
+                  ood_distance=ood_distance, ood_threshold=ood_threshold,
+                  confidence={m: v for m, v in held.items() if v is not None})
     if suspected and policy.guard.enabled:
         return _guarded(policy, eligible, input_tokens, catalogue, common)
     unfamiliar = is_out_of_distribution(ood_distance, ood_threshold, policy)
+    measure = "P(adequate)" if policy.threshold_on == "adequacy" else f"standing against {policy.fallback}"
     for name in () if unfamiliar else eligible:
-        score = scores.get(name)
-        if score is not None and score >= thresholds[name]:
-            return Decision(name, CHEAPEST_CONFIDENT,
-                            f"{name} is the cheapest eligible model with P(adequate) {score:.2f} >= {thresholds[name]:.2f}",
-                            **common)
+        value = held[name]
+        if value is not None and value >= thresholds[name]:
+            return Decision(name, CHEAPEST_CONFIDENT, f"{name} is the cheapest eligible model with {measure} "
+                            f"{_shown(scores, name, policy)} >= {thresholds[name]:.2f}", **common)
     if not fits(policy.fallback, input_tokens, policy, catalogue):
         return Decision(None, INPUT_TOO_LONG, f"{input_tokens} input tokens exceed every model's limit", **common)
     if unfamiliar:
         return Decision(policy.fallback, OUT_OF_DISTRIBUTION, f"the prompt is unlike the router's training prompts "
                         f"(distance {ood_distance:.3f} > {ood_threshold:.3f}); its scores are not trusted", **common)
     if eligible:
-        below = ", ".join(f"{m} {scores.get(m, float('nan')):.2f}<{thresholds[m]:.2f}" for m in eligible)
-        return Decision(policy.fallback, FALLBACK_NOT_CONFIDENT, f"no eligible small model is confident ({below})", **common)
+        below = ", ".join(f"{m} {_shown(scores, m, policy)}<{thresholds[m]:.2f}" for m in eligible)
+        return Decision(policy.fallback, FALLBACK_NOT_CONFIDENT, f"no eligible small model is confident ("
+                        f"{'' if policy.threshold_on == 'adequacy' else measure + ': '}{below})", **common)
     return Decision(policy.fallback, FALLBACK_NONE_ELIGIBLE,
                     f"no small model is eligible for task {task!r} with {input_tokens} input tokens", **common)
 

@@ -206,6 +206,10 @@ class Policy(BaseModel):
     escalation: Escalation = Field(default_factory=Escalation)
     cache: AnswerCaching = Field(default_factory=AnswerCaching)
     monitor: Monitor = Field(default_factory=Monitor, description="thresholds of `router monitor` (drift, problem regions)")
+    threshold_on: Literal["adequacy", "advantage"] = Field(
+        "adequacy", description="what each small model's threshold is compared with: its P(adequate), or its standing "
+        "against the fallback, (1 + P(model) - P(fallback)) / 2 (0.5: both as likely adequate), which keeps prompts "
+        "that every model is predicted to fail on a small model (router/decision.py, confidence)")
     session_keeps_tier: bool = Field(True, description="a conversation (x-session-id header or `user`) never drops "
                                                        "below the costliest model it has used")
     profiles: dict[ProfileName, dict[str, Probability]] = Field(

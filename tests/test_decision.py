@@ -153,3 +153,40 @@ def test_a_request_with_tools_is_decided_among_the_models_that_make_tool_calls()
     assert named.model is None and named.reason == f"{LARGE} does not make tool calls; the models that do are " \
                                                    f"{[CODER, SMOL]}"
     assert p.fallback == LARGE and list(p.models) == [SMOL, CODER, LARGE]  # the live policy is left as it was
+
+
+def test_on_advantage_a_threshold_holds_the_standing_against_the_fallback():
+    """(1 + P(model) - P(fallback)) / 2: a prompt every model is predicted to fail stays on a small model."""
+    from router.decision import confidence
+
+    p = policy().model_copy(update={"threshold_on": "advantage"})
+    hopeless = {SMOL: 0.2, CODER: 0.1, LARGE: 0.1}  # standings 0.55 and 0.5
+    assert confidence(hopeless, SMOL, p) == pytest.approx(0.55) and confidence(hopeless, LARGE, policy()) == 0.1
+    assert decide(hopeless, "chat", 10, policy(), CATALOGUE).model == LARGE  # adequacy: nobody reaches 0.6
+    d = decide(hopeless, "chat", 10, p, CATALOGUE)
+    assert (d.model, d.rule) == (CODER, CHEAPEST_CONFIDENT)  # SMOL 0.55 < 0.6; CODER 0.5 >= 0.5
+    assert d.confidence == pytest.approx({SMOL: 0.55, CODER: 0.5})
+    assert "standing against qwen2.5-coder-1.5b 0.50 (P 0.10 against 0.10) >= 0.50" in d.reason
+    d = decide({SMOL: 0.9, CODER: 0.7, LARGE: 0.95}, "chat", 10, p, CATALOGUE)  # 0.475, 0.375: the large one wins
+    assert (d.model, d.rule) == (LARGE, FALLBACK_NOT_CONFIDENT) and "0.47 (P 0.90 against 0.95)<0.60" in d.reason
+    # without the fallback's score there is no standing: no small model is confident
+    assert decide({SMOL: 0.9, CODER: 0.9}, "chat", 10, p, CATALOGUE).model == LARGE
+
+
+def test_on_advantage_one_threshold_makes_the_reports_sweep_choice_at_each_cut():
+    """One decision, online and offline: the sweep's choice at cut c is decide() with every threshold (1 - c) / 2."""
+    import numpy as np
+
+    from router.offline.decisions import decide_rows
+    from router.offline.report import at_cut
+
+    models = [SMOL, CODER, LARGE]
+    probs = np.random.default_rng(3).random((400, 3))
+    p = policy(**{SMOL: {"tasks": ["chat", "code", "math"], "max_input_tokens": None}})
+    p = p.model_copy(update={"threshold_on": "advantage"})
+    for cut in (-0.503, -0.211, 0.0371, 0.113, 0.2917, 0.6043):  # no row's advantage lies on a cut
+        thresholds = {SMOL: (1 - cut) / 2, CODER: (1 - cut) / 2}
+        served = decide_rows(models, probs, ["chat"] * len(probs), [10] * len(probs), p.with_thresholds(thresholds),
+                             CATALOGUE)
+        assert (served == at_cut(probs, cut)).all()
+        assert 0 < (served == 2).mean() < 1 or cut < -0.5

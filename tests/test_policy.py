@@ -219,6 +219,29 @@ def test_a_model_the_classifier_does_not_score_joins_the_policy_only_when_named(
     assert fresh.route("Name three colours of the rainbow.", 12, model="hosted").model == "hosted"
 
 
+def test_threshold_on_advantage_needs_the_fallbacks_scores_and_goes_live_by_an_edit(service):
+    from models.catalogue import Catalogue
+    from router.service import RoutingService
+
+    catalogue = service.catalogue.model_dump(mode="json")
+    catalogue["models"].append({"name": "hosted", "display_name": "a hosted model", "runtime": "openai",
+                                "tasks": ["chat", "code", "math"], "context_length": 8192,
+                                "cost_per_1k_input": 0.0025, "cost_per_1k_output": 0.01,
+                                "endpoint": {"base_url": "https://api.example.com/v1", "model": "m"}})
+    fresh = RoutingService(encoder=service.encoder, catalogue=Catalogue.model_validate(catalogue))
+    data = {**_policy_data("hosted-fallback"), "fallback": "hosted", "threshold_on": "advantage"}
+    data["models"] = {**data["models"], "hosted": {"threshold": 0.0}}
+    with pytest.raises(ConfigError, match=r"threshold_on: advantage compares each small model with the fallback, "
+                                          r"but default.json has no scores for 'hosted'"):
+        fresh.take(data, lambda: None)
+    assert fresh.take({**data, "threshold_on": "adequacy"}, lambda: None)[0] == "applied"
+    assert fresh.take({**_policy_data("advantage"), "threshold_on": "advantage"}, lambda: None)[0] == "applied"
+    decision = fresh.route("Name three colours of the rainbow.", 12)
+    assert decision.confidence and all(0 <= v <= 1 for v in decision.confidence.values())
+    large = decision.scores[fresh.live.policy.fallback]
+    assert all(v == pytest.approx((1 + decision.scores[m] - large) / 2) for m, v in decision.confidence.items())
+
+
 def test_a_cascade_floor_is_refused_on_a_model_whose_server_returns_no_logprobs(service):
     from models.catalogue import Catalogue
     from router.policy import parse_policy

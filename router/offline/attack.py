@@ -43,8 +43,10 @@ class View(Protocol):
     def observe(self, texts: Sequence[str]) -> Observation: ...
 
 
-def margin_of(scores: dict, thresholds: dict, eligible: Sequence[str]) -> float:
-    gaps = [scores[m] - thresholds[m] for m in eligible if m in scores and m in thresholds]
+def margin_of(confidence: dict, thresholds: dict, eligible: Sequence[str]) -> float:
+    """How far the most confident eligible small model is above its threshold (`confidence`: a decision's, the
+    value each threshold is held to)."""
+    gaps = [confidence[m] - thresholds[m] for m in eligible if m in confidence and m in thresholds]
     return max(gaps) if gaps else -1.0
 
 
@@ -73,7 +75,7 @@ class WhiteBoxView:
         return Observation(np.array([d.model == fallback for d in decisions], bool),
                            np.array([d.model not in (None, fallback) for d in decisions], bool),
                            np.array([d.rule == SUSPECTED_GADGET for d in decisions], bool),
-                           np.array([margin_of(d.scores, d.thresholds, d.eligible) for d in decisions], float))
+                           np.array([margin_of(d.confidence, d.thresholds, d.eligible) for d in decisions], float))
 
 
 def success(obs: Observation, direction: str) -> np.ndarray:

@@ -38,8 +38,8 @@ class HttpView:
                 margins = None if margins is None else margins + [-1.0]
                 continue
             to_large[i], to_small[i] = body["model"] == self.large, body["model"] != self.large
-            if margins is not None and "scores" in body and "thresholds" in body:
-                margins.append(margin_of(body["scores"], body["thresholds"], body.get("eligible", [])))
+            if margins is not None and "confidence" in body and "thresholds" in body:
+                margins.append(margin_of(body["confidence"], body["thresholds"], body.get("eligible", [])))
             else:
                 margins = None  # scores withheld: the search sees decisions only
         return Observation(to_large, to_small, flagged, None if margins is None else np.asarray(margins))

@@ -18,7 +18,12 @@ import yaml
 
 from router.offline.report import choose
 
-GRID = np.round(np.arange(0.05, 1.0, 0.05), 2)
+def threshold_grid(step: float = 0.05) -> np.ndarray:
+    """The values tried for each threshold: step, 2 step, ... below 1."""
+    return np.round(np.arange(step, 1.0 - 1e-9, step), 6)
+
+
+GRID = threshold_grid(0.05)
 
 
 @dataclass
@@ -34,15 +39,16 @@ class Calibration:
 
 def search(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: list[str], eligible: np.ndarray | None,
            keep_quality: float | None = None, max_large_share: float | None = None,
-           chooser: Callable[[dict[str, float]], np.ndarray] | None = None) -> Calibration:
+           chooser: Callable[[dict[str, float]], np.ndarray] | None = None, grid: np.ndarray = GRID) -> Calibration:
     """`chooser(thresholds)` gives each row's chosen column; by default the policy-less vectorised rule, and in
-    `router calibrate` the serving decision itself under the policy with those thresholds."""
+    `router calibrate` the serving decision itself under the policy with those thresholds. `grid`: the values
+    tried for each threshold."""
     if (keep_quality is None) == (max_large_share is None):
         raise ValueError("give exactly one target: keep_quality or max_large_share")
     rows = np.arange(len(scores))
     large_q, large_c = float(scores[:, -1].mean()), float(costs[:, -1].sum())
     small = len(models) - 1
-    grids = itertools.product(GRID, repeat=small) if small <= 3 else ((t,) * small for t in GRID)
+    grids = itertools.product(grid, repeat=small) if small <= 3 else ((t,) * small for t in grid)
     best, best_key = None, None
     for combo in grids:
         thresholds = {m: float(t) for m, t in zip(models[:-1], combo)}
@@ -104,6 +110,24 @@ def write_thresholds(path: Path, thresholds: dict[str, float], version: str | No
     for start, end, replacement in sorted(edits, reverse=True):
         text = text[:start] + replacement + text[end:]
     path.write_text(text)
+
+
+def write_setting(path: Path, key: str, value: str) -> None:
+    """Set one top-level scalar of the policy, in place, keeping the file's comments and layout: its value is
+    replaced, or a line is added above `models:`."""
+    text = path.read_text()
+    policy = _policy_node(yaml.compose(text, Loader=yaml.SafeLoader))
+    if policy.flow_style:
+        raise ValueError(f"{path}: write the policy in block style, one key per line, so {key} can be set")
+    entries = {k.value: (k, v) for k, v in policy.value}
+    if key in entries:
+        node = entries[key][1]
+        start, end, replacement = node.start_mark.index, node.end_mark.index, value
+    else:
+        models = entries["models"][0]
+        start = end = text.rfind("\n", 0, models.start_mark.index) + 1
+        replacement = f"{' ' * models.start_mark.column}{key}: {value}\n"
+    path.write_text(text[:start] + replacement + text[end:])
 
 
 def write_profile(path: Path, name: str, thresholds: dict[str, float]) -> None:

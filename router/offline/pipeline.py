@@ -159,10 +159,13 @@ class PolicyView:
     def thresholds(self) -> np.ndarray:
         return np.array([self.policy.models[m].threshold for m in self.models[:-1]])
 
-    def choose(self, probs: np.ndarray, thresholds: dict[str, float] | None = None, ood: bool = True) -> np.ndarray:
+    def choose(self, probs: np.ndarray, thresholds: dict[str, float] | None = None, ood: bool = True,
+               threshold_on: str | None = None) -> np.ndarray:
         from router.offline.decisions import decide_rows
 
         policy = self.policy.with_thresholds(thresholds) if thresholds else self.policy
+        if threshold_on is not None:
+            policy = policy.model_copy(update={"threshold_on": threshold_on})
         return decide_rows(self.models, probs, self.tasks, self.tokens, policy, self.catalogue,
                            self.distances if ood else None, self.threshold, self.suspected)
 
@@ -244,9 +247,15 @@ def report_command(args) -> dict[str, Path]:
     return write_report(report, Path(args.out), stem=name)
 
 
+def _goodness(result, quality_target: bool) -> tuple:
+    """How `search` ranks a calibration: the target met first, then the cheapest (quality target) or the best
+    quality (share target)."""
+    return (result.met_target, -result.cost if quality_target else result.quality)
+
+
 def calibrate_command(args) -> dict:
     from router.classifier import AdequacyClassifier
-    from router.offline.calibrate import search, write_profile, write_thresholds
+    from router.offline.calibrate import search, threshold_grid, write_profile, write_setting, write_thresholds
     from router.offline.select import out_of_fold
     from router.policy import load_policy
 
@@ -262,9 +271,18 @@ def calibrate_command(args) -> dict:
         augmented = rebuild(table, features, rows, _encoder(clf.encoder_name), clf.metadata["hardening"])
     probs = out_of_fold(table, features, rows, clf.family.name, clf.family.params, args.folds, args.seed, augmented)
     view = PolicyView(args.policy, table.models, clf, features, tokens)
+    own = view.policy.threshold_on
+    rules = {None: [own], "auto": ["adequacy", "advantage"]}.get(args.threshold_on, [args.threshold_on])
+    if args.profile and rules != [own]:
+        raise ValueError(f"--profile writes thresholds only, read under the policy's threshold_on: {own}; "
+                         f"calibrate the policy itself to change the rule")
     # out-of-fold rows are the training prompts themselves, so no OOD flag can be judged here
-    result = search(probs, table.scores(), table.costs(), table.models, None, keep_quality=args.keep_quality,
-                    max_large_share=args.max_large_share, chooser=lambda t: view.choose(probs, t, ood=False))
+    results = {rule: search(probs, table.scores(), table.costs(), table.models, None, keep_quality=args.keep_quality,
+                            max_large_share=args.max_large_share, grid=threshold_grid(args.step),
+                            chooser=lambda t, r=rule: view.choose(probs, t, ood=False, threshold_on=r))
+               for rule in rules}
+    rule = max(results, key=lambda r: (*_goodness(results[r], args.keep_quality is not None), r == own))
+    result = results[rule]
     if not result.met_target:
         raise ValueError(f"no thresholds meet the target on {args.table}; the closest: {result}")
     target = f"quality>={args.keep_quality:g}" if args.keep_quality is not None else f"large<={args.max_large_share:g}"
@@ -274,9 +292,13 @@ def calibrate_command(args) -> dict:
     else:
         version = f"calibrated-{time.strftime('%Y%m%d-%H%M%S')}-{target}"
         write_thresholds(Path(args.policy), result.thresholds, version)
+        if rule != own:
+            write_setting(Path(args.policy), "threshold_on", rule)
     load_policy(args.policy)  # the edited file must still be a valid policy
     return {"policy": args.policy, "version": version, "profile": args.profile, "target": target,
-            "family": clf.family.label(), **result.__dict__,
+            "family": clf.family.label(), "threshold_on": rule,
+            "rules_tried": {r: {"cost_saved": 1 - c.cost / c.large_cost, "quality_kept": c.quality / c.large_quality,
+                                "met_target": c.met_target} for r, c in results.items()}, **result.__dict__,
             "cost_saved": 1 - result.cost / result.large_cost, "quality_kept": result.quality / result.large_quality}
 
 

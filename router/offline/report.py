@@ -48,6 +48,17 @@ def large_advantage(probs: np.ndarray) -> np.ndarray:
     return probs[:, -1] - probs[:, :-1].max(axis=1)
 
 
+def at_cut(probs: np.ndarray, cut: float, last: bool = False) -> np.ndarray:
+    """The sweep's choice per row at one cut: the large model when its advantage is >= cut (> at the last cut),
+    else the cheapest small model whose P is within `cut` of the large model's. The serving decision makes the same
+    choice under `threshold_on: advantage` with every threshold (1 - cut) / 2 (tests/test_decision.py)."""
+    strong_score = large_advantage(probs)
+    to_large = strong_score >= cut if not last else strong_score > cut
+    near = probs[:, :-1] >= (probs[:, -1] - cut)[:, None] - 1e-12
+    chosen = np.where(near.any(axis=1), near.argmax(axis=1), probs.shape[1] - 1)
+    return np.where(to_large, probs.shape[1] - 1, chosen)
+
+
 def sweep(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: list[str],
           num_results: int = 10) -> list[SweepPoint]:
     """RouteLLM's sweep generalised to several small models. The router's strong score is `large_advantage`;
@@ -59,10 +70,8 @@ def sweep(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: list
     rows = np.arange(len(probs))
     points = []
     for i, cut in enumerate(cuts):
-        to_large = strong_score >= cut if i != len(cuts) - 1 else strong_score > cut
-        near = probs[:, :-1] >= (probs[:, -1] - cut)[:, None] - 1e-12
-        chosen = np.where(near.any(axis=1), near.argmax(axis=1), probs.shape[1] - 1)
-        chosen = np.where(to_large, probs.shape[1] - 1, chosen)
+        chosen = at_cut(probs, cut, last=i == len(cuts) - 1)
+        to_large = chosen == probs.shape[1] - 1
         points.append(SweepPoint(float(cut), float(to_large.mean() * 100), float(scores[rows, chosen].mean()),
                                  float(costs[rows, chosen].sum()),
                                  {m: float((chosen == j).mean()) for j, m in enumerate(models)}))

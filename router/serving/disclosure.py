@@ -13,7 +13,7 @@ from pathlib import Path
 logger = logging.getLogger("ray.serve")
 OPERATOR_HEADER = "x-router-operator-key"
 OPERATOR_KEY_ENV = "ROUTER_OPERATOR_KEY"
-WITHHELD_FIELDS = ("rule", "reason", "task", "scores", "thresholds", "eligible", "ood_distance", "ood_threshold",
+WITHHELD_FIELDS = ("rule", "reason", "task", "scores", "thresholds", "confidence", "eligible", "ood_distance", "ood_threshold",
                    "cascade", "input_tokens")
 WITHHELD_HEADERS = ("x-router-rule", "x-router-reason", "x-router-task", "x-router-scores", "x-router-ood",
                     "x-router-cascade")

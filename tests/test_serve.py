@@ -336,7 +336,7 @@ def test_streaming_names_the_model_before_the_first_token(client):
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 
 
-def test_train_then_calibrate_gives_a_policy_the_server_accepts_live(ensemble, tmp_path):
+def test_train_then_calibrate_gives_a_policy_the_server_accepts_live(ensemble, client, tmp_path):
     import yaml
 
     from router.cli import main
@@ -349,7 +349,7 @@ def test_train_then_calibrate_gives_a_policy_the_server_accepts_live(ensemble, t
     policy["classifier"] = str(artifact)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     assert main(["calibrate", "--table", "data/outcomes/default.csv", "--policy", str(config_path),
-                 "--keep-quality", "0.95"]) == 0
+                 "--keep-quality", "0.95", "--threshold-on", "advantage"]) == 0
     calibrated = yaml.safe_load(config_path.read_text())["applications"][0]["deployments"][0]["user_config"]["policy"]
     assert calibrated["version"].startswith("calibrated-")
     original = _policy(ensemble)["policy"]
@@ -363,6 +363,14 @@ def test_train_then_calibrate_gives_a_policy_the_server_accepts_live(ensemble, t
             {m: p["threshold"] for m, p in calibrated["models"].items()}
         assert httpx.post(f"{ensemble.base}/v1/route", json={"messages": [{"role": "user", "content": CODE}]}
                           ).json()["policy_version"] == calibrated["version"]
+        # the thresholds are now held to each small model's standing against the fallback
+        assert calibrated["threshold_on"] == live["policy"]["threshold_on"] == "advantage"
+        completion, headers = ask(client, CODE, max_tokens=8)
+        router = completion.model_extra["router"]
+        assert f"standing against {LARGE}" in headers["x-router-reason"] and router["confidence"]
+        scores = router["scores"]
+        for model, held in router["confidence"].items():
+            assert held == pytest.approx((1 + scores[model] - scores[LARGE]) / 2, abs=1e-3)
     finally:
         _deploy_policy(ensemble, original)
         wait_for(lambda: _policy(ensemble)["version"] == original["version"], 60, "the original policy")

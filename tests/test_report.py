@@ -1,6 +1,8 @@
 """`router report` on RouteLLM's public MMLU outcomes: trains on a split, beats random on the held-out split."""
 import json
 
+import pytest
+
 from router.cli import main
 
 
@@ -38,6 +40,11 @@ def test_trained_router_beats_random_on_held_out_default_ensemble_data(tmp_path)
     assert (up["direction"], down["direction"]) == ("up", "down") and len(up["gadget"].split()) == 10
     assert 0 <= up["up"] <= 1 and 0 <= down["down"] <= 1 and up["clean_small"] + up["clean_large"] > 0
     assert "Routing gadgets" in (out / "default.html").read_text()
+    # each point of the curve names the policy that serves it (threshold_on: advantage, one threshold)
+    curve = trained["curve"]
+    assert all(p["standing_threshold"] == pytest.approx((1 - p["threshold"]) / 2) for p in curve)
+    assert [p["strong_pct"] for p in curve] == sorted((p["strong_pct"] for p in curve), reverse=True)
+    assert "Trade-off curve" in (out / "default.html").read_text()
     # at the same share of large-model calls, the trained router keeps more quality
     assert trained["operating_point"]["quality"] > random["operating_point"]["quality"]
     assert set(report["single_models"]) == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}

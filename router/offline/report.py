@@ -20,11 +20,12 @@ from router.offline.outcomes import OutcomeTable
 
 @dataclass
 class SweepPoint:
-    threshold: float
+    threshold: float  # the cut on the large model's predicted advantage
     strong_pct: float
     quality: float
     cost: float
     shares: dict[str, float]
+    standing_threshold: float  # the policy that serves this point: threshold_on advantage, every threshold this
 
 
 def choose(probs: np.ndarray, thresholds: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
@@ -74,7 +75,7 @@ def sweep(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: list
         to_large = chosen == probs.shape[1] - 1
         points.append(SweepPoint(float(cut), float(to_large.mean() * 100), float(scores[rows, chosen].mean()),
                                  float(costs[rows, chosen].sum()),
-                                 {m: float((chosen == j).mean()) for j, m in enumerate(models)}))
+                                 {m: float((chosen == j).mean()) for j, m in enumerate(models)}, (1.0 - float(cut)) / 2))
     return points
 
 
@@ -260,6 +261,14 @@ def render_html(report: dict, png: Path) -> str:
                         "prefix that steers this router, on 16 training prompts; the share of held-out decisions it "
                         "flips from a small model to the large one (up) and back (down).</p><table><tr><th>search"
                         f"</th><th>gadget</th><th>flips up</th><th>flips down</th></tr>{rows}</table>")
+    curve_rows = "".join(f"<tr><td>{p['standing_threshold']:.3f}</td><td>{p['strong_pct']:.1f}%</td>"
+                         f"<td>{p['quality']:.4f}</td><td>{p['cost']:.4g}</td></tr>"
+                         for p in report["routers"]["trained"]["curve"])
+    curve_html = ("<h2>Trade-off curve</h2><p>The trained router's sweep, point by point. Each point is what a policy "
+                  "with <code>threshold_on: advantage</code> and every small model's threshold at t serves (ties "
+                  "aside): a small model answers when its standing against the large model, (1 + P(small) - "
+                  "P(large)) / 2, is at least t.</p><table><tr><th>t</th><th>calls to the large model</th>"
+                  f"<th>quality</th><th>cost</th></tr>{curve_rows}</table>")
     confusion = report["routers"]["trained"]["operating_point"]["confusion"]
     confusion_html = ("<h2>Confusion matrix</h2><p>The trained router at the policy's thresholds: rows are the oracle's "
                       "model, columns the router's. Right of the diagonal over-routes (a costlier model than needed); "
@@ -300,6 +309,7 @@ models by parameter count: {report['routers']['trained']['operating_point']['rou
 <th>over-routing</th><th>under-routing</th><th>cost saved</th><th>quality kept</th><th>share of calls</th></tr>
 {''.join(rows)}</table>
 {selection_html}
+{curve_html}
 {confusion_html}
 {ood_html}
 {whatif_html}

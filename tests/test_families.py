@@ -152,6 +152,31 @@ def test_the_length_family_learns_the_costliest_answers_length_and_serves_from_t
     assert answer_lengths_of(OutcomeTable(frame.drop(columns="dear|output_tokens"), ["cheap", "dear"])) is None
 
 
+def test_the_gain_blend_ranks_held_out_prompts_by_the_blended_advantage(table_and_features):
+    """P(large) - P(small) is a rising line of the members' mean advantage quantile (clipping aside), so the report's
+    sweep ranks prompts as that quantile does; on held-out prompts its top third gains more from the large model
+    than its bottom third."""
+    from router.families.blend import _mean_quantile
+
+    table, features, _ = table_and_features
+    train, held = np.arange(0, len(table), 2), np.arange(1, len(table), 2)
+    clf = fit_table(table, features, train, make_family("gain-blend", FAMILIES["gain-blend"].grid[1]))
+    texts = [table.prompts[i] for i in held]
+    probs = clf.predict_proba(features[held], texts)
+    members = np.stack([m.predict(features[held], texts) for m in clf.family.members])
+    blended = _mean_quantile(clf.family.gain_references, members[:, :, -1:] - members[:, :, :-1])
+    assert (clf.family.gain_fit[:, 0] > 0).all()  # a higher quantile means a larger expected advantage
+    for j in range(len(table.models) - 1):
+        free = (probs[:, j] > 0) & (probs[:, j] < 1)
+        order = np.argsort(blended[free, j], kind="stable")
+        assert (np.diff((probs[free, -1] - probs[free, j])[order]) >= -1e-9).all()
+    scores = table.scores()[held]
+    realised, advantage = scores[:, -1] - scores[:, :-1].max(axis=1), probs[:, -1] - probs[:, :-1].max(axis=1)
+    third = len(held) // 3
+    order = np.argsort(advantage)
+    assert realised[order[-third:]].mean() > realised[order[:third]].mean() + 0.1
+
+
 def test_auto_leaves_out_a_family_that_lost_unless_asked_for_it():
     from router.offline.select import candidates
 

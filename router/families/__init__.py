@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from router.families.answer import AnswerLength
 from router.families.base import Family, TrainingData
-from router.families.blend import Blend
+from router.families.blend import Blend, GainBlend
 from router.families.clusters import Clusters
 from router.families.domain import DomainPrior
 from router.families.linear import HandFeatures, Logistic, Tfidf
 from router.families.neighbours import Knn
 
 FAMILIES: dict[str, type[Family]] = {f.name: f for f in (Logistic, Knn, DomainPrior, Clusters, Tfidf, HandFeatures,
-                                                          AnswerLength, Blend)}
+                                                          AnswerLength, Blend, GainBlend)}
 
 
 def family_class(name: str) -> type[Family]:

@@ -4,8 +4,8 @@ saves as plain JSON arrays. `FAMILIES` names them; `router train --family auto` 
 Families: lr (per-model logistic regression on the embedding), knn (neighbours' outcomes in embedding space),
 domain (a per-domain prior through a domain classifier), cluster (k-means clusters' adequacy rates; not in auto),
 tfidf (lexical, no embedding), hand (hand-made difficulty features), length (the costliest model's predicted
-answer length, learnt as a training-only target) and blend (quantile blend of members,
-Platt-scaled per model).
+answer length, learnt as a training-only target), blend (quantile blend of members,
+Platt-scaled per model) and gain-blend (quantile blend of the members' advantages of the large model).
 """
 from __future__ import annotations
 

@@ -204,9 +204,10 @@ def test_rows_without_text_train_embedding_families_only(split, encoder, tmp_pat
     assert "embedding families only" in artifact["metadata"]["selection"]["criterion"]
     assert "only the embedding families" in capsys.readouterr().err
     auto = from_store.embedding_only("auto", 16)  # what --family auto tries (fitting them all takes too long here)
-    assert {name for name, _ in auto} == {"knn", "lr", "domain", "blend"}
-    blends = [[m["name"] for m in params["members"]] for name, params in auto if name == "blend"]
-    assert blends == [["knn", "domain", "lr"]]
+    assert {name for name, _ in auto} == {"knn", "lr", "domain", "blend", "gain-blend"}
+    for blend in ("blend", "gain-blend"):
+        members = [[m["name"] for m in params["members"]] for name, params in auto if name == blend]
+        assert members == [["knn", "domain", "lr"]]
 
 
 def test_verdicts():

@@ -16,7 +16,8 @@ for that prompt. The verdict is the user's feedback (score > 0.5: like, 4 or 5 s
 Features are the stored embedding (the router's own) and the prompt's encoder token count (from the text when
 stored, else the served model's input tokens, which include its chat template: a slight overestimate). A row
 stored without its text (store_text off) has nothing for the text families (tfidf, hand) to read: with any such
-row, only the embedding families are tried (knn, lr, domain, blend of knn+domain+lr), and the command says so.
+row, only the embedding families are tried (knn, lr, domain, blend and gain-blend of knn+domain+lr), and the
+command says so.
 """
 from __future__ import annotations
 
@@ -236,7 +237,7 @@ def embedding_only(family: str, without_text: int) -> list[tuple[str, dict]]:
     options = [(n, p) for n, p in candidates(family) if _reads_embedding_only(n, p)]
     if not options:
         raise ValueError(f"--family {family} reads the prompt text, and {without_text} store rows were stored "
-                         f"without it (store_text off); use an embedding family: knn, lr, domain, blend or auto")
+                         f"without it (store_text off); use an embedding family: knn, lr, domain, blend, gain-blend or auto")
     return options
 
 
@@ -338,7 +339,7 @@ def merge_store(args, table: OutcomeTable, features: np.ndarray, catalogue: Cata
           f"{len(rows)} answers in {redacted(url)}; skipped: {skipped}", file=sys.stderr)
     if without_text:
         print(f"{without_text} store rows have no prompt text (store_text off): only the embedding families "
-              f"(knn, lr, domain, blend of knn+domain+lr) are tried", file=sys.stderr)
+              f"(knn, lr, domain, blend and gain-blend of knn+domain+lr) are tried", file=sys.stderr)
     ats = [r["at"] for r, _ in kept]
     provenance = {
         "table": {"path": args.table, "sha256": file_sha256(args.table), "n": len(table)},

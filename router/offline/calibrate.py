@@ -56,12 +56,19 @@ def search(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: lis
         quality, cost = float(scores[rows, chosen].mean()), float(costs[rows, chosen].sum())
         share = float((chosen == small).mean())
         ok = quality >= keep_quality * large_q if keep_quality is not None else share <= max_large_share
-        # meet the target first; then cheapest (quality target) or best quality (share target)
-        key = (ok, -cost if keep_quality is not None else quality, quality if keep_quality is not None else -cost)
+        found = Calibration(thresholds, quality, cost, share, large_q, large_c, ok)
+        key = ranking(found, keep_quality is not None)
         if best_key is None or key > best_key:
-            best_key = key
-            best = Calibration(thresholds, quality, cost, share, large_q, large_c, ok)
+            best_key, best = key, found
     return best
+
+
+def ranking(result: Calibration, quality_target: bool) -> tuple:
+    """How calibrations compare (larger is better): the target met first; then the cheapest (quality target) or
+    the best quality (share target); then the other."""
+    if quality_target:
+        return result.met_target, -result.cost, result.quality
+    return result.met_target, result.quality, -result.cost
 
 
 def _policy_node(root: yaml.Node) -> yaml.MappingNode:

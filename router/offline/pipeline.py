@@ -247,15 +247,9 @@ def report_command(args) -> dict[str, Path]:
     return write_report(report, Path(args.out), stem=name)
 
 
-def _goodness(result, quality_target: bool) -> tuple:
-    """How `search` ranks a calibration: the target met first, then the cheapest (quality target) or the best
-    quality (share target)."""
-    return (result.met_target, -result.cost if quality_target else result.quality)
-
-
 def calibrate_command(args) -> dict:
     from router.classifier import AdequacyClassifier
-    from router.offline.calibrate import search, threshold_grid, write_profile, write_setting, write_thresholds
+    from router.offline.calibrate import ranking, search, threshold_grid, write_profile, write_setting, write_thresholds
     from router.offline.select import out_of_fold
     from router.policy import load_policy
 
@@ -281,7 +275,7 @@ def calibrate_command(args) -> dict:
                             max_large_share=args.max_large_share, grid=threshold_grid(args.step),
                             chooser=lambda t, r=rule: view.choose(probs, t, ood=False, threshold_on=r))
                for rule in rules}
-    rule = max(results, key=lambda r: (*_goodness(results[r], args.keep_quality is not None), r == own))
+    rule = max(results, key=lambda r: (*ranking(results[r], args.keep_quality is not None), r == own))
     result = results[rule]
     if not result.met_target:
         raise ValueError(f"no thresholds meet the target on {args.table}; the closest: {result}")

@@ -46,6 +46,18 @@ def outcome(chosen: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> dict:
             "large_share": float((chosen == scores.shape[1] - 1).mean())}
 
 
+def calibrate_rule(table, tokens, policy, oof: np.ndarray, train: np.ndarray, train_tasks: list[str], keep: float,
+                   step: float):
+    """`router calibrate --keep-quality KEEP` under `policy`'s rule: the thresholds searched on the training rows'
+    out-of-fold predictions, each row decided by the serving decision."""
+    models, catalogue = table.models, load_catalogue()
+
+    def chooser(t):
+        return decide_rows(models, oof, train_tasks, tokens[train], policy.with_thresholds(t), catalogue)
+    return search(oof, table.scores()[train], table.costs()[train], models, None, keep_quality=keep, chooser=chooser,
+                  grid=threshold_grid(step))
+
+
 def run(table, features, tokens, policy, family: tuple[str, dict], seeds: list[int], test_size: int,
         keep: float, step: float) -> list[dict]:
     catalogue, models = load_catalogue(), table.models
@@ -62,11 +74,7 @@ def run(table, features, tokens, policy, family: tuple[str, dict], seeds: list[i
         row = {"seed": seed, "train_prompts": len(train), "test_prompts": len(test)}
         for rule in RULES:
             ruled = policy.model_copy(update={"threshold_on": rule})
-
-            def chooser(t, p=oof, rows=train, tasks=train_tasks, pol=ruled):
-                return decide_rows(models, p, tasks, tokens[rows], pol.with_thresholds(t), catalogue)
-            cal = search(oof, scores[train], costs[train], models, None, keep_quality=keep, chooser=chooser,
-                         grid=threshold_grid(step))
+            cal = calibrate_rule(table, tokens, ruled, oof, train, train_tasks, keep, step)
             chosen = decide_rows(models, probs, test_tasks, tokens[test], ruled.with_thresholds(cal.thresholds), catalogue)
             row[rule] = {"thresholds": cal.thresholds, "met_on_training": cal.met_target,
                          "training_cost_share": cal.cost / cal.large_cost, **outcome(chosen, scores[test], costs[test])}

@@ -1,7 +1,7 @@
 """Is one threshold rule harder to steer than the other? (issue 14) Gadgets against `threshold_on: adequacy` (as
 shipped) and `threshold_on: advantage`, each rule calibrated on the same training half.
 
-    .venv/bin/python bench/threshold_on_attack.py --out bench --guard     # about 20 minutes on 2 cores
+    .venv/bin/python bench/threshold_on_attack.py --out bench --guard     # about 12 minutes on 2 cores
     .venv/bin/python bench/threshold_on_attack.py --out bench --guard --vocabulary natural
     .venv/bin/python bench/threshold_on_attack.py --out bench             # the guard off
 

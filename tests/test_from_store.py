@@ -202,7 +202,7 @@ def test_rows_without_text_train_embedding_families_only(split, encoder, tmp_pat
     artifact = train(split.path, tmp_path / "r.json", "--from-store", url, "--family", "knn")
     assert artifact["metadata"]["rows"]["store"]["without_text"] == len(CODE_REQUESTS)
     assert "embedding families only" in artifact["metadata"]["selection"]["criterion"]
-    assert "only the embedding families" in capsys.readouterr().err
+    assert "only the embedding families (lr, knn, domain, blend, gain-blend) are tried" in capsys.readouterr().err
     auto = from_store.embedding_only("auto", 16)  # what --family auto tries (fitting them all takes too long here)
     assert {name for name, _ in auto} == {"knn", "lr", "domain", "blend", "gain-blend"}
     for blend in ("blend", "gain-blend"):

@@ -237,8 +237,13 @@ def embedding_only(family: str, without_text: int) -> list[tuple[str, dict]]:
     options = [(n, p) for n, p in candidates(family) if _reads_embedding_only(n, p)]
     if not options:
         raise ValueError(f"--family {family} reads the prompt text, and {without_text} store rows were stored "
-                         f"without it (store_text off); use an embedding family: knn, lr, domain, blend, gain-blend or auto")
+                         f"without it (store_text off); use an embedding family: {embedding_families()} or auto")
     return options
+
+
+def embedding_families() -> str:
+    """The families auto tries on rows without text, named from its candidates so that messages cannot drift."""
+    return ", ".join(dict.fromkeys(n for n, p in candidates("auto") if _reads_embedding_only(n, p)))
 
 
 def select_among(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, options: list[tuple[str, dict]],
@@ -339,7 +344,7 @@ def merge_store(args, table: OutcomeTable, features: np.ndarray, catalogue: Cata
           f"{len(rows)} answers in {redacted(url)}; skipped: {skipped}", file=sys.stderr)
     if without_text:
         print(f"{without_text} store rows have no prompt text (store_text off): only the embedding families "
-              f"(knn, lr, domain, blend and gain-blend of knn+domain+lr) are tried", file=sys.stderr)
+              f"({embedding_families()}) are tried", file=sys.stderr)
     ats = [r["at"] for r, _ in kept]
     provenance = {
         "table": {"path": args.table, "sha256": file_sha256(args.table), "n": len(table)},

@@ -256,6 +256,13 @@ def _shadow_report(args) -> None:
     print(f"json  {out / 'shadow.json'}\nhtml  {out / 'shadow.html'}")
 
 
+def _family_names() -> str:
+    """The registry's names, so the help cannot drift from what `--family` accepts."""
+    from router.families import FAMILIES
+
+    return ", ".join(name + ("" if cls.in_auto else " (not in auto)") for name, cls in FAMILIES.items())
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="router", description="Small-model ensemble router")
     sub = p.add_subparsers(dest="command", required=True)
@@ -332,7 +339,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--test-fraction", type=_share("[0, 1)"), default=0.0, help="rows held out for the metrics recorded in the artifact")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--family", default="auto", help="router family: auto (chosen by cross-validation on the "
-                   "training rows) or one of lr, knn, domain, tfidf, hand, blend, cluster (not in auto)")
+                   f"training rows) or one of {_family_names()}")
     t.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds, grouped by prompt")
     t.add_argument("--encoder", help=ENCODER_HELP)
     t.add_argument("--ood-quantile", type=_fraction, default=0.97, help="out-of-distribution threshold: this quantile "
@@ -414,8 +421,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--max-train", type=_positive_int, help="train on at most N prompts")
     r.add_argument("--limit", type=_positive_int, help="use a random sample of N rows of the data")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--family", default="auto", help="router family (auto: chosen by cross-validation on the "
-                   "training split)")
+    r.add_argument("--family", default="auto", help="router family: auto (chosen by cross-validation on the "
+                   f"training split) or one of {_family_names()}")
     r.add_argument("--folds", type=_positive_int, default=5)
     r.add_argument("--encoder", help=ENCODER_HELP)
     r.add_argument("--router-cost-per-1k", type=_share("[0, inf)"), default=0.0000022,

@@ -188,6 +188,17 @@ def test_auto_leaves_out_a_family_that_lost_unless_asked_for_it():
         candidates("auto", also=["clusterz"])
 
 
+def test_the_family_help_of_train_and_report_names_every_registered_family():
+    from router.cli import parser
+
+    commands = parser()._subparsers._group_actions[0].choices
+    for command in ("train", "report"):
+        family = next(a for a in commands[command]._actions if a.dest == "family")
+        for name, cls in FAMILIES.items():
+            assert (name + ("" if cls.in_auto else " (not in auto)")) in family.help
+    assert "cluster (not in auto)" in family.help and "gain-blend (not" not in family.help
+
+
 def test_a_forced_family_is_the_only_candidate(table_and_features):
     table, features, _ = table_and_features
     selection = select_family(table, features, np.arange(len(table)), family="tfidf", folds=3)

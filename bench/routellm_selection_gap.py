@@ -12,6 +12,8 @@ sees) and its test APGR (what selection is judged by), and from them:
 - Spearman's rank correlation between out-of-fold area and test APGR over the candidates.
 If even the hindsight pick misses a goal, no selection rule over these families can meet it.
 `--also cluster` adds families that auto leaves out to the candidates (outputs selection_gap_cluster.md/.json).
+`--measured` adds the settings that families keep out of auto, `measured_grid`, today the four-member
+gain-blend(knn+domain+lr+hand) (outputs selection_gap_measured.md/.json).
 `--folds 10` cross-validates with 10 folds instead of `router train`'s 5 (outputs selection_gap_folds10.md/.json):
 each fold's model then trains on 90% of the split, closer to the whole split that the test judges.
 """
@@ -41,14 +43,15 @@ from router.offline.train import fit_table  # noqa: E402
 GOALS = {"mmlu": 0.65, "gsm8k": 0.62, "mt_bench": 0.76}  # issue 12, mean of 3 seeds
 
 
-def candidates_on_test(data: dict, bench: str, splits: dict, also: list[str], folds: int = 5) -> list[dict]:
+def candidates_on_test(data: dict, bench: str, splits: dict, also: list[str], folds: int = 5,
+                       measured: bool = False) -> list[dict]:
     """Each candidate's out-of-fold area on the training split and its APGR on the test split."""
     frame, x = data[bench]
     train = training_set(data, bench, splits, with_extra=bench == "mt_bench" and "extra" in data)
     test = splits[bench][1] if bench in splits else np.arange(len(frame))
     weak, strong = frame[WEAK].to_numpy(float)[test], frame[STRONG].to_numpy(float)[test]
     table, rows = outcome_table(train), np.arange(len(train.prompts))
-    selection = select_family(table, train.x, rows, "auto", folds, seed=0, also=also)
+    selection = select_family(table, train.x, rows, "auto", folds, seed=0, also=also, measured=measured)
     prompts = list(frame["prompt"].to_numpy()[test])
     out = []
     for row in tqdm(selection.table, desc=f"{bench}: fit and test", unit="candidate", leave=False):
@@ -73,12 +76,16 @@ def summarise(per_split: dict) -> list[dict]:
     return rows
 
 
-def write(out: Path, per_split: dict, rows: list[dict], seeds: list[int], also: list[str], folds: int = 5) -> None:
+def write(out: Path, per_split: dict, rows: list[dict], seeds: list[int], also: list[str], folds: int = 5,
+          measured: bool = False) -> None:
     flag, stem = (f" --also {','.join(also)}", "selection_gap_" + "_".join(also)) if also else ("", "selection_gap")
+    if measured:
+        flag, stem = flag + " --measured", stem + "_measured"
     if folds != 5:
         flag, stem = flag + f" --folds {folds}", stem + f"_folds{folds}"
     lines = [f"Command: `.venv/bin/python bench/routellm_selection_gap.py --out DIR{flag}` (seeds {seeds}). Every "
-             f"candidate of `router train --family auto`{' with ' + ', '.join(also) if also else ''} fitted on the "
+             f"candidate of `router train --family auto`{' with ' + ', '.join(also) if also else ''}"
+             f"{' and the settings measured and left out of it' if measured else ''} fitted on the "
              "training split and scored on the test split, under bench/routellm_benchmark.py's protocol, "
              f"{folds}-fold cross-validation. The hindsight pick is chosen on test results: a ceiling for picking one "
              "candidate, not a router.", "",
@@ -116,6 +123,8 @@ def main(argv=None) -> None:
     parser.add_argument("--also", default="", help="comma-separated families that auto leaves out, added to its "
                         "candidates (for example: cluster)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (router train's default: 5)")
+    parser.add_argument("--measured", action="store_true", help="also the settings families keep out of auto "
+                        "(measured_grid)")
     args = parser.parse_args(argv)
     if args.folds < 2:
         parser.error(f"--folds must be at least 2, got {args.folds}")
@@ -135,8 +144,8 @@ def main(argv=None) -> None:
     for seed in args.seeds:
         splits = {name: split(data[name][0], MAX_TRAIN[name], seed) for name in ("mmlu", "gsm8k")}
         for bench in benches:
-            per_split[(bench, seed)] = candidates_on_test(data, bench, splits, also, args.folds)
-    write(out, per_split, summarise(per_split), args.seeds, also, args.folds)
+            per_split[(bench, seed)] = candidates_on_test(data, bench, splits, also, args.folds, args.measured)
+    write(out, per_split, summarise(per_split), args.seeds, also, args.folds, args.measured)
 
 
 if __name__ == "__main__":

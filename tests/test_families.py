@@ -186,6 +186,22 @@ def test_auto_leaves_out_a_family_that_lost_unless_asked_for_it():
     assert [name for name, _ in candidates("cluster")] == ["cluster"] * len(FAMILIES["cluster"].grid)
     with pytest.raises(ValueError, match="unknown router family 'clusterz'"):
         candidates("auto", also=["clusterz"])
+    four = {"members": [{"name": n, "params": p} for n, p in
+                        (("knn", {"k": 64}), ("domain", {"smoothing": 10.0}), ("lr", {"c": 1.0}), ("hand", {"c": 1.0}))]}
+    assert ("gain-blend", four) not in candidates("auto")  # measured, and left out of auto
+    assert candidates("auto", measured=True) == candidates("auto") + [("gain-blend", four)]
+
+
+def test_the_four_member_gain_blend_kept_out_of_auto_scores_the_same_after_a_json_round_trip(table_and_features,
+                                                                                             tmp_path):
+    table, features, _ = table_and_features
+    rows, held = np.arange(0, len(table), 2), np.arange(1, len(table), 2)
+    clf = fit_table(table, features, rows, make_family("gain-blend", FAMILIES["gain-blend"].measured_grid[0]))
+    clf.save(tmp_path / "router.json")
+    loaded = AdequacyClassifier.load(tmp_path / "router.json")
+    texts = [table.prompts[i] for i in held]
+    assert np.allclose(clf.predict_proba(features[held], texts), loaded.predict_proba(features[held], texts), atol=1e-5)
+    assert clf.family.label() == "gain-blend(knn+domain+lr+hand)"
 
 
 def test_the_family_help_of_train_and_report_names_every_registered_family():

@@ -28,6 +28,7 @@ class Family(abc.ABC):
     reads_text: ClassVar[bool] = False      # True: needs the prompt text (so not trainable on rows stored without it)
     grid: ClassVar[list[dict]] = [{}]       # the settings cross-validation tries
     in_auto: ClassVar[bool] = True          # False: tried by `--family NAME` or select_family(also=...) only
+    measured_grid: ClassVar[list[dict]] = []  # settings measured and left out of auto: select_family(measured=True)
 
     def __init__(self, **params):
         self.params = params

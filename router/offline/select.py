@@ -76,13 +76,15 @@ def prompt_folds(prompts: list[str], folds: int, seed: int) -> np.ndarray:
     return np.array([fold_of[p] for p in prompts])
 
 
-def candidates(family: str, also: Sequence[str] = ()) -> list[tuple[str, dict]]:
-    """Each setting to cross-validate: every family `auto` includes (plus `also`), or the one named."""
+def candidates(family: str, also: Sequence[str] = (), measured: bool = False) -> list[tuple[str, dict]]:
+    """Each setting to cross-validate: every family `auto` includes (plus `also`), or the one named. `measured`
+    adds the settings each of those families keeps in `measured_grid` (measured, left out of auto)."""
     for name in [family, *also]:
         if name != AUTO and name not in FAMILIES:
             raise ValueError(f"unknown router family {name!r}; known: {sorted(FAMILIES)} or {AUTO!r}")
     names = [n for n in FAMILIES if FAMILIES[n].in_auto or n in also] if family == AUTO else [family]
-    return [(name, dict(params)) for name in names for params in FAMILIES[name].grid]
+    return [(name, dict(params)) for name in names
+            for params in FAMILIES[name].grid + (FAMILIES[name].measured_grid if measured else [])]
 
 
 def out_of_fold(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, name: str, params: dict,
@@ -138,17 +140,18 @@ def sweep_aiq(probs: np.ndarray, scores: np.ndarray, costs: np.ndarray, models: 
 
 def select_family(table: OutcomeTable, features: np.ndarray, rows: np.ndarray, family: str = AUTO,
                   folds: int = 5, seed: int = 0, ensemble: bool = False, criterion: str = "area",
-                  repeats: int = 1, also: Sequence[str] = ()) -> Selection:
+                  repeats: int = 1, also: Sequence[str] = (), measured: bool = False) -> Selection:
     """The family (and settings) to train on `rows`, chosen by cross-validation on `rows` alone. `ensemble` (off:
     it did not win on RouteLLM's benchmarks, README "What was tried") adds an ensemble-selected blend with auto.
     `criterion`: "area" (the product's), or "aiq" (the earlier one, kept to measure against). `repeats` > 1 runs
     the k folds that many times with other fold seeds and ranks by the mean, to damp the fold draw's noise.
-    `also` adds families that auto leaves out (`in_auto` False) to its candidates, to measure them."""
+    `also` adds families that auto leaves out (`in_auto` False) to its candidates, to measure them; `measured`
+    adds the settings that families keep out of auto (`measured_grid`)."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if len(rows) < folds * 2:
         raise ValueError(f"{len(rows)} training rows are too few for {folds}-fold cross-validation")
-    options = candidates(family, also)
+    options = candidates(family, also, measured)
     scores, costs = table.scores()[rows], table.costs()[rows]
     best, best_value, best_oof, rows_out, oofs = None, -np.inf, None, [], []
     with_ensemble = ensemble and family == AUTO

@@ -8,7 +8,12 @@ leave-one-out nearest-neighbour distances, unless --quantile says otherwise. The
 Beside the shipped detector, two density-aware ones, not shipped, on the same splits: the local outlier factor
 (sklearn, k = 30, cosine; threshold the 0.97 quantile of the training prompts' own factors), and the union of the
 nearest distance and that factor, each at the 0.985 quantile (so that the two false-alarm rates add up to about
-the shipped one's).
+the shipped one's). And two detectors built for near-by ("sibling") domains, also not shipped: the class-conditional
+Mahalanobis distance with a tied covariance (Lee et al., 2018: the smallest distance to a training domain's mean),
+and the relative Mahalanobis distance (Ren et al., 2021: that distance minus the distance under one Gaussian of all
+training prompts), both with Ledoit-Wolf shrinkage, each at the 0.97 quantile of the training prompts' 5-fold
+cross-fitted scores (in 384 dimensions a prompt's in-sample distance is far smaller than a new prompt's, as the
+shipped detector's leave-one-out distances allow for).
 
     python bench/ood_detection.py --out bench   # writes bench/ood_detection.md and .json
     python bench/ood_detection.py --out bench --encoder static   # the static encoder: ood_detection_static.*
@@ -48,25 +53,58 @@ def flag_rates(table, features, unseen: np.ndarray, seed: int, quantile: float, 
     test = np.flatnonzero([t in test_prompts for t in texts])
     clf = fit_table(table, features, train, make_family("lr", {"c": 1.0}), ood_quantile=quantile)
     flagged = lambda rows: float((clf.ood_distances(features[rows]) > clf.ood_threshold).mean())  # noqa: E731
-    density = density_flags(features[train, :-1], quantile)
+    density = density_flags(features[train, :-1], quantile, domains_of(table)[train])
     unseen_rows = np.flatnonzero(unseen)
     return (flagged(unseen_rows), flagged(test), len(train),
             {name: (float(flag(features[unseen_rows, :-1]).mean()), float(flag(features[test, :-1]).mean()))
              for name, flag in density.items()})
 
 
-def density_flags(keys: np.ndarray, quantile: float, k: int = 30) -> dict:
-    """Flag functions of the two density-aware detectors, fitted on the training prompts' embeddings."""
+def density_flags(keys: np.ndarray, quantile: float, domains: np.ndarray, k: int = 30) -> dict:
+    """Flag functions of the four detectors not shipped, fitted on the training prompts' embeddings and domains."""
     from sklearn.neighbors import LocalOutlierFactor
 
-    unique = np.unique(keys, axis=0)  # a prompt repeated in the table is one point
+    unique, first = np.unique(keys, axis=0, return_index=True)  # a prompt repeated in the table is one point
     lof = LocalOutlierFactor(n_neighbors=min(k, len(unique) - 1), novelty=True, metric="cosine").fit(unique)
     factor = lambda x: -lof.score_samples(x)  # noqa: E731
     own = -lof.negative_outlier_factor_
     half = 1 - (1 - quantile) / 2  # each of the union's two tests at half the false-alarm budget
     nearest_cut = np.quantile(nearest_distance(unique, unique, leave_one_out=True), half)
     return {"lof": lambda x: factor(x) > np.quantile(own, quantile),
-            "union": lambda x: (nearest_distance(x, unique) > nearest_cut) | (factor(x) > np.quantile(own, half))}
+            "union": lambda x: (nearest_distance(x, unique) > nearest_cut) | (factor(x) > np.quantile(own, half)),
+            **mahalanobis_flags(unique, domains[first], quantile)}
+
+
+def mahalanobis_flags(keys: np.ndarray, domains: np.ndarray, quantile: float, folds: int = 5) -> dict:
+    """Flag functions of both Mahalanobis scores, fitted on all of `keys`, each cut at the `quantile` of the
+    training prompts' own scores, each scored by a fit on the other folds."""
+    fold = np.random.default_rng(0).permutation(len(keys)) % folds
+    own = np.empty((2, len(keys)))
+    for f in range(folds):
+        scorers = mahalanobis_scores(keys[fold != f], domains[fold != f])
+        own[:, fold == f] = [score(keys[fold == f]) for score in scorers]
+    scorers, cuts = mahalanobis_scores(keys, domains), np.quantile(own, quantile, axis=1)
+    return {name: (lambda x, score=score, cut=cut: score(x) > cut)
+            for name, score, cut in zip(("mahalanobis", "relative"), scorers, cuts)}
+
+
+def mahalanobis_scores(keys: np.ndarray, domains: np.ndarray):
+    """Score functions: the smallest Mahalanobis distance to a domain's mean under one shared covariance (Lee et
+    al., 2018), and that minus the distance under a single Gaussian of all prompts (Ren et al., 2021, relative)."""
+    from sklearn.covariance import LedoitWolf
+
+    classes, label = np.unique(domains, return_inverse=True)
+    means = np.stack([keys[label == c].mean(axis=0) for c in range(len(classes))])
+    tied = LedoitWolf().fit(keys - means[label]).precision_
+    background = LedoitWolf().fit(keys)
+
+    def per_domain(x: np.ndarray) -> np.ndarray:  # (n, domains) squared distances
+        return np.stack([np.einsum("nd,de,ne->n", x - m, tied, x - m) for m in means], axis=1)
+
+    def whole(x: np.ndarray) -> np.ndarray:
+        return background.mahalanobis(x)  # squared, under the one Gaussian
+
+    return (lambda x: per_domain(x).min(axis=1)), (lambda x: (per_domain(x) - whole(x)[:, None]).min(axis=1))
 
 
 def density_means(rates: list) -> dict:
@@ -114,14 +152,16 @@ def main() -> None:
     lines = [f"# Out-of-distribution detection (threshold: the {args.quantile:g} quantile of leave-one-out "
              f"neighbour distances; `python bench/ood_detection.py{flag}`; encoder {encoder.name})", "",
              "Goal (issue 12): >= 80% of an unseen domain flagged, <= 5% of held-out in-domain prompts.", "",
-             "Unseen flagged / in-domain flagged, for the shipped detector (nearest distance) and two not shipped "
-             "(local outlier factor, k = 30; the union of both, each at half the false-alarm quantile).", "",
-             "| data | held out | nearest (shipped) | local outlier factor | union | train rows |",
-             "|---|---|---|---|---|---|"]
+             "Unseen flagged / in-domain flagged, for the shipped detector (nearest distance) and four not shipped "
+             "(local outlier factor, k = 30; the union of both, each at half the false-alarm quantile; the "
+             "class-conditional Mahalanobis distance, Lee et al. 2018; the relative Mahalanobis distance, Ren et al. "
+             "2021).", "",
+             "| data | held out | nearest (shipped) | local outlier factor | union | Mahalanobis "
+             "| relative Mahalanobis | train rows |", "|---|---|---|---|---|---|---|---|"]
 
     def cells(r):
         return " | ".join(f"{x['unseen_flagged']:.1%} / {x['in_domain_flagged']:.1%}"
-                          for x in (r, r["lof"], r["union"]))
+                          for x in (r, r["lof"], r["union"], r["mahalanobis"], r["relative"]))
     for r in results["default"]:
         lines.append(f"| default table | {r['held_out']} | {cells(r)} | {r['train_rows']} |")
     for r in results["mmlu"]:

@@ -1,6 +1,6 @@
 """The arithmetic behind committed evidence: erase-and-check's copies (bench/erase_and_check.py), the FLOPs a
 decision costs (bench/encoder_roofline.py), the pooling of make bench's served-against-alone rounds
-(bench/bench_router.py), the met / not-met columns of README's bench tables (bench/readme_tables.py) and the
+(bench/bench_router.py), the Mahalanobis out-of-distribution scores (bench/ood_detection.py), the met / not-met columns of README's bench tables (bench/readme_tables.py) and the
 selection gap on RouteLLM's benchmarks (bench/routellm_selection_gap.py), against hand-computed cases."""
 import sys
 from pathlib import Path
@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import readme_tables  # noqa: E402
 from bench_router import pooled_rounds  # noqa: E402
 from encoder_roofline import flops_per_decision  # noqa: E402
+from ood_detection import mahalanobis_flags, mahalanobis_scores  # noqa: E402
 from erase_and_check import erased  # noqa: E402
 from readme_tables import main as readme_tables_main  # noqa: E402
 from readme_tables import ratio_rows  # noqa: E402
@@ -89,3 +90,26 @@ def test_selection_gap_names_the_pick_the_hindsight_best_and_the_rank_correlatio
     assert (row["best"], row["best_apgr"], row["candidates"]) == ("b", 0.65, 3)
     # rank differences 1, -1, 0: Spearman = 1 - 6 * 2 / (3 * (9 - 1)) = 0.5
     assert abs(row["spearman"] - 0.5) < 1e-12
+
+
+def test_mahalanobis_scores_measure_from_the_nearest_domain_mean_under_the_shared_covariance():
+    import numpy as np
+
+    # two domains, each four points around its mean at distance 1: the shared covariance is 0.5 I, which
+    # Ledoit-Wolf's shrinkage towards a multiple of I leaves as it is, so the precision is 2 I
+    a = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]], float)
+    keys, domains = np.vstack([a, a + [10, 0]]), np.array(["a"] * 4 + ["b"] * 4)
+    mahalanobis, relative = mahalanobis_scores(keys, domains)
+    assert np.allclose(mahalanobis(np.array([[0.0, 0.0], [5.0, 0.0], [12.0, 0.0]])), [0.0, 50.0, 8.0])
+    # (5, 0) is the mean of all eight points, so its distance under the one Gaussian is 0: relative = 50 - 0
+    assert np.allclose(relative(np.array([[5.0, 0.0]])), [50.0])
+
+
+def test_mahalanobis_flags_cut_at_cross_fitted_scores_pass_the_domain_and_flag_a_far_prompt():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    keys = np.vstack([rng.normal(0, 1, (60, 3)), rng.normal(8, 1, (60, 3))])
+    flags = mahalanobis_flags(keys, np.array(["a"] * 60 + ["b"] * 60), quantile=0.97)
+    assert flags["mahalanobis"](np.array([[0.0, 0.0, 0.0], [8.0, 8.0, 8.0]])).tolist() == [False, False]
+    assert flags["mahalanobis"](np.array([[30.0, -30.0, 0.0]])).tolist() == [True]

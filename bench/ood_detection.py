@@ -104,7 +104,8 @@ def mahalanobis_scores(keys: np.ndarray, domains: np.ndarray):
     def whole(x: np.ndarray) -> np.ndarray:
         return background.mahalanobis(x)  # squared, under the one Gaussian
 
-    return (lambda x: per_domain(x).min(axis=1)), (lambda x: (per_domain(x) - whole(x)[:, None]).min(axis=1))
+    nearest = lambda x: per_domain(x).min(axis=1)  # noqa: E731
+    return nearest, (lambda x: nearest(x) - whole(x))  # min over domains of (MD_k - MD_0) = min_k MD_k - MD_0
 
 
 def density_means(rates: list) -> dict:

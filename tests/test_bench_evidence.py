@@ -1,6 +1,7 @@
 """The arithmetic behind committed evidence: erase-and-check's copies (bench/erase_and_check.py), the FLOPs a
 decision costs (bench/encoder_roofline.py), the pooling of make bench's served-against-alone rounds
-(bench/bench_router.py), the Mahalanobis out-of-distribution scores (bench/ood_detection.py), the met / not-met columns of README's bench tables (bench/readme_tables.py) and the
+(bench/bench_router.py), the Mahalanobis out-of-distribution scores (bench/ood_detection.py),
+the met / not-met columns of README's bench tables (bench/readme_tables.py) and the
 selection gap on RouteLLM's benchmarks (bench/routellm_selection_gap.py), against hand-computed cases."""
 import sys
 from pathlib import Path

@@ -15,9 +15,9 @@ for that prompt. The verdict is the user's feedback (score > 0.5: like, 4 or 5 s
   each model's cost is the served answer's token counts at that model's catalogue price.
 Features are the stored embedding (the router's own) and the prompt's encoder token count (from the text when
 stored, else the served model's input tokens, which include its chat template: a slight overestimate). A row
-stored without its text (store_text off) has nothing for the text families (`reads_text`: tfidf, hand, length) to read: with any such
-row, only the embedding families are tried (knn, lr, domain, blend and gain-blend of knn+domain+lr), and the
-command says so.
+stored without its text (store_text off) has nothing for the text families (`reads_text`: tfidf, hand, length)
+to read: with any such row, only the embedding families are tried (knn, lr, domain, blend and gain-blend of
+knn+domain+lr), and the command says so.
 """
 from __future__ import annotations
 

@@ -43,6 +43,7 @@ test-servers:
 # not share this machine's 2 cores with the single-node ensemble of the others.
 test: weights browser test-servers
 	$(BIN)/lint-imports
+	$(BIN)/ruff check --no-cache router models bench tests
 	$(BIN)/python -m pytest -q -m "not cluster" tests
 	$(BIN)/python -m pytest -q -m cluster tests
 

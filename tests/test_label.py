@@ -5,10 +5,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pandas as pd
 
 from router.serving.local_ensemble import RAY_ENV, wait_for
 from router.offline.outcomes import load_outcomes

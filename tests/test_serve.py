@@ -156,7 +156,6 @@ def test_a_json_response_format_is_what_the_model_answers_in(client):
 def test_the_responses_api_answers_as_the_chat_does(client):
     """OpenAI's Responses API through the official client: the instructions and input are the chat's system and
     user messages, routed the same way; whole, streamed as typed events, and with a JSON schema."""
-    import openai
 
     colours = "Name three colours of the rainbow."
     chat = client.chat.completions.create(model=SMOL, max_tokens=8, temperature=0, messages=[

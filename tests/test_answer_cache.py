@@ -83,3 +83,47 @@ def test_a_bad_cache_section_is_refused_naming_the_field(section, message):
     data = {"fallback": "qwen2.5-coder-1.5b", "models": {"qwen2.5-coder-1.5b": {"threshold": 0.0}}, "cache": section}
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         parse_policy(data)
+
+
+def _cache_policy(**cache):
+    from router.policy import parse_policy
+
+    return parse_policy({"version": "v1", "fallback": "qwen2.5-coder-1.5b",
+                         "models": {"qwen2.5-coder-1.5b": {"threshold": 0.0}}, "cache": cache})
+
+
+def test_the_policys_cache_keeps_in_memory_or_shared_and_a_failed_database_is_only_a_miss(tmp_path):
+    """PolicyAnswerCache over a real SQLite decision store: off, no-store and no-cache as the policy and the
+    client say; a kept answer found again in this replica's memory or, shared, in the database; and a database
+    that fails (its table dropped) turns a lookup into a miss that says `unavailable`, never an error."""
+    from router.serving.answer_cache import PolicyAnswerCache
+    from router.store import DecisionStore
+    from router.store.answers import SharedAnswers
+    from router.store.schema import answer_cache
+
+    store = DecisionStore(f"sqlite:///{tmp_path / 'decisions.db'}")
+    cache, answer = PolicyAnswerCache(SharedAnswers(store.engine)), ("smollm2-135m", {"text": "hi"})
+    local, shared = _cache_policy(enabled=True), _cache_policy(enabled=True, shared=True)
+
+    async def keep_and_find(policy, key):
+        kept = cache.keep(key, answer, policy)
+        if kept is not None:
+            await kept  # a shared write runs off the event loop
+        return await cache.lookup(key, policy, None)
+
+    try:
+        assert cache.key("smollm2-135m", GREEDY, _cache_policy(enabled=False), None, streamed=False) is None
+        assert cache.key("smollm2-135m", GREEDY, local, "no-store", streamed=False) is None
+        key = cache.key("smollm2-135m", GREEDY, local, None, streamed=False)
+        assert key == cache_key("smollm2-135m", GREEDY, "v1")
+        assert asyncio.run(cache.lookup(key, local, None)) == (None, "miss")
+        assert asyncio.run(keep_and_find(local, key)) == (answer, "hit")
+        assert asyncio.run(cache.lookup(key, local, "no-cache")) == (None, "bypass")
+        assert asyncio.run(cache.lookup(key, shared, None)) == (None, "miss")  # memory is not the database
+        found, lookup = asyncio.run(keep_and_find(shared, key))
+        assert (tuple(found), lookup) == (answer, "hit") and len(cache.shared) == 1
+        answer_cache.drop(store.engine)
+        assert asyncio.run(cache.lookup(key, shared, None)) == (None, "unavailable")
+        assert asyncio.run(keep_and_find(shared, "another")) == (None, "unavailable")  # the failed keep is logged
+    finally:
+        store.close()

@@ -1,5 +1,7 @@
-"""`make run`'s `router up` stopped with SIGTERM: it exits cleanly within 10 s, prints no crash, and leaves no
-process of the Ray cluster it started behind."""
+"""`make run`'s `router up` stopped with SIGTERM: it exits cleanly, prints no crash, and leaves no process of the
+Ray cluster it started behind. It takes about 1.5 s on a quiet machine; `ray.shutdown` stops Ray's processes one
+kind after another, each given 1 s to exit and 1 s more once killed, so a loaded machine can take over 10 s (11.3 s
+once in CI). The bound checks that it never hangs, not how fast it is (speed lives in the benchmarks)."""
 import os
 import signal
 import subprocess
@@ -35,13 +37,13 @@ def test_router_up_stops_cleanly_on_sigterm(tmp_path):
         assert _session_processes(child.pid), "the cluster's processes are in the launcher's session"
         started = time.monotonic()
         child.send_signal(signal.SIGTERM)
-        code = child.wait(timeout=30)
+        code = child.wait(timeout=60)
         elapsed = time.monotonic() - started
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
     output = (tmp_path / "up.log").read_text()
-    assert code == 0 and elapsed < 10, (code, elapsed, output[-3000:])
+    assert code == 0 and elapsed < 30, (code, elapsed, output[-3000:])
     assert "Segmentation fault" not in output and "Traceback" not in output, output[-3000:]
     assert "SIGTERM, shutting down" in output
     wait_for(lambda: not _session_processes(child.pid), 10, "every process of the stopped cluster to exit")

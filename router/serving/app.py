@@ -204,7 +204,7 @@ class RouterIngress(ResponsesEndpoints, SpecialistEndpoints):
         live = self.service.live
         refused = self.service.refused
         body = {"version": live.policy.version, "applied_at": live.applied_at, "replica_pid": os.getpid(),
-                "replica": serve.get_replica_context().replica_id.unique_id,
+                "replica": self.replica_id,
                 "policy": live.policy.model_dump(mode="json"), "last_rejected_edit": self.service.last_error,
                 "refused_edit": refused.as_dict() if refused else None, "shadow_policy_version": self._shadow_version(),
                 "refused_shadow": self.service.shadow_refused.as_dict() if self.service.shadow_refused else None}

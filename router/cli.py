@@ -264,7 +264,10 @@ def _family_names() -> str:
 
 
 def parser() -> argparse.ArgumentParser:
+    from router.version import package_version
+
     p = argparse.ArgumentParser(prog="router", description="Small-model ensemble router")
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fetch-models", help="fetch and verify model weights (idempotent, cached)")

@@ -177,17 +177,19 @@ def bench_plain_fastapi(n: int) -> dict:
 
 
 def stream_tokens(base: str, streams: int, max_tokens: int = 64) -> float:
-    """Aggregate tokens/s of the tiny model with `streams` concurrent streaming requests."""
+    """Aggregate tokens/s of the tiny model with `streams` concurrent streaming requests, the tokens counted from
+    each stream's usage (an event can carry several: the replicas' stream_interval_ms)."""
     import asyncio
 
     async def one(http):
         count = 0
         async with http.stream("POST", f"{base}/v1/chat/completions", json={
                 "model": TINY, "stream": True, "max_tokens": max_tokens, "temperature": 0,
+                "stream_options": {"include_usage": True},
                 "messages": [{"role": "user", "content": "Write a long story about a robot who learns to paint."}]}) as r:
             async for line in r.aiter_lines():
-                if line.startswith("data: {") and '"content": "' in line and '"role"' not in line:
-                    count += 1
+                if line.startswith("data: {") and '"usage": {' in line:
+                    count = json.loads(line[6:])["usage"]["completion_tokens"]
         return count
 
     async def run():
@@ -209,8 +211,8 @@ def raw_stream_tokens(streams: int, max_tokens: int = 64) -> float:
     request = GenerationRequest(messages=[{"role": "user", "content": "Write a long story about a robot who learns to "
                                            "paint."}], max_tokens=max_tokens, temperature=0.0)
 
-    async def one():
-        return sum([1 async for delta in backend.stream(request) if delta.text])
+    async def one():  # the runtime's own count, as the served side reads it from the usage
+        return max([delta.output_tokens async for delta in backend.stream(request)])
 
     async def run():
         await one()  # warm-up
@@ -226,11 +228,12 @@ def _tiny_backend():
 
     from models.catalogue import load_catalogue
     from models.registry import make_backend
-    from models.runtime_options import runtime_for
+    from models.runtime_options import backend_options, runtime_for
 
     config = yaml.safe_load((Path(__file__).resolve().parent.parent / "serve_config.yaml").read_text())
     # the settings the served replica runs with, so the two sides differ only by the serving path
-    return make_backend(load_catalogue().model(TINY), **runtime_for(config["applications"][0]["args"], TINY))
+    return make_backend(load_catalogue().model(TINY),
+                        **backend_options(runtime_for(config["applications"][0]["args"], TINY)))
 
 
 OVERHEAD_PROMPT, OVERHEAD_TOKENS, OVERHEAD_RUNS = "Hi! How are you today?", 32, 20

@@ -15,6 +15,14 @@ class RuntimeOptions(BaseModel):
     threads: int = Field(2, ge=1, le=256, description="llama.cpp threads per replica: its num_cpus on a cluster")
     mmap: bool = Field(False, description="map the weight file instead of reading it (costs memory when "
                                           "llama.cpp repacks the weights, as for Q4_K on x86)")
+    stream_interval_ms: int = Field(0, ge=0, le=1000, description="a stream's tokens that come within this many "
+                                    "ms of the last piece sent go out as one piece (0: each token at once)")
+
+
+def backend_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options the backend itself takes: all but the replica's own (`stream_interval_ms`, applied by the
+    replica to what the backend streams)."""
+    return {k: v for k, v in options.items() if k != "stream_interval_ms"}
 
 
 def runtime_for(args: dict[str, Any], model: str) -> dict[str, Any]:

@@ -752,6 +752,19 @@ def test_a_stream_asked_for_its_usage_ends_with_a_usage_chunk(client):
     assert all(c.choices for c in without)  # no usage chunk unless asked for
 
 
+def test_a_stream_comes_in_fewer_pieces_than_tokens_and_says_the_same_as_the_whole_answer(client):
+    """serve_config.yaml's stream_interval_ms: the tokens that come within it go out as one piece, so 48 tokens
+    take fewer content chunks than tokens, and the pieces join into the very answer a plain request gets."""
+    ask = {"model": SMOL, "max_tokens": 48, "temperature": 0,
+           "messages": [{"role": "user", "content": "Write a long story about a robot who learns to paint."}]}
+    chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **ask))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    whole = client.chat.completions.create(**ask)
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens == 48
+    assert len(pieces) < 48
+    assert "".join(pieces) == whole.choices[0].message.content
+
+
 def _replica_actor(deployment: str):
     import ray
 

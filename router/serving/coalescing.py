@@ -1,8 +1,8 @@
 """A model's token stream in fewer, larger pieces: the deltas that arrive within `interval_s` of the last piece
 sent go out together, as vLLM's `stream_interval` does in tokens. Each piece crosses two Ray hops (the model's
-replica to the ingress, the ingress to the proxy) at about 7 ms of CPU on this machine (`bench/cpu_share.py
---streams 4`), beside the model that generates. The first piece with content goes at once, so the time to the
-first token does not move; the end of the stream goes at once too."""
+replica to the ingress, the ingress to the proxy), whose CPU is taken beside the model that generates: at 50 ms,
+half the pieces and about 0.7 ms less CPU a token (`bench/stream_interval.md`). The first piece with content goes
+at once, so the time to the first token does not move; the end of the stream goes at once too."""
 from __future__ import annotations
 
 import asyncio

@@ -68,26 +68,29 @@ def kind(cmd: str) -> str:
     return "other ray" if "ray" in cmd else "other"
 
 
-async def _streams(base: str, streams: int) -> tuple[int, int]:
-    """`streams` concurrent streamed answers of the tiny model: the tokens they carried (from their usage) and
-    their server-sent events with text (several tokens each with the replicas' stream_interval_ms)."""
+async def stream_answers(base: str, streams: int) -> list[tuple[int, int, float]]:
+    """`streams` concurrent streamed answers of the tiny model, each as (its tokens, from its usage; its events
+    with text, several tokens each with the replicas' stream_interval_ms; seconds to its first token)."""
     body = {"model": TINY, "stream": True, "max_tokens": 64, "temperature": 0,
             "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "Write a long story about a robot who learns to paint."}]}
 
-    async def one(http) -> tuple[int, int]:
-        tokens = events = 0
+    async def one(http) -> tuple[int, int, float]:
+        started, first, events, tokens = time.perf_counter(), 0.0, 0, 0
         async with http.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
             async for line in r.aiter_lines():
-                if line.startswith("data: {") and '"usage": {' in line:
-                    tokens = json.loads(line[6:])["usage"]["completion_tokens"]
-                elif '"content": "' in line and '"role"' not in line:
+                if not line.startswith("data: {"):
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+                if any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
                     events += 1
-        return tokens, events
+                    first = first or time.perf_counter() - started
+        return tokens, events, first
 
     async with httpx.AsyncClient(timeout=300) as http:
-        counts = await asyncio.gather(*(one(http) for _ in range(streams)))
-    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+        return await asyncio.gather(*(one(http) for _ in range(streams)))
 
 
 def share(before: dict, after: dict, wall: float, **extra) -> dict:
@@ -102,14 +105,14 @@ def share(before: dict, after: dict, wall: float, **extra) -> dict:
 
 def streams_main(streams: int, rounds: int = 5) -> None:
     with local_ensemble() as ens:
-        asyncio.run(_streams(ens.base, streams))  # warm-up
+        asyncio.run(stream_answers(ens.base, streams))  # warm-up
         time.sleep(2)
         tiny = next(pid for pid, (cmd, _) in cpu_by_process().items() if kind(cmd) == f"replica {TINY}")
         before, threads_before, started = cpu_by_process(), threads_of(tiny), time.perf_counter()
-        counts = [asyncio.run(_streams(ens.base, streams)) for _ in range(rounds)]
+        answers = [a for _ in range(rounds) for a in asyncio.run(stream_answers(ens.base, streams))]
         wall, after, threads_after = time.perf_counter() - started, cpu_by_process(), threads_of(tiny)
     by_thread = sorted((threads_after[t] - threads_before.get(t, 0.0) for t in threads_after), reverse=True)
-    tokens, events = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    tokens, events = sum(a[0] for a in answers), sum(a[1] for a in answers)
     result = share(before, after, wall, streams=streams, rounds=rounds, tokens=tokens, text_events=events,
                    tokens_per_s=round(tokens / wall, 1),
                    tiny_replica_busiest_thread_cpu_s=round(by_thread[0], 2),

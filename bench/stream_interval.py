@@ -19,41 +19,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_router import TINY, raw_stream_tokens  # noqa: E402
-from bench.cpu_share import NOT_THE_ENSEMBLE, cpu_by_process, kind, threads_of  # noqa: E402
+from bench.cpu_share import NOT_THE_ENSEMBLE, cpu_by_process, kind, stream_answers, threads_of  # noqa: E402
 
-STREAMS, TOKENS, MEASURES = 4, 64, 3
-PROMPT = "Write a long story about a robot who learns to paint."
+STREAMS, TOKENS, MEASURES = 4, 64, 3  # TOKENS: what cpu_share.stream_answers asks for
 
 
-async def four_streams(base: str) -> dict:
+def four_streams(base: str) -> dict:
     """STREAMS concurrent streams: their tokens/s (from usage), events with text, and first-token times."""
-    body = {"model": TINY, "stream": True, "max_tokens": TOKENS, "temperature": 0,
-            "stream_options": {"include_usage": True}, "messages": [{"role": "user", "content": PROMPT}]}
-
-    async def one(http) -> tuple[int, int, float]:
-        started, first, events, tokens = time.perf_counter(), None, 0, 0
-        async with http.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
-            async for line in r.aiter_lines():
-                if not line.startswith("data: {"):
-                    continue
-                chunk = json.loads(line[6:])
-                if chunk.get("usage"):
-                    tokens = chunk["usage"]["completion_tokens"]
-                if any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
-                    events += 1
-                    first = first or time.perf_counter() - started
-        return tokens, events, first
-
-    async with httpx.AsyncClient(timeout=300) as http:
-        started = time.perf_counter()
-        streams = await asyncio.gather(*(one(http) for _ in range(STREAMS)))
-        wall = time.perf_counter() - started
+    started = time.perf_counter()
+    streams = asyncio.run(stream_answers(base, STREAMS))
+    wall = time.perf_counter() - started
     return {"tokens_per_s": sum(s[0] for s in streams) / wall, "events_per_stream": [s[1] for s in streams],
             "first_token_ms": [1000 * s[2] for s in streams]}
 
@@ -68,10 +48,10 @@ def one_arm(interval_ms: int) -> dict:
         path = Path(folder) / "serve_config.yaml"
         path.write_text(yaml.safe_dump(config))
         with local_ensemble(config_path=path) as ens:
-            asyncio.run(four_streams(ens.base))  # warm-up
+            four_streams(ens.base)  # warm-up
             tiny = next(pid for pid, (cmd, _) in cpu_by_process().items() if kind(cmd) == f"replica {TINY}")
             before, threads_before = cpu_by_process(), threads_of(tiny)
-            runs = [asyncio.run(four_streams(ens.base)) for _ in range(MEASURES)]
+            runs = [four_streams(ens.base) for _ in range(MEASURES)]
             after, threads_after = cpu_by_process(), threads_of(tiny)
     total = sum(seconds - before.get(pid, (cmd, seconds))[1] for pid, (cmd, seconds) in after.items()
                 if pid != os.getpid() and kind(cmd) not in NOT_THE_ENSEMBLE)  # the ensemble's processes alone

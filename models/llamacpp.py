@@ -59,7 +59,8 @@ class LlamaCppBackend(ChatBackend):
     """One xllamacpp Server per process, kept for the life of the process (deleting one can hang)."""
 
     def __init__(self, entry: ModelEntry, weights_dir: Path | None = None, *, n_parallel: int = 2,
-                 slot_context: int = 4096, threads: int = 2, mmap: bool = False):
+                 slot_context: int = 4096, threads: int = 2, mmap: bool = False,
+                 warmup: bool = False):
         super().__init__(entry)
         path = verified_path(entry.weights[0], weights_dir)
         params = xllamacpp.CommonParams()
@@ -73,6 +74,9 @@ class LlamaCppBackend(ChatBackend):
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
         params.verbosity = 0
+        # llama.cpp's empty decode at load: 1.4 s of CPU for the 1.5B and no faster first answer
+        # (bench/llama_warmup.md)
+        params.warmup = warmup
         self._server = xllamacpp.Server(params)
 
     def raw(self, body: dict, callback=None) -> dict | None:

@@ -15,6 +15,8 @@ class RuntimeOptions(BaseModel):
     threads: int = Field(2, ge=1, le=256, description="llama.cpp threads per replica: its num_cpus on a cluster")
     mmap: bool = Field(False, description="map the weight file instead of reading it (costs memory when "
                                           "llama.cpp repacks the weights, as for Q4_K on x86)")
+    warmup: bool = Field(False, description="run llama.cpp's empty warm-up decode at load: with the weights read "
+                         "into memory it costs load CPU and leaves the first answer as slow (bench/llama_warmup.md)")
     stream_interval_ms: int = Field(0, ge=0, le=1000, description="a stream's tokens that come within this many "
                                     "ms of the last piece sent go out as one piece (0: each token at once)")
 

@@ -11,11 +11,11 @@ from router.policy import PROJECT_ROOT
 def test_a_models_own_options_go_over_the_shared_ones():
     args = {"runtime": {"threads": 2, "n_parallel": 4}, "runtime_per_model": {"tiny": {"threads": 1}}}
     assert runtime_for(args, "tiny") == {"n_parallel": 4, "slot_context": 4096, "threads": 1, "mmap": False,
-                                          "stream_interval_ms": 0}
+                                          "warmup": False, "stream_interval_ms": 0}
     assert runtime_for(args, "other") == {"n_parallel": 4, "slot_context": 4096, "threads": 2, "mmap": False,
-                                          "stream_interval_ms": 0}
+                                          "warmup": False, "stream_interval_ms": 0}
     assert runtime_for({}, "any") == {"n_parallel": 2, "slot_context": 4096, "threads": 2, "mmap": False,
-                                      "stream_interval_ms": 0}
+                                      "warmup": False, "stream_interval_ms": 0}
 
 
 def test_an_unknown_or_bad_option_is_refused_by_name():

@@ -3,6 +3,8 @@ the CPU seconds every kind of process used (sampled from /proc every 0.5 s), so 
 beside one that computes. Once ready, the ensemble's memory as `make bench` takes it (PSS and RSS, by process).
 
   .venv/bin/python bench/cold_start.py --runs 3     # about 1.5 minutes; writes bench/cold_start.md and .json
+  .venv/bin/python bench/cold_start.py --runs 3 --against warmup=true   # the shipped config against one with
+      # that llama.cpp runtime option changed for every model, in alternating rounds; bench/cold_start_warmup.md
 """
 from __future__ import annotations
 
@@ -11,10 +13,13 @@ import os
 import json
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,7 +41,10 @@ def _nearest(samples: list, at: float) -> dict:
     return min(samples, key=lambda s: abs(s[0] - at))[1]
 
 
-def one_run() -> dict:
+SHIPPED_CONFIG = ensemble_module.PROJECT_ROOT / "serve_config.yaml"
+
+
+def one_run(config_path: Path = SHIPPED_CONFIG) -> dict:
     """One cold start: the phase boundaries (seconds from the start) and each phase's CPU by kind of process."""
     marks: dict[str, float] = {}
     started = time.perf_counter()
@@ -53,6 +61,7 @@ def one_run() -> dict:
     ensemble_module.deploy_config = timed_deploy
     try:
         with ensemble_module.local_ensemble(
+                config_path=config_path,
                 after_ray_init=lambda: marks.setdefault("ray_init", time.perf_counter() - started)) as ens:
             marks["healthz"] = ens.ready_after_s
             stop.set()  # before the cluster shuts down, so the last sample has every replica's title
@@ -105,15 +114,77 @@ def markdown(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def variant_config(setting: str, folder: Path) -> tuple[str, Path]:
+    """The shipped config with one llama.cpp runtime option (`KEY=VALUE`, VALUE read as YAML) set for every model."""
+    from models.runtime_options import RuntimeOptions
+
+    key, sep, raw = setting.partition("=")
+    if not sep or key not in RuntimeOptions.model_fields:
+        raise SystemExit(f"--against: expected KEY=VALUE with KEY one of {sorted(RuntimeOptions.model_fields)}, "
+                         f"got {setting!r}")
+    config = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    args = config["applications"][0]["args"]
+    args["runtime"] = {**(args.get("runtime") or {}), key: yaml.safe_load(raw)}
+    for own in (args.get("runtime_per_model") or {}).values():
+        own.pop(key, None)
+    try:  # a bad VALUE is named here, before any cluster starts
+        RuntimeOptions.model_validate(args["runtime"])
+    except ValueError as exc:
+        raise SystemExit(f"--against {setting}: {exc}") from None
+    path = folder / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return key, path
+
+
+def compared(shipped: list[dict], variant: list[dict], setting: str) -> str:
+    loading = PHASES[-1]
+    lines = ["# Cold start: the shipped config against one runtime option changed", "",
+             f"`.venv/bin/python bench/cold_start.py --runs {len(shipped)} --against {setting}`: cold starts in "
+             f"alternating rounds, the shipped `serve_config.yaml` and the same with `runtime.{setting}` for every "
+             "model. Seconds to a green /healthz, and the core-seconds of the last phase (the replicas load).", "",
+             f"| round | shipped: cold start s | its loading core-s | {setting}: cold start s | its loading core-s |",
+             "|---|---|---|---|---|"]
+    for i, (a, b) in enumerate(zip(shipped, variant), 1):
+        load_a = next(p["core_s"] for p in a["phases"] if p["phase"] == loading)
+        load_b = next(p["core_s"] for p in b["phases"] if p["phase"] == loading)
+        lines.append(f"| {i} | {a['cold_start_s']} | {load_a} | {b['cold_start_s']} | {load_b} |")
+    med = statistics.median
+    lines += [f"| median | {med(r['cold_start_s'] for r in shipped)} | "
+              f"{med(next(p['core_s'] for p in r['phases'] if p['phase'] == loading) for r in shipped)} | "
+              f"{med(r['cold_start_s'] for r in variant)} | "
+              f"{med(next(p['core_s'] for p in r['phases'] if p['phase'] == loading) for r in variant)} |", "",
+              "The shipped config's runs, phase by phase:", "", markdown(shipped).split("\n", 4)[4],
+              f"The runs with {setting}:", "", markdown(variant).split("\n", 4)[4]]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="cold starts to measure, one after another")
     parser.add_argument("--out", default="bench", help="folder for cold_start.md and cold_start.json")
+    parser.add_argument("--against", metavar="KEY=VALUE", help="also start, in alternating rounds, the shipped "
+                        "config with this llama.cpp runtime option for every model (e.g. warmup=true)")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    runs = [one_run() for _ in range(args.runs)]
     out = Path(args.out)
+    if args.against:
+        with tempfile.TemporaryDirectory() as folder:
+            key, variant_path = variant_config(args.against, Path(folder))
+            shipped, variant = [], []
+            for i in range(args.runs):  # alternate which arm goes first, so neither always starts on a warm host
+                for arm in ("shipped", "variant") if i % 2 == 0 else ("variant", "shipped"):
+                    if arm == "shipped":
+                        shipped.append(one_run())
+                    else:
+                        variant.append(one_run(variant_path))
+        out.mkdir(parents=True, exist_ok=True)
+        runs = {"against": args.against, "shipped": shipped, "variant": variant}
+        (out / f"cold_start_{key}.json").write_text(json.dumps(runs, indent=1) + "\n")
+        (out / f"cold_start_{key}.md").write_text(compared(shipped, variant, args.against))
+        print(compared(shipped, variant, args.against))
+        return
+    runs = [one_run() for _ in range(args.runs)]
     out.mkdir(parents=True, exist_ok=True)
     (out / "cold_start.json").write_text(json.dumps(runs, indent=1) + "\n")
     (out / "cold_start.md").write_text(markdown(runs))

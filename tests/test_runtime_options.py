@@ -38,3 +38,15 @@ def test_the_apps_on_off_args_must_be_true_or_false():
     with pytest.raises(ValueError, match=r"args\.store_text: 1 must be true or false; "
                                          r"args\.store_responses: 'false' must be true or false"):
         build_app({"store_responses": "false", "store_text": 1})
+
+
+def test_every_option_but_the_replicas_own_reaches_the_llamacpp_backend():
+    import inspect
+
+    from models.llamacpp import LlamaCppBackend
+    from models.runtime_options import RuntimeOptions, backend_options
+
+    # an option the backend does not take would fail every model replica at start, with a TypeError
+    passed = backend_options(RuntimeOptions().model_dump())
+    assert "stream_interval_ms" not in passed and "warmup" in passed
+    assert set(passed) <= set(inspect.signature(LlamaCppBackend.__init__).parameters)

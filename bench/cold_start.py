@@ -136,8 +136,12 @@ def variant_config(setting: str, folder: Path) -> tuple[str, Path]:
     return key, path
 
 
+def loading_core_s(run: dict) -> float:
+    """The core-seconds of a run's last phase, the replicas loading."""
+    return next(p["core_s"] for p in run["phases"] if p["phase"] == PHASES[-1])
+
+
 def compared(shipped: list[dict], variant: list[dict], setting: str) -> str:
-    loading = PHASES[-1]
     lines = ["# Cold start: the shipped config against one runtime option changed", "",
              f"`.venv/bin/python bench/cold_start.py --runs {len(shipped)} --against {setting}`: cold starts in "
              f"alternating rounds, the shipped `serve_config.yaml` and the same with `runtime.{setting}` for every "
@@ -145,14 +149,10 @@ def compared(shipped: list[dict], variant: list[dict], setting: str) -> str:
              f"| round | shipped: cold start s | its loading core-s | {setting}: cold start s | its loading core-s |",
              "|---|---|---|---|---|"]
     for i, (a, b) in enumerate(zip(shipped, variant), 1):
-        load_a = next(p["core_s"] for p in a["phases"] if p["phase"] == loading)
-        load_b = next(p["core_s"] for p in b["phases"] if p["phase"] == loading)
-        lines.append(f"| {i} | {a['cold_start_s']} | {load_a} | {b['cold_start_s']} | {load_b} |")
+        lines.append(f"| {i} | {a['cold_start_s']} | {loading_core_s(a)} | {b['cold_start_s']} | {loading_core_s(b)} |")
     med = statistics.median
-    lines += [f"| median | {med(r['cold_start_s'] for r in shipped)} | "
-              f"{med(next(p['core_s'] for p in r['phases'] if p['phase'] == loading) for r in shipped)} | "
-              f"{med(r['cold_start_s'] for r in variant)} | "
-              f"{med(next(p['core_s'] for p in r['phases'] if p['phase'] == loading) for r in variant)} |", "",
+    lines += [f"| median | {med(r['cold_start_s'] for r in shipped)} | {med(map(loading_core_s, shipped))} | "
+              f"{med(r['cold_start_s'] for r in variant)} | {med(map(loading_core_s, variant))} |", "",
               "The shipped config's runs, phase by phase:", "", markdown(shipped).split("\n", 4)[4],
               f"The runs with {setting}:", "", markdown(variant).split("\n", 4)[4]]
     return "\n".join(lines)

@@ -74,7 +74,7 @@ class LlamaCppBackend(ChatBackend):
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
         params.verbosity = 0
-        # llama.cpp's empty decode at load: 1.4 s of CPU for the 1.5B and no faster first answer
+        # llama.cpp's empty decode at load: about 1 s of CPU for the 1.5B, and no faster first answer
         # (bench/llama_warmup.md)
         params.warmup = warmup
         self._server = xllamacpp.Server(params)

@@ -26,7 +26,8 @@ ANSWERS = 3
 
 
 def one_load(model: str, warmup: bool) -> dict:
-    """In this process: load the model as a replica does (2 threads, 2 slots), then answer ANSWERS times."""
+    """In this process: load the model on 2 threads and 2 slots (the larger models' replica settings; the tiny
+    model's replica runs 1 thread), then answer ANSWERS times."""
     from models.catalogue import load_catalogue
     from models.registry import make_backend
 
@@ -66,8 +67,9 @@ def summary(runs: list[dict]) -> list[dict]:
 
 def render(rows: list[dict], rounds: int) -> str:
     lines = [f"Command: `.venv/bin/python bench/llama_warmup.py --out bench --rounds {rounds}`. Each model loaded "
-             "in a fresh process, warm-up on and off in alternating rounds (medians of the rounds), 2 threads and "
-             "2 slots as a replica runs it; then the same greedy 64-token chat answer "
+             "in a fresh process, warm-up on and off in alternating rounds (medians of the rounds), on 2 threads and "
+             "2 slots (the larger models' replica settings; the tiny model's replica runs 1 thread); then the same "
+             "greedy 64-token chat answer "
              f"{ANSWERS} times.", "",
              "| model | warm-up | load, wall s | load, CPU s | first answer s | later answers s | tokens |",
              "|---|---|---|---|---|---|---|"]
